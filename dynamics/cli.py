@@ -1,0 +1,222 @@
+"""The ``dynamics`` command line.
+
+Every user error (unknown experiment, bad key or value, missing data) is printed as one line
+starting with ``dynamics: error:`` and exits with code 2, before any result file is touched.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from .errors import UserError
+
+RESULTS = Path("results")
+
+
+def _experiment(name: str):
+    import experiments
+
+    return experiments.get(name)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="dynamics")
+def cli() -> None:
+    """Simulate attention training dynamics and depth efficiency, next to the papers' closed forms.
+
+    \b
+    Typical session:
+      dynamics list                          experiments and what they reproduce
+      dynamics describe scan-snap-fig6       config keys, defaults and the default grid
+      dynamics run scan-snap-fig6 --quick    a small version in seconds
+      dynamics run scan-snap-fig6            the full reproduction into results/scan-snap-fig6/
+      dynamics verify                        every claim, PASS or FAIL, into results/VERIFICATION.md
+    """
+
+
+@cli.command("list")
+def list_cmd() -> None:
+    """List the experiments, the paper result each reproduces, and whether results exist."""
+    import experiments
+
+    for name in experiments.names():
+        exp = experiments.get(name)
+        have = "results" if (RESULTS / name / "table.csv").exists() else "-"
+        click.echo(f"{name:24s} {have:8s} {exp.summary}  [{exp.reference}]")
+
+
+@cli.command()
+@click.argument("experiment")
+def describe(experiment: str) -> None:
+    """Show EXPERIMENT's config keys (type, default, meaning), default grid and --quick settings."""
+    from .config import describe as fields
+
+    exp = _experiment(experiment)
+    click.echo(f"{exp.name}: {exp.summary}\nreproduces: {exp.reference}\n\nconfig keys (--set key=value):")
+    for name, tp, default, text in fields(exp.config):
+        click.echo(f"  {name:28s} {tp:8s} default {default!s:12s} {text}")
+    if exp.grid:
+        click.echo("\ndefault grid (replace with --grid key=v1,v2 on `dynamics sweep`):")
+        for k, v in exp.grid.items():
+            click.echo(f"  {k} = {','.join(map(str, v))}")
+    if exp.quick or exp.quick_grid:
+        click.echo("\n--quick sets: " + ", ".join(f"{k}={v}" for k, v in {**exp.quick, **exp.quick_grid}.items()))
+
+
+def _run_options(fn):
+    fn = click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+                      help="Result directory [default: results/EXP for run, runs/EXP for sweep].")(fn)
+    fn = click.option("--resume", is_flag=True, help="Skip cells already finished in the result directory.")(fn)
+    fn = click.option("--seeds", type=int, default=None, help="Seeds per cell (sets the `seeds` key).")(fn)
+    fn = click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+                      help="Override a config key; repeatable. `dynamics describe EXP` lists the keys.")(fn)
+    fn = click.option("--quick", is_flag=True, help="The experiment's small configuration (CI-sized).")(fn)
+    fn = click.option("--executor", type=click.Choice(["local"]), default="local", show_default=True,
+                      help="Where cells run: local = in-process, batched along a run axis.")(fn)
+    return fn
+
+
+def _do_run(experiment, grid_items, quick, sets, seeds, out, resume, executor, default_root):
+    from .config import parse_assignments
+    from .sweep import runner
+    from .sweep.executors import make_executor
+    from .sweep.grid import parse_grid
+
+    exp = _experiment(experiment)
+    overrides = parse_assignments(sets)
+    if seeds is not None:
+        if seeds < 1:
+            raise UserError(f"--seeds must be at least 1, got {seeds}")
+        overrides["seeds"] = str(seeds)
+    grid = parse_grid(exp.config, list(grid_items))
+    p = runner.plan(exp, overrides, grid, quick=quick)
+    out = out or default_root / exp.name
+    root = runner.execute(p, out, resume=resume, executor=make_executor(executor), argv=sys.argv)
+    click.echo(f"{exp.name}: {len(p.ids)} cells -> {root}")
+    claims = root / "claims.csv"
+    if claims.exists():
+        import pandas as pd
+
+        table = pd.read_csv(claims)
+        click.echo(f"claims: {(table.status == 'PASS').sum()} of {len(table)} pass (dynamics verify {exp.name})")
+
+
+@cli.command()
+@click.argument("experiment")
+@_run_options
+def run(experiment, quick, sets, seeds, out, resume, executor) -> None:
+    """Run EXPERIMENT over its default grid and write tables, figures, claims and a manifest.
+
+    Results go to results/EXPERIMENT/ unless --out is given.  Same seeds on the same machine give an
+    identical table.
+    """
+    _do_run(experiment, [], quick, sets, seeds, out, resume, executor, RESULTS)
+
+
+@cli.command()
+@click.argument("experiment")
+@click.option("--grid", "grid_items", multiple=True, metavar="KEY=V1,V2",
+              help="Sweep KEY over the listed values; repeatable (replaces that key in the default grid).")
+@_run_options
+def sweep(experiment, grid_items, quick, sets, seeds, out, resume, executor) -> None:
+    """Run EXPERIMENT over a grid of config values (cells), one result table for the whole grid.
+
+    Sweeps write to runs/EXPERIMENT/ by default so the committed results/ are not overwritten;
+    pass --out results/EXPERIMENT to replace them.  Example:
+
+        dynamics sweep scan-snap-fig6 --grid eta_z=0.5,1 --grid ratio=1,10 --seeds 3
+    """
+    _do_run(experiment, grid_items, quick, sets, seeds, out, resume, executor, Path("runs"))
+
+
+def _store(experiment: str, directory: Path | None):
+    from .sweep.store import Store
+
+    _experiment(experiment)
+    return Store(directory or RESULTS / experiment)
+
+
+@cli.command()
+@click.argument("experiment")
+@click.option("--format", "fmt", type=click.Choice(["csv", "md"]), default="md", show_default=True)
+@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Result directory [default: results/EXPERIMENT].")
+def table(experiment, fmt, directory) -> None:
+    """Print EXPERIMENT's saved main table as CSV or Markdown."""
+    from .sweep.store import to_markdown
+
+    df = _store(experiment, directory).load_tables()["table"]
+    click.echo(df.to_csv(index=False) if fmt == "csv" else to_markdown(df), nl=False)
+
+
+@cli.command()
+@click.argument("experiment")
+@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Result directory [default: results/EXPERIMENT].")
+def plot(experiment, directory) -> None:
+    """Redraw EXPERIMENT's figures from its saved tables (no simulation)."""
+    from .config import build
+
+    exp = _experiment(experiment)
+    store = _store(experiment, directory)
+    tables = store.load_tables()
+    if not exp.plot:
+        raise UserError(f"{experiment} has no figures")
+    base = build(exp.config, store.read_json("manifest.json")["config"])
+    for path in exp.plot(tables, store.root, base):
+        click.echo(str(path))
+
+
+@cli.command()
+@click.argument("experiment", nargs=-1)
+@click.option("--quick", is_flag=True, help="Run each experiment's quick configuration into runs/verify-quick/.")
+@click.option("--rerun", is_flag=True, help="Rerun experiments even where results/ already has them.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Root for results and the verification table [default: results, or runs/verify-quick].")
+def verify(experiment, quick, rerun, out) -> None:
+    """Check the papers' claims against measurements; exit 0 if all pass, 1 if any fails.
+
+    Writes VERIFICATION.md and verification.csv (experiment, claim, reference, predicted, measured,
+    rel_error, tolerance, status) into the results root.  With no EXPERIMENT, every experiment with
+    claims is checked.
+    """
+    from .sweep.store import to_markdown
+    from .verify import verify as run_verify
+
+    root = out or (Path("runs/verify-quick") if quick else RESULTS)
+    table = run_verify(experiment, root, quick=quick, rerun=rerun)
+    click.echo(to_markdown(table[["experiment", "claim", "predicted", "measured", "rel_error", "status"]]), nl=False)
+    n_fail = int((table.status != "PASS").sum())
+    click.echo(f"{len(table) - n_fail} of {len(table)} claims pass -> {root / 'VERIFICATION.md'}")
+    sys.exit(1 if n_fail else 0)
+
+
+@cli.command()
+@click.option("--readme", type=click.Path(dir_okay=False, path_type=Path), default=Path("README.md"), show_default=True)
+def readme(readme) -> None:
+    """Refresh README.md's result blocks (<!-- results: PATH -->) from the files in results/."""
+    from .report.readme import refresh
+
+    for path in refresh(readme):
+        click.echo(path)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: click's own usage errors and UserError become one line and exit code 2."""
+    try:
+        cli.main(args=argv, prog_name="dynamics", standalone_mode=False)
+    except UserError as exc:
+        click.echo(f"dynamics: error: {exc}", err=True)
+        sys.exit(2)
+    except click.ClickException as exc:
+        click.echo(f"dynamics: error: {exc.format_message()}", err=True)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        click.echo("dynamics: aborted", err=True)
+        sys.exit(130)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    sys.exit(0)

@@ -1,0 +1,55 @@
+"""The experiment protocol: what ``experiments/<name>.py`` declares and the sweep engine runs.
+
+An experiment is data plus four functions::
+
+    config      frozen dataclass of every knob, validated in __post_init__
+    grid        default sweep over config fields (``dynamics run``); ``--grid`` replaces entries
+    run_batch   (cells, ctx) -> one dict of tidy DataFrames per cell; cells that share
+                ``batch_key`` arrive together so a simulator can advance them as one tensor program
+    summarize   all cells' rows (grid values added as columns) -> the tables to save ("table" first)
+    plot        saved tables -> figures in the result directory
+    claims      saved tables -> list of Claim for ``dynamics verify``
+
+Nothing in an experiment writes files itself: the store does, atomically, so ``--resume`` and the
+executors (in-process, process pool, Dask) see the same behaviour.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Callable, Hashable, Mapping, Sequence
+
+import pandas as pd
+
+from .claims import Claim
+
+Tables = dict[str, pd.DataFrame]
+
+
+@dataclasses.dataclass
+class Context:
+    """What a running batch may use besides its configs.
+
+    ``bar(total, desc)`` returns a progress bar (silent when stderr is not a terminal);
+    ``notes`` collects facts for the manifest (data hashes, whether random numbers are shared).
+    """
+
+    bar: Callable[..., Any]
+    notes: dict = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    name: str
+    summary: str  # one line for `dynamics list`
+    reference: str  # the paper figure or theorem it reproduces
+    config: type
+    run_batch: Callable[[Sequence[Any], Context], list[Tables]]
+    grid: Mapping[str, tuple] = dataclasses.field(default_factory=dict)
+    quick: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # config overrides for --quick
+    quick_grid: Mapping[str, tuple] = dataclasses.field(default_factory=dict)  # grid overrides for --quick
+    batch_key: Callable[[Any], Hashable] | None = None
+    summarize: Callable[[Tables, Any], Tables] | None = None
+    plot: Callable[[Tables, Path, Any], list[Path]] | None = None
+    claims: Callable[[Tables, Any], list[Claim]] | None = None

@@ -1,0 +1,1 @@
+"""Figures and README tables drawn from saved result tables."""

@@ -1,0 +1,33 @@
+"""Grid expansion: ``{"a": (1, 2), "b": (3,)}`` -> cells in a fixed, row-major order."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from typing import Any, Mapping
+
+from ..config import coerce, parse_assignments
+from ..errors import UserError
+
+
+def parse_grid(cls: type, items: list[str]) -> dict[str, tuple]:
+    """``["eta_z=0.5,1", "seed=0"]`` -> ``{"eta_z": (0.5, 1.0), "seed": (0,)}`` (typed by ``cls``)."""
+    grid = {}
+    for key, text in parse_assignments(items, "--grid").items():
+        values = tuple(coerce(cls, key, part) for part in text.split(",") if part.strip())
+        if not values:
+            raise UserError(f"--grid {key}= has no values")
+        grid[key] = values
+    return grid
+
+
+def expand(grid: Mapping[str, tuple]) -> list[dict[str, Any]]:
+    keys = list(grid)
+    return [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))]
+
+
+def cell_id(experiment: str, config: Mapping[str, Any]) -> str:
+    """A stable name for a cell: the hash of its full config (so a changed default is a new cell)."""
+    blob = json.dumps({"experiment": experiment, "config": config}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]

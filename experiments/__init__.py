@@ -1,0 +1,28 @@
+"""The experiment registry: name -> module.  Modules are imported only when used.
+
+Each module defines ``EXPERIMENT`` (a :class:`dynamics.experiment.Experiment`).
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+
+from dynamics.errors import UserError
+
+REGISTRY = {
+    "scan-snap-fig4": "experiments.scan_snap_fig4",
+    "scan-snap-fig6": "experiments.scan_snap_fig6",
+}
+
+
+def names() -> list[str]:
+    return list(REGISTRY)
+
+
+def get(name: str):
+    if name not in REGISTRY:
+        close = difflib.get_close_matches(name, REGISTRY, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else f"; see `dynamics list`"
+        raise UserError(f"unknown experiment {name!r}{hint}")
+    return importlib.import_module(REGISTRY[name]).EXPERIMENT
