@@ -42,6 +42,9 @@ class SynConfig:
 
     def __post_init__(self) -> None:
         data.check_spec(self)
+        require(self.optimizer in ("sgd", "adam"), f"optimizer must be sgd or adam, got {self.optimizer!r}")
+        require(self.init in ("zero", "uniform"), f"init must be zero or uniform, got {self.init!r}")
+        require(self.dtype in ("float32", "float64"), f"dtype must be float32 or float64, got {self.dtype!r}")
         require(self.eta_z > 0, f"eta_z must be positive, got {self.eta_z}")
         require(self.ratio > 0, f"ratio (eta_Y/eta_Z) must be positive, got {self.ratio}")
         require(0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}")

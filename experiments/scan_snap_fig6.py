@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -35,7 +36,7 @@ NAME = "scan-snap-fig6"
 class Fig6Config(SynConfig):
     num_last: int = field(1, "number of query tokens (grid: 1, 3, 5, 10)")
     num_next_per_last: int = field(2, "next tokens per query")
-    init: str = field("uniform", "random init U(+-1/sqrt(M)), as the official Fig. 6 sweep")
+    init: Literal["zero", "uniform"] = field("uniform", "random init U(+-1/sqrt(M)), as the official Fig. 6 sweep")
     rise_from_ratio: float = field(2.0, "claim: entropy rises with eta_Y/eta_Z from this ratio on")
 
 
@@ -50,25 +51,28 @@ def run_batch(cfgs, ctx):
     for i, cfg in enumerate(cfgs):
         r = slice(i * S, (i + 1) * S)
         out.append({"runs": pd.DataFrame({
-            "seed": np.arange(S), "M": classes.M, "K": classes.K,
+            "num_last": cfg.num_last, "eta_z": cfg.eta_z, "ratio": cfg.ratio, "seed": np.arange(S), "M": classes.M, "K": classes.K,
             "entropy": H[r], "common_mass": common[r],
             "final_loss": traj.loss[-1, r], "diverged_step": traj.diverged[r]})})
     return out
 
 
 def summarize(tables, base):
+    """One row per cell: entropy over the seeds that did not diverge (sample s.d. and s.e.)."""
     runs = tables["runs"]
-    ok = runs[runs.diverged_step < 0]
-    g = ok.groupby(["num_last", "eta_z", "ratio"], sort=True)
-    table = g.entropy.agg(entropy_mean="mean", entropy_std="std", n_seeds="count").reset_index()
-    table["entropy_se"] = table.entropy_std / np.sqrt(table.n_seeds)
-    table = table[["num_last", "eta_z", "ratio", "entropy_mean", "entropy_std", "entropy_se", "n_seeds"]]
-    extra = g.agg(M=("M", "first"), K=("K", "first"), common_mass_mean=("common_mass", "mean"),
-                  final_loss_mean=("final_loss", "mean")).reset_index(drop=True)
-    table = pd.concat([table, extra], axis=1)
-    table["n_diverged"] = runs.groupby(["num_last", "eta_z", "ratio"], sort=True).diverged_step.apply(
-        lambda s: int((s >= 0).sum())).to_numpy()
-    headline = table.pivot_table(index=["eta_z", "ratio"], columns="num_last", values="entropy_mean")
+    rows = []
+    for (num_last, eta_z, ratio), g in runs.groupby(["num_last", "eta_z", "ratio"], sort=True):
+        ok = g[g.diverged_step < 0]
+        n = len(ok)
+        std = ok.entropy.std() if n > 1 else np.nan
+        rows.append({"num_last": num_last, "eta_z": eta_z, "ratio": ratio,
+                     "entropy_mean": ok.entropy.mean() if n else np.nan, "entropy_std": std,
+                     "entropy_se": std / np.sqrt(n) if n > 1 else np.nan, "n_seeds": n,
+                     "M": int(g.M.iloc[0]), "K": int(g.K.iloc[0]),
+                     "common_mass_mean": ok.common_mass.mean() if n else np.nan,
+                     "final_loss_mean": ok.final_loss.mean() if n else np.nan, "n_diverged": len(g) - n})
+    table = pd.DataFrame(rows)
+    headline = table.pivot_table(index=["eta_z", "ratio"], columns="num_last", values="entropy_mean", dropna=False)
     headline.columns = [f"entropy (#last={k})" for k in headline.columns]
     return {"table": table, "runs": runs, "headline": headline.reset_index()}
 

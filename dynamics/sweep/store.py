@@ -27,6 +27,8 @@ from filelock import FileLock, Timeout
 
 from ..errors import UserError
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 PARQUET_ROWS = 20_000  # tables longer than this are stored as Parquet rather than CSV
 KNOWN_SUFFIXES = (".csv", ".parquet", ".md", ".png", ".json")
 
@@ -36,6 +38,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp creates 0600; results are ordinary readable files
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
