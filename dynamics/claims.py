@@ -13,6 +13,7 @@ import math
 from typing import Literal
 
 COLUMNS = ["experiment", "claim", "reference", "predicted", "measured", "rel_error", "tolerance", "status"]
+ROW_COLUMNS = COLUMNS + ["statement", "note"]  # what claims.csv holds
 
 
 @dataclasses.dataclass(frozen=True)

@@ -74,12 +74,22 @@ def _run_options(fn):
     fn = click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
                       help="Override a config key; repeatable. `dynamics describe EXP` lists the keys.")(fn)
     fn = click.option("--quick", is_flag=True, help="The experiment's small configuration (CI-sized).")(fn)
-    fn = click.option("--executor", type=click.Choice(["local"]), default="local", show_default=True,
-                      help="Where cells run: local = in-process, batched along a run axis.")(fn)
+    fn = click.option("--no-wait", is_flag=True,
+                      help="Fail instead of waiting when another run is writing the same directory.")(fn)
+    fn = click.option("--workers", type=int, default=None,
+                      help="local: worker processes for independent batches [default: all cores when there are at "
+                           "least two batches per core, else 1 = in-process]. "
+                           "dask: torch threads per task [default: 1].")(fn)
+    fn = click.option("--address", default=None, metavar="tcp://HOST:PORT",
+                      help="Dask scheduler address (with --executor dask).")(fn)
+    fn = click.option("--executor", type=click.Choice(["local", "dask"]), default="local", show_default=True,
+                      help="local: batches in a process pool on this machine, each batch one tensor program over "
+                           "many runs; dask: batches sent to a Dask distributed cluster.")(fn)
     return fn
 
 
-def _do_run(experiment, grid_items, quick, sets, seeds, out, resume, executor, default_root):
+def _do_run(experiment, grid_items, quick, sets, seeds, out, resume, executor, address, workers, no_wait,
+            default_root):
     from .config import parse_assignments
     from .sweep import runner
     from .sweep.executors import make_executor
@@ -94,26 +104,28 @@ def _do_run(experiment, grid_items, quick, sets, seeds, out, resume, executor, d
     grid = parse_grid(exp.config, list(grid_items))
     p = runner.plan(exp, overrides, grid, quick=quick)
     out = out or default_root / exp.name
-    root = runner.execute(p, out, resume=resume, executor=make_executor(executor), argv=sys.argv)
+    pool = make_executor(executor, address, workers)
+    root = runner.execute(p, out, resume=resume, executor=pool, argv=sys.argv, wait=not no_wait)
     click.echo(f"{exp.name}: {len(p.ids)} cells -> {root}")
     claims = root / "claims.csv"
     if claims.exists():
         import pandas as pd
 
         table = pd.read_csv(claims)
-        click.echo(f"claims: {(table.status == 'PASS').sum()} of {len(table)} pass (dynamics verify {exp.name})")
+        if len(table):
+            click.echo(f"claims: {(table.status == 'PASS').sum()} of {len(table)} pass (dynamics verify {exp.name})")
 
 
 @cli.command()
 @click.argument("experiment")
 @_run_options
-def run(experiment, quick, sets, seeds, out, resume, executor) -> None:
+def run(experiment, quick, sets, seeds, out, resume, executor, address, workers, no_wait) -> None:
     """Run EXPERIMENT over its default grid and write tables, figures, claims and a manifest.
 
     Results go to results/EXPERIMENT/ unless --out is given.  Same seeds on the same machine give an
     identical table.
     """
-    _do_run(experiment, [], quick, sets, seeds, out, resume, executor, RESULTS)
+    _do_run(experiment, [], quick, sets, seeds, out, resume, executor, address, workers, no_wait, RESULTS)
 
 
 @cli.command()
@@ -121,7 +133,7 @@ def run(experiment, quick, sets, seeds, out, resume, executor) -> None:
 @click.option("--grid", "grid_items", multiple=True, metavar="KEY=V1,V2",
               help="Sweep KEY over the listed values; repeatable (replaces that key in the default grid).")
 @_run_options
-def sweep(experiment, grid_items, quick, sets, seeds, out, resume, executor) -> None:
+def sweep(experiment, grid_items, quick, sets, seeds, out, resume, executor, address, workers, no_wait) -> None:
     """Run EXPERIMENT over a grid of config values (cells), one result table for the whole grid.
 
     Sweeps write to runs/EXPERIMENT/ by default so the committed results/ are not overwritten;
@@ -129,7 +141,8 @@ def sweep(experiment, grid_items, quick, sets, seeds, out, resume, executor) -> 
 
         dynamics sweep scan-snap-fig6 --grid eta_z=0.5,1 --grid ratio=1,10 --seeds 3
     """
-    _do_run(experiment, grid_items, quick, sets, seeds, out, resume, executor, Path("runs"))
+    _do_run(experiment, grid_items, quick, sets, seeds, out, resume, executor, address, workers, no_wait,
+            Path("runs"))
 
 
 def _store(experiment: str, directory: Path | None):

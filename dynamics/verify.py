@@ -15,7 +15,7 @@ import pandas as pd
 
 import experiments
 
-from .claims import COLUMNS
+from .claims import COLUMNS, ROW_COLUMNS
 from .config import build
 from .sweep import runner
 from .sweep.store import Store, atomic_write_text, to_markdown
@@ -28,7 +28,7 @@ def claims_for(name: str, root: Path, quick: bool, rerun: bool) -> pd.DataFrame:
         runner.execute(runner.plan(exp, quick=quick), store.root, argv=["dynamics", "verify", name])
     base = build(exp.config, store.read_json("manifest.json")["config"])
     rows = [c.row() for c in exp.claims(store.load_tables(), base)]
-    return pd.DataFrame(rows, columns=COLUMNS + ["statement", "note"])
+    return pd.DataFrame(rows, columns=ROW_COLUMNS)
 
 
 def verify(names: Sequence[str], root: Path, quick: bool = False, rerun: bool = False) -> pd.DataFrame:

@@ -52,7 +52,7 @@ def run_batch(cfgs, ctx):
         seed, step, cls = np.meshgrid(np.arange(S), traj.steps, np.arange(K), indexing="ij")
         loss = np.concatenate([np.full((1, S), np.nan), traj.loss[:, r]])  # no loss before step 1
         trajectory = pd.DataFrame({
-            "seed": seed.ravel(), "step": step.ravel(), "class": cls.ravel(),
+            "seed_index": seed.ravel(), "step": step.ravel(), "class": cls.ravel(),
             "common_mass": common[:, r].transpose(1, 0, 2).ravel(),
             "top_distinct_weight": top[:, r].transpose(1, 0, 2).ravel(),
             "distinct_entropy": H[:, r].transpose(1, 0, 2).ravel(),
@@ -65,7 +65,7 @@ def run_batch(cfgs, ctx):
                                   "p_l_given_n": classes.probs[0][tok.ravel()],
                                   "distinct": classes.distinct[0][tok.ravel()],
                                   "c": c[snaps][:, i * S, 0][:, tokens].ravel()})
-        diverged = pd.DataFrame({"seed": np.arange(S), "diverged_step": traj.diverged[r]})
+        diverged = pd.DataFrame({"seed_index": np.arange(S), "diverged_step": traj.diverged[r]})
         out.append({name: df.assign(optimizer=cfg.optimizer, eta_z=cfg.eta_z, ratio=cfg.ratio)
                     for name, df in (("trajectory", trajectory), ("attention", attention), ("diverged", diverged))})
     return out
@@ -74,7 +74,7 @@ def run_batch(cfgs, ctx):
 def summarize(tables, base):
     traj = tables["trajectory"]
     keys = ["optimizer", "eta_z", "ratio"]
-    per_seed = traj.groupby(keys + ["seed", "step"], sort=True)[
+    per_seed = traj.groupby(keys + ["seed_index", "step"], sort=True)[
         ["common_mass", "top_distinct_weight", "distinct_entropy", "loss"]].mean().reset_index()
     rows = []
     for key, g in per_seed.groupby(keys, sort=True):
@@ -89,7 +89,7 @@ def summarize(tables, base):
         mean_loss = g.groupby("step").loss.mean()
         below = mean_loss.index[mean_loss < base.loss_target]
         row["steps_to_loss_target"] = int(below.min()) if len(below) else np.nan
-        row["n_seeds"] = g.seed.nunique()
+        row["n_seeds"] = g.seed_index.nunique()
         rows.append(row)
     table = pd.DataFrame(rows)
     headline = table[["optimizer", "eta_y", "eta_z", "common_mass_init", f"common_mass_step{base.early_step}",

@@ -107,6 +107,6 @@ def test_a_second_writer_is_refused(tmp_path):
     lock = Store(tmp_path).lock()
     try:
         with pytest.raises(UserError, match="being written by another run"):
-            Store(tmp_path).lock()
+            Store(tmp_path).lock(wait=False)
     finally:
         lock.release()

@@ -18,6 +18,7 @@ from typing import Any, Mapping, Sequence
 import pandas as pd
 
 from .. import progress
+from ..claims import ROW_COLUMNS
 from ..config import build
 from ..experiment import Context, Experiment, Tables
 from . import manifest
@@ -71,18 +72,24 @@ def batches(p: Plan, todo: Sequence[int]) -> list[tuple[int, list[int]]]:
     return list(enumerate(groups.values()))
 
 
-def _run_batch(exp: Experiment, cfgs: Sequence[Any]) -> tuple[list[Tables], dict]:
-    ctx = Context(bar=progress.bar)
+def _run_batch(exp: Experiment, show_progress: bool, cfgs: Sequence[Any]) -> tuple[list[Tables], dict]:
+    """What an executor runs: one batch of cells (module-level, so worker processes can unpickle it)."""
+    ctx = Context(bar=progress.bar if show_progress else progress.silent)
     return exp.run_batch(cfgs, ctx), ctx.notes
 
 
-def execute(p: Plan, out: Path, resume: bool = False, executor=None, argv: Sequence[str] | None = None) -> Path:
-    """Run the plan into ``out`` and return it.  See the module docstring for the guarantees."""
+def execute(p: Plan, out: Path, resume: bool = False, executor=None, argv: Sequence[str] | None = None,
+            wait: bool = True) -> Path:
+    """Run the plan into ``out`` and return it.  See the module docstring for the guarantees.
+
+    Another run writing ``out`` holds its lock: with ``wait`` this run waits for it, else it stops
+    with a UserError.
+    """
     exp = p.experiment
     store = Store(out)
-    executor = executor or LocalExecutor()
+    executor = executor or LocalExecutor(workers=1)
     started = time.time()
-    lock = store.lock()
+    lock = store.lock(wait=wait)
     try:
         if not resume:
             store.clear_cells()
@@ -91,7 +98,8 @@ def execute(p: Plan, out: Path, resume: bool = False, executor=None, argv: Seque
         jobs = batches(p, todo)
         with progress.bar(len(p.ids), exp.name, unit="cell") as pbar:
             pbar.update(len(p.ids) - len(todo))
-            fn = functools.partial(_run_batch, exp)
+            in_process = isinstance(executor, LocalExecutor) and executor.processes(len(jobs)) <= 1
+            fn = functools.partial(_run_batch, exp, in_process)
             members = dict(jobs)
             for index, (results, batch_notes) in executor.map(fn, [(j, [p.configs[i] for i in m]) for j, m in jobs]):
                 for i, tables in zip(members[index], results):
@@ -107,7 +115,7 @@ def execute(p: Plan, out: Path, resume: bool = False, executor=None, argv: Seque
             written += exp.plot(saved, store.root, p.base)
         if exp.claims:
             claims = exp.claims(saved, p.base)
-            written += store.write_tables({"claims": pd.DataFrame([c.row() for c in claims])})
+            written += store.write_tables({"claims": pd.DataFrame([c.row() for c in claims], columns=ROW_COLUMNS)})
         written.append(store.write_json("manifest.json", {
             "experiment": exp.name,
             "reference": exp.reference,
@@ -127,6 +135,8 @@ def execute(p: Plan, out: Path, resume: bool = False, executor=None, argv: Seque
         store.remove_stale(written)
     finally:
         lock.release()
+        if hasattr(executor, "close"):
+            executor.close()
     return store.root
 
 

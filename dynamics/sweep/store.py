@@ -18,6 +18,7 @@ import json
 import os
 import pickle
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Iterable
@@ -75,14 +76,21 @@ class Store:
         self.cells = self.root / ".cells"
 
     # -- locking ---------------------------------------------------------------------------
-    def lock(self, timeout: float = 0) -> FileLock:
-        """An exclusive lock on the directory; a second writer fails at once with a clear error."""
+    def lock(self, wait: bool = True) -> FileLock:
+        """An exclusive lock on the directory, so two runs never interleave their files.
+
+        A second writer waits for the first (saying so on stderr), or with ``wait=False`` stops with
+        a UserError.  The lock is an OS file lock: it is released when its process dies, even by SIGKILL.
+        """
         self.root.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(str(self.root / ".lock"), timeout=timeout)
+        lock = FileLock(str(self.root / ".lock"))
         try:
-            lock.acquire()
+            lock.acquire(timeout=0)
         except Timeout:
-            raise UserError(f"{self.root} is being written by another run (lock {self.root / '.lock'})") from None
+            if not wait:
+                raise UserError(f"{self.root} is being written by another run (lock {self.root / '.lock'})") from None
+            print(f"dynamics: waiting for another run writing {self.root}", file=sys.stderr, flush=True)
+            lock.acquire()
         return lock
 
     # -- cells -----------------------------------------------------------------------------
