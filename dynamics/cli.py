@@ -34,6 +34,7 @@ def cli() -> None:
       dynamics run scan-snap-fig6 --quick    a small version in seconds
       dynamics run scan-snap-fig6            the full reproduction into results/scan-snap-fig6/
       dynamics verify                        every claim, PASS or FAIL, into results/VERIFICATION.md
+      dynamics report                        one HTML page with every table, figure and verdict
     """
 
 
@@ -205,6 +206,18 @@ def verify(experiment, quick, rerun, out) -> None:
     n_fail = int((table.status != "PASS").sum())
     click.echo(f"{len(table) - n_fail} of {len(table)} claims pass -> {root / 'VERIFICATION.md'}")
     sys.exit(1 if n_fail else 0)
+
+
+@cli.command()
+@click.option("--results", "root", type=click.Path(file_okay=False, path_type=Path), default=RESULTS,
+              show_default=True, help="Results root to read, and where report.html and REPORT.md are written.")
+def report(root) -> None:
+    """Write one self-contained HTML page (and a Markdown version) with every experiment's tables,
+    figures and claims, the verification table, and links to the manifests."""
+    from .report.html import build
+
+    for path in build(root):
+        click.echo(str(path))
 
 
 @cli.command()
