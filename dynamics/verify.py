@@ -60,3 +60,12 @@ def write(table: pd.DataFrame, root: Path, quick: bool) -> None:
         lines.append(f"- **{row.experiment} / {row.claim}** ({row.status}): {row.statement}"
                      + (f" — {row.note}" if row.note else ""))
     atomic_write_text(root / "VERIFICATION.md", "\n".join(lines) + "\n")
+    summary = table.groupby("experiment", sort=False).status.agg(
+        claims="count", passed=lambda s: int((s == "PASS").sum())).reset_index()
+    summary["failed"] = summary.claims - summary.passed
+    failed = table[table.status != "PASS"]
+    text = to_markdown(summary)
+    if len(failed):
+        text += "\nFailing claims (each a finding, explained in VERIFICATION.md): " + ", ".join(
+            f"`{r.experiment}/{r.claim}`" for r in failed.itertuples()) + "\n"
+    atomic_write_text(root / "verification-summary.md", text)

@@ -139,5 +139,6 @@ def train(classes: SequenceClasses, eta_y: Sequence[float], eta_z: Sequence[floa
             progress.update(1)
     if progress is not None:
         progress.close()
-    return Trajectory(np.array(record), queries, vocab, np.stack(rec_Z),
-                      np.stack(rec_Y) if record_y else None, losses, diverged)
+    Zs = np.stack(rec_Z) if rec_Z else np.empty((0, R, len(queries), V))
+    Ys = (np.stack(rec_Y) if rec_Y else np.empty((0, R, V, M))) if record_y else None
+    return Trajectory(np.array(record, dtype=int), queries, vocab, Zs, Ys, losses, diverged)
