@@ -1,0 +1,45 @@
+"""The dacdetr-gather experiment through the CLI: a tiny smoke run and bad input."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+TINY = ["--set", "steps=6", "--set", "batch=4", "--set", "eval_images=12", "--set", "curve_every=3",
+        "--set", "plane_trials=4", "--set", "plane_layers=2", "--set", "sweep_tau=0.01",
+        "--set", "sweep_tau_s=0.002", "--set", "sweep_eta=0.5", "--set", "sweep_queries=20",
+        "--set", "sweep_objects=3", "--set", "queries=8", "--set", "d=32", "--set", "heads=2",
+        "--set", "ffn=32", "--set", "layers=2", "--seeds", "2"]
+
+
+def test_smoke_run_writes_tables_figures_and_claims(cli, tmp_path):
+    code, out, err = cli("run", "dacdetr-gather", "--quick", *TINY, "--out", str(tmp_path))
+    assert code == 0, err
+    for name in ("table.csv", "headline.md", "deltas.csv", "ap.csv", "plane.csv", "plane_sweep.csv",
+                 "plane_limit.csv", "claims.csv", "detr_sublayers.png", "plane_sawtooth.png", "manifest.json"):
+        assert (tmp_path / name).exists(), name
+    claims = pd.read_csv(tmp_path / "claims.csv")
+    assert len(claims) == 12
+    assert set(claims.status) <= {"PASS", "FAIL"}
+    ap = pd.read_csv(tmp_path / "ap.csv")
+    assert set(ap.model) == {"detr", "dac-detr"} and ap.seed.nunique() == 2
+    assert ap.ap.between(0, 1).all()
+
+
+@pytest.mark.parametrize("setting,message", [
+    ("max_size=1.5", "outside the canvas"),
+    ("queries=0", "queries must be at least 1"),
+    ("plane_queries=0", "at least 1 query"),
+    ("sweep_queries=0,10", "sweep_queries must be >= 1"),
+    ("thresholds=0.5,1.2", "outside [0, 1]"),
+    ("thresholds=-0.1", "outside [0, 1]"),
+    ("pos_threshold=1.4", "outside [0, 1]"),
+], ids=["box-outside-canvas", "zero-queries", "zero-plane-queries", "zero-sweep-queries",
+        "threshold-above-1", "threshold-below-0", "pos-threshold"])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(cli, tmp_path, setting, message):
+    out_dir = tmp_path / "res"
+    code, out, err = cli("run", "dacdetr-gather", "--set", setting, "--out", str(out_dir))
+    assert code == 2
+    assert message in err
+    assert len(err.strip().splitlines()) == 1
+    assert not out_dir.exists()
