@@ -11,6 +11,7 @@ import importlib
 from dynamics.errors import UserError
 
 REGISTRY = {
+    "dacdetr-gather": "experiments.dacdetr_gather",
     "scan-snap-fig4": "experiments.scan_snap_fig4",
     "scan-snap-fig6": "experiments.scan_snap_fig6",
 }
