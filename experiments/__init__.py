@@ -12,8 +12,11 @@ from dynamics.errors import UserError
 
 REGISTRY = {
     "dacdetr-gather": "experiments.dacdetr_gather",
+    "wikitext-attention": "experiments.wikitext_attention",
+    "scan-snap-wikitext": "experiments.scan_snap_wikitext",
     "scan-snap-fig4": "experiments.scan_snap_fig4",
     "scan-snap-fig6": "experiments.scan_snap_fig6",
+    "scan-snap-theory": "experiments.scan_snap_theory",
 }
 
 
