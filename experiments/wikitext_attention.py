@@ -1,0 +1,304 @@
+"""A standard 1-layer Transformer trained with SGD on WikiText-2: attention entropy over training
+(Tian et al. 2023, Fig. 7: attention sparsifies, then freezes), attention maps at iterations
+0, 500, 1000, 1500, final attention entropy against the learning rate (App. G, Fig. 10: entropy
+falls as eta grows), and whether the learned token-to-token attention orders by co-occurrence.
+
+Model (:mod:`dynamics.lm`): token embedding, one single-head causal softmax self-attention layer,
+no MLP, post-LayerNorm residual block, linear decoder; positional encoding off by default
+(Assumption 1(a) of the theory; the paper's notebook used sinusoidal, ``--set pos=sinusoidal``).
+Training: the word-language-model layout (stream in ``batch`` columns, ``bptt``-token chunks in
+order, cycling epochs), plain SGD with global gradient clipping as the paper's notebook.  Without
+the training split the model trains on ``valid`` and is evaluated on ``test`` (every table says so).
+
+Co-occurrence ordering: for the classes (m, n) of :mod:`dynamics.corpus.cooccurrence` on the
+training split with T = bptt, the first layer's content logits q(m) . k(l) / sqrt(d) (with
+pos="none" exactly the attention logits of query token m on key token l, the paper's z_ml) are
+compared with P(l|m,n): Spearman rho over each class's distinct tokens, and the fraction of
+distinct tokens whose (row-centred) logit rose and of common tokens whose logit fell since init.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import torch
+
+from dynamics import claims as C
+from dynamics.config import field, require
+from dynamics.corpus import load_wikitext
+from dynamics.corpus.cooccurrence import cooccurrence
+from dynamics.corpus.simulate import role_metrics
+from dynamics.experiment import Experiment
+from dynamics.lm import LMSpec, TransformerLM, attention_entropy, batchify, chunk, sgd_step
+from dynamics.scan_snap.data import seed_generator
+
+NAME = "wikitext-attention"
+
+
+@dataclasses.dataclass(frozen=True)
+class WikiAttnConfig:
+    data_dir: str = field("", "WikiText directory ('' = $DYNAMICS_WIKITEXT)")
+    max_vocab: int = field(2000, "vocabulary cap incl. <unk> (0 = every training-split token); the decoder "
+                                 "over the full 13.8k-token vocabulary costs ~7x more on CPU")
+    d_model: int = field(64, "embedding / attention width (single head)")
+    d_ff: int = field(0, "MLP width (0 = no MLP, the theory's model)")
+    pos: Literal["none", "sinusoidal", "learned"] = field("none", "positional encoding")
+    norm: Literal["none", "pre", "post"] = field("post", "LayerNorm placement (post: nn.TransformerEncoderLayer)")
+    dropout: float = field(0.0, "dropout (the paper's notebook: 0.2-0.3)")
+    lr: float = field(5.0, "SGD learning rate eta (shared by all parameters)")
+    clip: float = field(0.5, "global gradient-norm clipping (the paper's notebook: 0.5; 0 = none)")
+    batch: int = field(20, "training columns (the notebook: 20)")
+    bptt: int = field(35, "tokens per training chunk (the notebook: 35)")
+    iters: int = field(1500, "SGD iterations")
+    eval_every: int = field(50, "iterations between entropy measurements on the evaluation split")
+    eval_chunks: int = field(8, "evaluation chunks (10 columns x bptt tokens each) for entropy and loss")
+    map_every: int = field(500, "iterations between recorded attention maps (Fig. 7: 0, 500, 1000, 1500)")
+    map_lr: float = field(5.0, "learning rate whose seed-0 run gives the attention-map figure")
+    seeds: int = field(3, "seeds per learning rate (initialisation; the data order is fixed)")
+    seed: int = field(0, "root seed")
+    queries: int = field(12, "co-occurrence ordering: number of query tokens")
+    next_per_query: int = field(2, "co-occurrence ordering: next tokens per query")
+    min_support: int = field(100, "co-occurrence ordering: windows a class needs")
+    role_min_count: int = field(3, "co-occurrences for a token to count as seen with a next token")
+    rho_threshold: float = field(0.9, "claim: mean Spearman rho of logits against P(l|m,n) (theory: 1)")
+    freeze_ratio: float = field(0.25, "claim: entropy change over the second half <= this x the first half's")
+    device: str = field("cpu", "torch device")
+
+    def __post_init__(self) -> None:
+        require(self.max_vocab == 0 or self.max_vocab >= 2, f"max_vocab must be 0 or >= 2, got {self.max_vocab}")
+        require(self.d_model >= 1 and self.d_ff >= 0, "d_model must be >= 1 and d_ff >= 0")
+        require(0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}")
+        require(self.lr > 0, f"lr must be positive, got {self.lr}")
+        require(self.clip >= 0, f"clip must be >= 0, got {self.clip}")
+        require(self.batch >= 1 and self.bptt >= 2, "batch must be >= 1 and bptt >= 2")
+        require(self.iters >= 2 and self.eval_every >= 1 and self.map_every >= 1 and self.eval_chunks >= 1,
+                "iters >= 2, eval_every, map_every, eval_chunks >= 1")
+        require(self.seeds >= 1, f"seeds must be >= 1, got {self.seeds}")
+        require(self.queries >= 1 and self.next_per_query >= 2 and self.min_support >= 1 and self.role_min_count >= 1,
+                "queries >= 1, next_per_query >= 2, min_support >= 1, role_min_count >= 1")
+        require(self.device == "cpu" or self.device.startswith("cuda"), f"unknown device {self.device!r}")
+
+
+def spec_of(cfg: WikiAttnConfig, vocab: int) -> LMSpec:
+    return LMSpec(vocab=vocab, d_model=cfg.d_model, d_ff=cfg.d_ff, pos=cfg.pos, norm=cfg.norm,
+                  dropout=cfg.dropout, max_len=max(cfg.bptt, 2))
+
+
+def eval_chunks(ids: torch.Tensor, cfg: WikiAttnConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """``eval_chunks`` chunks spread evenly over the evaluation stream (10 columns, as the notebook's
+    eval batch): inputs and targets (C, 10, bptt)."""
+    source = batchify(ids, 10)
+    starts = np.linspace(0, source.shape[0] - cfg.bptt - 2, cfg.eval_chunks).astype(int)
+    xs, ys = zip(*(chunk(source, int(i), cfg.bptt) for i in starts))
+    return torch.stack(xs), torch.stack(ys)
+
+
+@torch.no_grad()
+def evaluate(model: TransformerLM, ex: torch.Tensor, ey: torch.Tensor) -> tuple[float, float]:
+    """(mean first-layer attention entropy in nats over positions >= 1, mean cross-entropy) on the chunks."""
+    model.eval()
+    C_, B, L = ex.shape
+    x, y = ex.reshape(C_ * B, L), ey.reshape(C_ * B, L)
+    hidden, maps = model.hidden(x, weights=True)
+    loss = torch.nn.functional.cross_entropy(model.decoder(hidden).reshape(-1, model.spec.vocab), y.reshape(-1))
+    model.train()
+    return float(attention_entropy(maps[0]).mean()), float(loss)
+
+
+def centred_logits(model: TransformerLM, queries: torch.Tensor, support: np.ndarray) -> np.ndarray:
+    """Content logits (Q, V), each row minus its mean over the query's context tokens (the LM's logits
+    are defined up to a per-query constant; the Y/Z model keeps the row sum fixed instead)."""
+    z = model.token_logits(queries)[0].double().cpu().numpy()
+    return z - np.where(support, z, 0.0).sum(-1, keepdims=True) / support.sum(-1, keepdims=True)
+
+
+def train_one(cfg: WikiAttnConfig, seed: int, train_src: torch.Tensor, ex, ey, V: int, co, bar, record_maps: bool):
+    gen = seed_generator(cfg.seed, seed, "wikitext-lm-init")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(torch.randint(2**62, (1,), generator=gen)))
+        model = TransformerLM(spec_of(cfg, V)).to(cfg.device)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr)
+    queries = torch.as_tensor(co.queries, device=cfg.device)
+    support = co.counts.sum(1) > 0  # (Q, V): tokens in the query's contexts
+    z0 = centred_logits(model, queries, support)
+    traj, maps = [], []
+    n_rows = train_src.shape[0] - 1
+    diverged = -1
+    progress = bar(cfg.iters, f"lr={cfg.lr:g} seed={seed}", unit="it") if bar else None
+    train_loss = math.nan
+    for it in range(cfg.iters + 1):
+        if it % cfg.eval_every == 0 or it == cfg.iters:
+            H, ev = evaluate(model, ex, ey)
+            traj.append({"iter": it, "entropy": H, "eval_loss": ev, "train_loss": train_loss})
+        if record_maps and (it % cfg.map_every == 0 or it == cfg.iters):
+            a = model.attention(ex[0, :1])[0][0, 0].double().cpu().numpy()  # (L, L) first eval chunk, row 0
+            q, k = np.tril_indices(a.shape[0])
+            maps.append(pd.DataFrame({"iter": it, "query_pos": q, "key_pos": k, "weight": a[q, k]}))
+        if it == cfg.iters:
+            break
+        i = (it * cfg.bptt) % max(n_rows - 1, 1)
+        x, y = chunk(train_src, i, cfg.bptt)
+        loss = model.loss(x, y)
+        sgd_step(model, opt, loss, cfg.clip)
+        train_loss = loss.item()
+        if not math.isfinite(train_loss):
+            diverged = it + 1
+            break
+        if progress is not None:
+            progress.update(1)
+    if progress is not None:
+        progress.close()
+    z = centred_logits(model, queries, support)
+    return model, pd.DataFrame(traj), maps, z0, z, diverged
+
+
+def run_batch(cfgs, ctx):
+    out = []
+    for cfg in cfgs:
+        wt = load_wikitext(cfg.data_dir or None, max_vocab=cfg.max_vocab or None)
+        ctx.notes.update(wt.provenance())
+        note = f"WikiText ({', '.join(f['release'] for f in wt.files.values())}): {wt.note}"
+        co = cooccurrence(wt.train, wt.vocab, T=cfg.bptt, queries=cfg.queries, next_per_query=cfg.next_per_query,
+                          min_support=cfg.min_support, min_count=cfg.role_min_count, seed=cfg.seed)
+        dev = torch.device(cfg.device)
+        train_src = batchify(torch.as_tensor(wt.train, device=dev), cfg.batch)
+        ex, ey = eval_chunks(torch.as_tensor(wt.eval, device=dev), cfg)
+        runs, trajs, maps, orders = [], [], [], []
+        for s in range(cfg.seeds):
+            rec = cfg.lr == cfg.map_lr and s == 0
+            _, traj, mp, z0, z, div = train_one(cfg, s, train_src, ex, ey, wt.V, co, ctx.bar, rec)
+            m = role_metrics(z, z0, co.probs, co.distinct, co.common)
+            K = co.K
+            orders.append(pd.DataFrame({
+                "seed": s, "query": np.repeat([wt.vocab[q] for q in co.queries], K),
+                "next": [wt.vocab[n] for n in co.next.ravel()], "n_distinct": co.distinct.sum(-1).ravel(),
+                "rho": m["rho"].ravel(), "distinct_up": m["distinct_up"].ravel(),
+                "common_down": np.repeat(m["common_down"], K)}))
+            traj.insert(0, "seed", s)
+            trajs.append(traj)
+            maps += [x.assign(seed=s) for x in mp]
+            H0, H = traj.entropy.iloc[0], traj.entropy.iloc[-1]
+            half = traj.iter.iloc[-1] / 2
+            mid = float(np.interp(half, traj.iter, traj.entropy))
+            runs.append({"seed": s, "entropy_init": H0, "entropy_final": H,
+                         "entropy_mid": mid, "eval_loss": traj.eval_loss.iloc[-1],
+                         "eval_ppl": math.exp(min(traj.eval_loss.iloc[-1], 50)), "diverged_iter": div,
+                         "rho": float(np.nanmean(m["rho"])), "distinct_up": float(np.nanmean(m["distinct_up"])),
+                         "common_down": float(np.nanmean(m["common_down"])),
+                         "uniform_entropy": float(np.mean(np.log(np.arange(2, cfg.bptt + 1)))),
+                         "vocab": wt.V, "data": note})
+        tables = {"runs": pd.DataFrame(runs), "trajectory": pd.concat(trajs, ignore_index=True),
+                  "order": pd.concat(orders, ignore_index=True)}
+        if maps:
+            tables["maps"] = pd.concat(maps, ignore_index=True)
+        out.append(tables)
+    return out
+
+
+def summarize(tables, base):
+    runs = tables["runs"]
+    ok = runs[runs.diverged_iter < 0]
+    g = ok.groupby("lr", sort=True)
+    table = g.agg(entropy_final=("entropy_final", "mean"), entropy_std=("entropy_final", "std"),
+                  entropy_init=("entropy_init", "mean"), entropy_mid=("entropy_mid", "mean"),
+                  eval_ppl=("eval_ppl", "mean"), rho=("rho", "mean"), distinct_up=("distinct_up", "mean"),
+                  common_down=("common_down", "mean"), uniform_entropy=("uniform_entropy", "first"),
+                  n_seeds=("seed", "count")).reset_index()
+    table["n_diverged"] = runs.groupby("lr", sort=True).diverged_iter.apply(lambda s: int((s >= 0).sum())).to_numpy()
+    note = "; ".join(sorted(runs["data"].unique()))
+    table["data"] = note
+    headline = table[["lr", "entropy_init", "entropy_final", "entropy_std", "eval_ppl", "rho", "n_seeds"]].copy()
+    headline["data"] = note
+    out = {"table": table, "headline": headline, "runs": runs, "trajectory": tables["trajectory"],
+           "order": tables["order"]}
+    if "maps" in tables:
+        out["maps"] = tables["maps"]
+    return out
+
+
+def plot(tables, out: Path, cfg):
+    from dynamics.report.figures import plt, save
+
+    paths = []
+    traj, table = tables["trajectory"], tables["table"]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.3))
+    for lr, part in traj.groupby("lr"):
+        mean = part.groupby("iter").entropy.mean()
+        axes[0].plot(mean.index, mean.values, label=f"$\\eta$={lr:g}")
+    axes[0].set(xlabel="SGD iteration", ylabel="attention entropy (nats)", title="entropy over training (Fig. 7)")
+    axes[0].legend(fontsize=7)
+    axes[1].errorbar(table.lr, table.entropy_final, yerr=table.entropy_std.fillna(0), marker="o", capsize=3)
+    axes[1].set(xlabel="learning rate $\\eta$", ylabel="final attention entropy (nats)",
+                title="final entropy vs $\\eta$ (App. G Fig. 10), mean ± std")
+    fig.suptitle(f"1-layer Transformer on WikiText-2 ({table['data'].iloc[0]})", fontsize=7)
+    paths.append(save(fig, out / "entropy.png"))
+    if "maps" in tables:
+        maps = tables["maps"]
+        iters = sorted(maps["iter"].unique())
+        fig, axes = plt.subplots(1, len(iters), figsize=(2.6 * len(iters), 2.8), squeeze=False)
+        L = int(maps.query_pos.max()) + 1
+        for ax, it in zip(axes[0], iters):
+            part = maps[maps["iter"] == it]
+            a = np.zeros((L, L))
+            a[part.query_pos.to_numpy(), part.key_pos.to_numpy()] = part.weight.to_numpy()
+            ax.imshow(a, cmap="viridis", vmin=0, vmax=1)
+            ax.set(title=f"iteration {it}", xticks=[], yticks=[])
+        fig.suptitle(f"attention maps, first evaluation chunk ($\\eta$={cfg.map_lr:g}, seed 0)", fontsize=8)
+        paths.append(save(fig, out / "attention_maps.png"))
+    return paths
+
+
+def claims(tables, cfg):
+    from scipy import stats
+
+    t, runs = tables["table"], tables["runs"]
+    ok = runs[runs.diverged_iter < 0]
+    out = []
+    rho_lr = stats.spearmanr(t.lr, t.entropy_final).statistic if len(t) > 2 else math.nan
+    out.append(C.at_least(NAME, "entropy-falls-with-lr",
+                          "Final attention entropy falls as the SGD learning rate grows (-Spearman rho of seed-mean "
+                          "entropy against eta; 1 = strictly decreasing, >= 0.9 allows one adjacent swap).",
+                          "Tian et al. 2023, App. G Fig. 10", 0.9, -rho_lr))
+    sparsify = float((ok.entropy_final < ok.entropy_init).mean()) if len(ok) else math.nan
+    out.append(C.at_least(NAME, "attention-sparsifies",
+                          "Attention entropy at the end of training is below its value at initialisation "
+                          "(fraction of runs).", "Tian et al. 2023, Fig. 7", 1.0, sparsify))
+    first = (ok.entropy_init - ok.entropy_mid).abs()
+    second = (ok.entropy_mid - ok.entropy_final).abs()
+    ratio = float(np.median(second / first.replace(0, np.nan))) if len(ok) else math.nan
+    out.append(C.within(NAME, "attention-freezes",
+                        f"Entropy moves much less in the second half of training than in the first (median over "
+                        f"runs of |dH second half| / |dH first half| <= {cfg.freeze_ratio:g}).",
+                        "Tian et al. 2023, Fig. 7 / Thm. 4 (snapping)", 0.0, cfg.freeze_ratio, ratio))
+    rho = float(ok.rho.mean()) if len(ok) else math.nan
+    out.append(C.at_least(NAME, "attention-orders-by-cooccurrence",
+                          "Learned first-layer logits of query m on its classes' distinct tokens order like "
+                          f"P(l|m,n) (mean Spearman rho >= {cfg.rho_threshold:g}; theory: 1).",
+                          "Tian et al. 2023, Thm. 3", cfg.rho_threshold, rho,
+                          "" if rho >= cfg.rho_threshold else
+                          "the theory's ordering assumes the Y/Z model from Z(0) = 0 with T -> infinity; a standard "
+                          "LM has a random embedding init (its initial logits are a prior, Sec. 5), a value "
+                          "path and a decoder shared by all positions, and finite real contexts"))
+    return out
+
+
+EXPERIMENT = Experiment(
+    name=NAME,
+    summary="1-layer Transformer on WikiText-2: attention entropy over training, maps, entropy vs eta, "
+            "co-occurrence ordering",
+    reference="Tian et al. 2023, Fig. 7 and App. G Fig. 10",
+    config=WikiAttnConfig,
+    run_batch=run_batch,
+    grid={"lr": (1.0, 2.0, 3.0, 4.0, 5.0)},
+    quick={"seeds": 1, "iters": 150, "eval_every": 25, "map_every": 50, "d_model": 32, "max_vocab": 1000,
+           "eval_chunks": 4, "queries": 4},
+    quick_grid={"lr": (1.0, 3.0, 5.0)},
+    summarize=summarize,
+    plot=plot,
+    claims=claims,
+)
