@@ -17,6 +17,7 @@ REGISTRY = {
     "scan-snap-fig4": "experiments.scan_snap_fig4",
     "scan-snap-fig6": "experiments.scan_snap_fig6",
     "scan-snap-theory": "experiments.scan_snap_theory",
+    "scan-snap-phase": "experiments.scan_snap_phase",
 }
 
 
