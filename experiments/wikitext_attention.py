@@ -188,8 +188,8 @@ def run_batch(cfgs, ctx):
             runs.append({"seed": s, "entropy_init": H0, "entropy_final": H,
                          "entropy_mid": mid, "eval_loss": traj.eval_loss.iloc[-1],
                          "eval_ppl": math.exp(min(traj.eval_loss.iloc[-1], 50)), "diverged_iter": div,
-                         "rho": float(np.nanmean(m["rho"])), "distinct_up": float(np.nanmean(m["distinct_up"])),
-                         "common_down": float(np.nanmean(m["common_down"])),
+                         "rho": _nanmean(m["rho"]), "distinct_up": _nanmean(m["distinct_up"]),
+                         "common_down": _nanmean(m["common_down"]),
                          "uniform_entropy": float(np.mean(np.log(np.arange(2, cfg.bptt + 1)))),
                          "vocab": wt.V, "data": note})
         tables = {"runs": pd.DataFrame(runs), "trajectory": pd.concat(trajs, ignore_index=True),
@@ -198,6 +198,12 @@ def run_batch(cfgs, ctx):
             tables["maps"] = pd.concat(maps, ignore_index=True)
         out.append(tables)
     return out
+
+
+def _nanmean(x: np.ndarray) -> float:
+    x = np.asarray(x, dtype=float)
+    x = x[~np.isnan(x)]
+    return float(x.mean()) if x.size else math.nan
 
 
 def summarize(tables, base):
