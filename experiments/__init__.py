@@ -18,6 +18,7 @@ REGISTRY = {
     "scan-snap-fig6": "experiments.scan_snap_fig6",
     "scan-snap-theory": "experiments.scan_snap_theory",
     "scan-snap-phase": "experiments.scan_snap_phase",
+    "scan-snap-closed-forms": "experiments.scan_snap_closed_forms",
 }
 
 
