@@ -73,12 +73,12 @@ def test_sgd_lowers_the_loss_on_a_repeating_text():
     src = batchify(ids, 4)
     opt = torch.optim.SGD(m.parameters(), lr=1.0)
     x, y = chunk(src, 0, 8)
-    before = float(m.loss(x, y))
+    before = m.loss(x, y).item()
     for _ in range(60):
         opt.zero_grad()
         m.loss(x, y).backward()
         opt.step()
-    assert float(m.loss(x, y)) < 0.5 * before
+    assert m.loss(x, y).item() < 0.5 * before
 
 
 # -- the experiments on a tiny WikiText-like directory --------------------------------------------
