@@ -172,3 +172,52 @@ def test_theorem4_c0_for_symmetric_single_common_token():
 def test_bad_vocabulary_size():
     with pytest.raises(ValueError, match="M must be >= 2"):
         th.h(1.0, 1, 0.5)
+
+
+# ---------------------------------------------------------------------------------------------
+# experiments: scan-snap-theory and scan-snap-closed-forms through the CLI
+# ---------------------------------------------------------------------------------------------
+def test_theory_experiment_smoke(cli, tmp_path):
+    import pandas as pd
+
+    code, _, err = cli("run", "scan-snap-theory", "--quick", "--set", "steps=40", "--set", "records=8",
+                       "--set", "seeds=1", "--set", "batch=8", "--set", "T=64",
+                       "--out", str(tmp_path))
+    assert code == 0, err
+    traj = pd.read_csv(tmp_path / "trajectory.csv")
+    assert set(traj.method) == {"ode", "ode-lemma3", "gd", "sgd"}
+    h = traj[(traj.quantity == "h") & (traj.method == "ode") & (traj.step > 0)]
+    assert np.max(np.abs(h.measured / h.theory - 1)) < 0.05  # Eq. 45 in the population flow
+    claims = pd.read_csv(tmp_path / "claims.csv")
+    assert {"h-ode", "h-gd", "h-sgd-T64", "thm2-signs-ode", "thm2-signs-sgd-T64", "thm3-ordering",
+            "thm3-relative-gain", "thm3-invariant", "eq122-common-logit-ode",
+            "eq122-common-logit-ode-lemma3"} == set(claims.claim)
+    for png in ("theory_h.png", "theory_common_logit.png", "theory_invariant.png", "theory_distinct_logits.png"):
+        assert (tmp_path / png).exists()
+
+
+@pytest.mark.parametrize("override,message", [
+    ("ratio=0", "ratio (eta_Y/eta_Z) must be positive"),
+    ("num_common=0", "needs at least one common token"),
+    ("num_next_per_last=1", "needs at least two classes"),
+    ("records=2", "records must be at least 3"),
+])
+def test_theory_bad_values_exit_2(cli, tmp_path, override, message):
+    code, _, err = cli("run", "scan-snap-theory", "--quick", "--set", override, "--out", str(tmp_path / "r"))
+    assert code == 2 and message in err
+    assert not (tmp_path / "r" / "manifest.json").exists()
+
+
+def test_closed_forms_experiment(cli, tmp_path):
+    import pandas as pd
+
+    code, _, err = cli("run", "scan-snap-closed-forms", "--set", "gap_horizon=500", "--out", str(tmp_path))
+    assert code == 0, err
+    claims = pd.read_csv(tmp_path / "claims.csv")
+    assert (claims.status == "PASS").all(), claims[["claim", "measured"]]
+    fig9 = pd.read_csv(tmp_path / "fig9_t0.csv")
+    assert np.allclose(fig9.groupby("nu").B_t0.std(), 0, atol=1e-12)
+    for png in ("fig3_growth_factor.png", "fig8_h_discrete.png", "fig9_B.png"):
+        assert (tmp_path / png).exists()
+    code, _, err = cli("run", "scan-snap-closed-forms", "--set", "C0=-1", "--out", str(tmp_path / "bad"))
+    assert code == 2 and "C0 must be positive" in err

@@ -24,7 +24,8 @@ query rows), so every metric of the finite-T simulator applies unchanged.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+import contextlib
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -33,6 +34,22 @@ from scipy.integrate import solve_ivp
 from . import model
 from .data import SequenceClasses
 from .train import Trajectory, input_vocab
+
+
+@contextlib.contextmanager
+def intra_op_threads(n: int = 1) -> Iterator[None]:
+    """Run with ``n`` torch intra-op threads, then restore the previous setting.
+
+    The population state is small (R x K x V per operation, far below torch's parallel grain), so extra
+    threads only add synchronisation; on a loaded 2-core machine that synchronisation made each step
+    about 70x slower (120 ms against 1.7 ms for R = 25, V = 102).
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 class Population:
@@ -131,18 +148,19 @@ def integrate(pop: Population, t_eval: Sequence[float], method: str = "RK45", rt
     progress = bar(len(t_eval), "population ODE", unit="record") if bar else None
     Ys, Zs, losses = [], [], []
     state, t_prev = y0, 0.0
-    for t in t_eval:  # piecewise, so the progress bar moves and every record is exact at t
-        if t > t_prev:
-            sol = solve_ivp(pop.rhs, (t_prev, t), state, method=method, rtol=rtol, atol=atol)
-            if not sol.success:
-                raise RuntimeError(f"solve_ivp failed at t={sol.t[-1]}: {sol.message}")
-            state, t_prev = sol.y[:, -1], t
-        Y, Z = pop.split(state)
-        losses.append(pop.velocity(Y.clone(), Z.clone())[0].cpu().numpy())
-        Ys.append(Y.cpu().numpy().copy())
-        Zs.append(Z.cpu().numpy().copy())
-        if progress is not None:
-            progress.update(1)
+    with intra_op_threads(1 if pop.device.type == "cpu" else torch.get_num_threads()):
+        for t in t_eval:  # piecewise, so the progress bar moves and every record is exact at t
+            if t > t_prev:
+                sol = solve_ivp(pop.rhs, (t_prev, t), state, method=method, rtol=rtol, atol=atol)
+                if not sol.success:
+                    raise RuntimeError(f"solve_ivp failed at t={sol.t[-1]}: {sol.message}")
+                state, t_prev = sol.y[:, -1], t
+            Y, Z = pop.split(state)
+            losses.append(pop.velocity(Y.clone(), Z.clone())[0].cpu().numpy())
+            Ys.append(Y.cpu().numpy().copy())
+            Zs.append(Z.cpu().numpy().copy())
+            if progress is not None:
+                progress.update(1)
     if progress is not None:
         progress.close()
     return pop.trajectory(t_eval, Ys, Zs, np.stack(losses))
@@ -154,22 +172,24 @@ def descend(pop: Population, steps: int, record: Sequence[int], bar: Callable | 
     ``Trajectory.loss`` is the loss before each step, shape (steps, R).
     """
     record = sorted(set(int(s) for s in record if 0 <= s <= steps))
+    wanted = set(record)
     Y, Z = pop.zeros()
     Ys, Zs = [], []
     losses = np.empty((steps, pop.R))
     progress = bar(steps, "population GD", unit="step") if bar else None
-    for step in range(steps + 1):
-        if step in record:
-            Ys.append(Y.cpu().numpy().copy())
-            Zs.append(Z.cpu().numpy().copy())
-        if step == steps:
-            break
-        loss, dy, dz = pop.velocity(Y, Z)
-        Y.add_(dy)
-        Z.add_(dz)
-        losses[step] = loss.cpu().numpy()
-        if progress is not None:
-            progress.update(1)
+    with intra_op_threads(1 if pop.device.type == "cpu" else torch.get_num_threads()):
+        for step in range(steps + 1):
+            if step in wanted:
+                Ys.append(Y.cpu().numpy().copy())
+                Zs.append(Z.cpu().numpy().copy())
+            if step == steps:
+                break
+            loss, dy, dz = pop.velocity(Y, Z)
+            Y.add_(dy)
+            Z.add_(dz)
+            losses[step] = loss.cpu().numpy()
+            if progress is not None:
+                progress.update(1)
     if progress is not None:
         progress.close()
     return pop.trajectory(np.asarray(record, dtype=np.float64), Ys, Zs, losses)
