@@ -19,6 +19,7 @@ REGISTRY = {
     "scan-snap-theory": "experiments.scan_snap_theory",
     "scan-snap-phase": "experiments.scan_snap_phase",
     "scan-snap-closed-forms": "experiments.scan_snap_closed_forms",
+    "deepvit-collapse": "experiments.deepvit_collapse",
 }
 
 
