@@ -59,7 +59,10 @@ class PhaseConfig:
     unique_unnormalized_max: float = field(1.0, "unnormalised probability of the most frequent distinct token")
     eta_y: float = field(0.4, "decoder learning rate (grid: 0.05 * 2^k, k = 0..7)")
     eta_z: float = field(0.04, "attention learning rate (grid: 0.005 * 2^k, k = 0..7)")
-    steps: int = field(3000, "SGD steps; after t_0 of every grid cell (largest t_0 = 524 steps at K = 6)")
+    steps: int = field(0, "SGD steps; 0 = ceil(horizon x t_0(eta_y_floor)): 980 for K = 2, M = 33 and 3670 "
+                          "for K = 6, M = 79")
+    horizon: float = field(3.5, "with steps = 0: the run ends at horizon x t_0 of the slowest cell (eta_y_floor)")
+    eta_y_floor: float = field(0.05, "with steps = 0: the smallest eta_Y the run must cover (the grid's smallest)")
     records: int = field(72, "log-spaced record steps between 1 and steps (transition resolution ~ 12%)")
     batch: int = field(32, "SGD batch size")
     T: int = field(256, "sequence length including the query")
@@ -74,7 +77,8 @@ class PhaseConfig:
     def __post_init__(self) -> None:
         data.check_spec(self)
         require(self.eta_y > 0 and self.eta_z > 0, f"learning rates must be positive, got {self.eta_y}, {self.eta_z}")
-        require(self.steps >= 10, f"steps must be at least 10, got {self.steps}")
+        require(self.steps == 0 or self.steps >= 10, f"steps must be 0 (automatic) or at least 10, got {self.steps}")
+        require(self.horizon >= 2 and self.eta_y_floor > 0, "horizon must be >= 2 and eta_y_floor positive")
         require(self.records >= 10, f"records must be at least 10, got {self.records}")
         require(self.batch >= 1, f"batch must be at least 1, got {self.batch}")
         require(self.T >= 2, f"T must be at least 2, got {self.T}")
@@ -85,10 +89,21 @@ class PhaseConfig:
         classes = data.build_classes(data.spec_of(self))
         require(classes.K >= 2 and bool(classes.common.any()) and bool(classes.distinct.any()),
                 "the phase transition needs K >= 2 classes, a common token and distinct tokens")
+        t0 = float(th.transition_time(classes.K, classes.M, self.eta_y).t0)
+        require(self.n_steps >= 2 * t0, f"eta_y={self.eta_y:g} has t_0 = {t0:.0f} steps (K={classes.K}, M={classes.M}); "
+                f"the run ({self.n_steps} steps) must last at least 2 t_0: raise steps, or lower eta_y_floor")
 
     @property
     def ratio(self) -> float:
         return self.eta_y / self.eta_z
+
+    @property
+    def n_steps(self) -> int:
+        """The number of SGD steps: ``steps``, or horizon x t_0 at eta_y_floor when steps = 0."""
+        if self.steps:
+            return self.steps
+        classes = data.build_classes(data.spec_of(self))
+        return int(math.ceil(self.horizon * th.transition_time(classes.K, classes.M, self.eta_y_floor).t0))
 
 
 def simulation_key(cfg: PhaseConfig):
@@ -96,7 +111,7 @@ def simulation_key(cfg: PhaseConfig):
 
 
 def record_steps(cfg: PhaseConfig) -> np.ndarray:
-    return np.unique(np.concatenate([[0], np.round(np.logspace(0, math.log10(cfg.steps), cfg.records))])).astype(int)
+    return np.unique(np.concatenate([[0], np.round(np.logspace(0, math.log10(cfg.n_steps), cfg.records))])).astype(int)
 
 
 def transition_step(steps: np.ndarray, z: np.ndarray) -> np.ndarray:
@@ -123,7 +138,7 @@ def run_batch(cfgs, ctx):
     steps = record_steps(first)
     eta_y = np.repeat([c.eta_y for c in cfgs], S)
     eta_z = np.repeat([c.eta_z for c in cfgs], S)
-    opts = TrainOptions(steps=first.steps, batch=first.batch, T=first.T, optimizer="sgd", momentum=0.0, init="zero",
+    opts = TrainOptions(steps=first.n_steps, batch=first.batch, T=first.T, optimizer="sgd", momentum=0.0, init="zero",
                         normalize=True, residual=False, dtype=first.dtype, device=first.device, root_seed=first.seed)
     traj = train(classes, eta_y.tolist(), eta_z.tolist(), np.tile(np.arange(S), len(cfgs)).tolist(), opts, steps,
                  bar=ctx.bar)
@@ -147,7 +162,8 @@ def run_batch(cfgs, ctx):
         curve = pd.DataFrame({"step": steps, "z_l0": zbar[:, r].mean(1)})
         prediction = pd.DataFrame({"K": [K], "M": [M], "t0": [tr.t0], "scan_end": [tr.scan_end],
                                    "gamma_peak": [float(th.gamma_peak_time(K, M, cfg.eta_y))],
-                                   "B_final": [float(th.B(cfg.steps, K, M, cfg.eta_y, cfg.eta_z, C0, offset=True))],
+                                   "B_final": [float(th.B(cfg.n_steps, K, M, cfg.eta_y, cfg.eta_z, C0, offset=True))],
+                                   "steps": [cfg.n_steps],
                                    "C0": [C0]})
         lr = {"num_last": cfg.num_last, "eta_y": cfg.eta_y, "eta_z": cfg.eta_z}
         out.append({"runs": runs.assign(**lr), "curves": curve.assign(**lr), "prediction": prediction.assign(**lr)})

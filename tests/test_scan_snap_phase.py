@@ -40,7 +40,7 @@ def test_phase_grid_smoke(cli, tmp_path):
 
 
 def test_same_seed_same_table(cli, tmp_path):
-    args = ["run", "scan-snap-phase", "--quick", *TINY, "--set", "steps=40", "--set", "records=12"]
+    args = ["run", "scan-snap-phase", "--quick", *TINY, "--set", "records=12"]
     assert cli(*args, "--out", str(tmp_path / "a"))[0] == 0
     assert cli(*args, "--out", str(tmp_path / "b"))[0] == 0
     assert (tmp_path / "a" / "table.csv").read_text() == (tmp_path / "b" / "table.csv").read_text()
@@ -51,6 +51,7 @@ def test_same_seed_same_table(cli, tmp_path):
     ("records=3", "records must be at least 10"),
     ("dtype=float16", "dtype must be float32 or float64"),
     ("num_common=0", "needs K >= 2 classes, a common token"),
+    ("steps=20", "must last at least 2 t_0"),
 ])
 def test_bad_values_exit_2_and_write_nothing(cli, tmp_path, override, message):
     out = tmp_path / "res"
