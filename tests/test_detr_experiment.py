@@ -19,7 +19,7 @@ def test_smoke_run_writes_tables_figures_and_claims(cli, tmp_path):
                  "plane_limit.csv", "claims.csv", "detr_sublayers.png", "plane_sawtooth.png", "manifest.json"):
         assert (tmp_path / name).exists(), name
     claims = pd.read_csv(tmp_path / "claims.csv")
-    assert len(claims) == 12
+    assert len(claims) == 13
     assert set(claims.status) <= {"PASS", "FAIL"}
     ap = pd.read_csv(tmp_path / "ap.csv")
     assert set(ap.model) == {"detr", "dac-detr"} and ap.seed.nunique() == 2

@@ -27,9 +27,9 @@ from .model import ModelSpec, Output, ToyDETR
 
 @dataclasses.dataclass(frozen=True)
 class TrainOptions:
-    steps: int = 3000
+    steps: int = 2000
     batch: int = 32
-    lr: float = 5e-4
+    lr: float = 2e-3
     weight_decay: float = 1e-4
     warmup: int = 100
     clip: float = 0.1
