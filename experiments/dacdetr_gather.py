@@ -99,6 +99,8 @@ class DacConfig:
     device: str = field("cpu", "torch device, e.g. cpu or cuda")
 
     def __post_init__(self) -> None:
+        for name in ("thresholds", "sweep_tau", "sweep_tau_s", "sweep_eta", "sweep_queries", "sweep_objects"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))  # manifest.json stores them as lists
         for t in self.thresholds:
             require(0 <= t <= 1, f"threshold {t:g} is outside [0, 1] (IoU thresholds)")
         require(len(self.thresholds) >= 1, "thresholds must list at least one IoU threshold")
@@ -370,13 +372,26 @@ def plot(tables, out: Path, cfg):
         written.append(save(fig, out / "plane_sawtooth.png"))
         sw = tables["plane_sweep"]
         params = list(dict.fromkeys(sw.parameter))
-        fig, axes = plt.subplots(1, len(params), figsize=(3.0 * len(params), 2.8), sharey=True, squeeze=False)
-        for ax, par in zip(axes[0], params):
-            for kind, sub in sw[sw.parameter == par].groupby("kind", sort=False):
-                ax.plot(sub.value, sub.final, marker="o", ms=3, label=kind)
-            ax.set(xscale="log" if par in ("tau", "tau_s", "queries") else "linear", xlabel=par)
+        fig, axes = plt.subplots(2, len(params), figsize=(3.0 * len(params), 5.2), sharey="row", squeeze=False)
+        for j, par in enumerate(params):
+            part = sw[sw.parameter == par]
+            for i, (kind, sub) in enumerate(part.groupby("kind", sort=False)):
+                axes[0][j].plot(sub.value, sub.final, marker="o", ms=3, color=f"C{i}", label=kind)
+                axes[1][j].plot(sub.value, sub.sum_dCA, marker="o", ms=3, color=f"C{i}", label=f"{kind} ΣΔCA")
+                if kind != "c":
+                    axes[1][j].plot(sub.value, sub.sum_dSA, marker="s", ms=3, ls="--", color=f"C{i}",
+                                    label=f"{kind} ΣΔSA")
+            for ax in axes[:, j]:
+                values = sorted(part.value.unique())
+                ax.set_xscale("log" if par in ("tau", "tau_s", "queries") else "linear")
+                ax.set_xticks(values, [f"{v:g}" for v in values])
+                ax.minorticks_off()
+            axes[1][j].axhline(0, color="k", lw=0.5)
+            axes[1][j].set_xlabel(par)
         axes[0][0].set_ylabel("final queries per object")
+        axes[1][0].set_ylabel("summed change across sublayers")
         axes[0][-1].legend(fontsize=7)
+        axes[1][-1].legend(fontsize=6)
         fig.suptitle("Plane model sweeps (one parameter at a time, others at default)")
         written.append(save(fig, out / "plane_sweeps.png"))
         lim = tables["plane_limit"]
@@ -399,22 +414,28 @@ def plot(tables, out: Path, cfg):
                     sub = tab[(tab.t == t) & (tab.model == model) & (tab.stream == stream) & (tab.phase == phase)]
                     if sub.empty:
                         continue
-                    x = sub.layer + sub.point.map({"in": 0.0, "sa": 0.33, "ca": 0.66, "ffn": 0.99})
+                    x = sub.layer + sub.point.map({"in": 0.0, "sa": 0.25, "ca": 0.5, "ffn": 0.75})
                     ax.errorbar(x, sub["mean"], yerr=sub.se, color=col, ls=ls, marker="o", ms=3, capsize=2,
                                 label=f"{model} {stream}-stream ({phase})")
-            ax.set(title=f"IoU > {t:g}", xlabel="layer + (in, sa, ca, ffn)")
+            ax.set(title=f"IoU > {t:g}", xlabel="layer l + (in 0, sa .25, ca .5, ffn .75)")
         axes[0][0].set_ylabel("queries per object")
-        axes[0][-1].legend(fontsize=6)
-        fig.suptitle("Toy DETR: queries per object at every sublayer boundary (mean ± s.e. over seeds)")
+        handles, labels = axes[0][0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=7, bbox_to_anchor=(0.5, -0.12))
+        fig.suptitle("Toy DETR: queries per object at every sublayer boundary (mean ± s.e. over seeds)", y=1.03)
         written.append(save(fig, out / "detr_sublayers.png"))
         ap = tables["ap"]
         fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.0), squeeze=False)
         ax = axes[0][0]
-        for i, (model, sub) in enumerate(ap.groupby("model", sort=False)):
-            ax.scatter(np.full(len(sub), i), sub.ap, label=model)
-            ax.errorbar([i + 0.15], [sub.ap.mean()], yerr=[sub.ap.std(ddof=1) if len(sub) > 1 else 0], fmt="k_", capsize=3)
-        ax.set_xticks(range(ap.model.nunique()), list(dict.fromkeys(ap.model)))
-        ax.set(ylabel="COCO AP (O-decoder)", title="AP per seed, equal steps")
+        models = list(dict.fromkeys(ap.model))
+        wide = ap.pivot_table(index="seed", columns="model", values="ap")[models]
+        for seed, row in wide.iterrows():  # paired design: one line per seed
+            ax.plot(range(len(models)), row.to_numpy(), color="0.7", marker="o", ms=4, zorder=1)
+        for i, model in enumerate(models):
+            x = wide[model].dropna()
+            ax.errorbar([i + 0.1], [x.mean()], yerr=[x.std(ddof=1) if len(x) > 1 else 0], fmt="ks", ms=4, capsize=3)
+        ax.set_xticks(range(len(models)), models)
+        ax.set_xlim(-0.4, len(models) - 0.6)
+        ax.set(ylabel="COCO AP (O-decoder)", title="AP per seed (grey, paired) and mean ± sd")
         if "curve" in tables:
             ax = axes[0][1]
             cur = tables["curve"]
