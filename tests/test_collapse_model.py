@@ -1,0 +1,174 @@
+"""Re-attention against the official module layout, the BN identity, the batched ViT, data, pure attention."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from dynamics.collapse import analysis, attention, data, metrics, vit
+from dynamics.collapse import pure_attention as pa
+from dynamics.collapse import train as tr
+from dynamics.errors import UserError
+
+
+def _maps(gen, R, B, H, T, dtype=torch.float64):
+    return torch.softmax(torch.randn(R, B, H, T, T, generator=gen, dtype=dtype) * 2, -1)
+
+
+def test_functional_reattention_matches_conv2d_batchnorm2d():
+    """mix_heads + batch_norm_heads == nn.Conv2d(H, H, 1) + nn.BatchNorm2d(H) (official ReAttention),
+    in training mode (incl. running-statistics update) and then in eval mode."""
+    g = torch.Generator().manual_seed(0)
+    H, T = 4, 7
+    conv = torch.nn.Conv2d(H, H, 1).double()
+    bn = torch.nn.BatchNorm2d(H).double()
+    with torch.no_grad():
+        bn.weight.uniform_(0.5, 1.5)
+        bn.bias.uniform_(-0.5, 0.5)
+    theta, b = conv.weight.detach()[None, :, :, 0, 0], conv.bias.detach()[None]
+    gamma, beta = bn.weight.detach()[None], bn.bias.detach()[None]
+    mean, var = torch.zeros(1, H, dtype=torch.float64), torch.ones(1, H, dtype=torch.float64)
+    for _ in range(2):
+        A = _maps(g, 1, 5, H, T)
+        ours = attention.batch_norm_heads(attention.mix_heads(A, theta, b), gamma, beta, mean, var, train=True)
+        ref = bn.train()(conv(A[0]))
+        torch.testing.assert_close(ours[0], ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(mean[0], bn.running_mean, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(var[0], bn.running_var, rtol=1e-12, atol=1e-14)
+    A = _maps(g, 1, 3, H, T)
+    ours = attention.batch_norm_heads(attention.mix_heads(A, theta, b), gamma, beta, mean, var, train=False)
+    torch.testing.assert_close(ours[0], bn.eval()(conv(A[0])), rtol=1e-12, atol=1e-12)
+
+
+def test_batchnorm_removes_uniform_component_exactly():
+    """Row-stochastic A: every image's BN(Theta A + b)_g has mean exactly beta_g, and the output equals
+    gamma Theta(A - 11^T/T)/sigma + beta (docs/deepvit.md)."""
+    g = torch.Generator().manual_seed(1)
+    R, B, H, T = 2, 6, 3, 9
+    A = _maps(g, R, B, H, T)
+    theta, b = torch.randn(R, H, H, generator=g, dtype=torch.float64), torch.randn(R, H, generator=g, dtype=torch.float64)
+    gamma = torch.rand(R, H, generator=g, dtype=torch.float64) + 0.5
+    beta = torch.randn(R, H, generator=g, dtype=torch.float64)
+    out = attention.batch_norm_heads(attention.mix_heads(A, theta, b), gamma, beta,
+                                     torch.zeros(R, H, dtype=torch.float64), torch.ones(R, H, dtype=torch.float64), True)
+    dc = out.mean((-2, -1))  # (R, B, H)
+    torch.testing.assert_close(dc, beta[:, None, :].expand_as(dc), rtol=0, atol=1e-13)
+    closed = attention.reattention_closed_form(A, theta, gamma, beta)
+    assert ((out - closed).norm() / out.norm()).item() < 1e-13
+    # The identity needs row-stochastic maps: dropping entries first breaks it.
+    Ad = attention.drop_entries(A, 0.5, torch.Generator().manual_seed(2))
+    out_d = attention.batch_norm_heads(attention.mix_heads(Ad, theta, b), gamma, beta,
+                                       torch.zeros(R, H, dtype=torch.float64), torch.ones(R, H, dtype=torch.float64), True)
+    assert (out_d.mean((-2, -1)) - beta[:, None, :]).abs().max().item() > 1e-3
+
+
+def _spec(**kw):
+    base = dict(depth=3, width=16, heads=4, n_patches=16, patch_dim=4, n_classes=10)
+    return vit.ViTSpec(**(base | kw))
+
+
+def test_bn_identity_errors_on_a_reattention_vit():
+    spec = _spec(attention="reattn")
+    p, b = vit.init_params(spec, [0, 1], dtype=torch.float64)
+    with torch.no_grad():
+        p["bn_b"].normal_(generator=torch.Generator().manual_seed(3))  # a trained-like nonzero beta
+    x = torch.rand(8, 16, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    rec = tr.probe(p, b, spec, x, train=True)
+    err = analysis.bn_identity_errors(rec, p)
+    assert err["dc_dev"].max() < 1e-12 and err["closed_form"].max() < 1e-12
+    # Probing leaves the BN running statistics untouched.
+    torch.testing.assert_close(b["bn_mean"], torch.zeros_like(b["bn_mean"]))
+
+
+def test_forward_shapes_record_and_variants():
+    x = torch.rand(2, 5, 16, 4, generator=torch.Generator().manual_seed(0))
+    for variant in attention.VARIANTS:
+        spec = _spec(attention=variant)
+        p, b = vit.init_params(spec, [0, 1])
+        logits, rec = vit.forward(p, b, spec, x, train=True, generator=torch.Generator().manual_seed(1), record=True)
+        assert logits.shape == (2, 5, 10)
+        assert len(rec.softmax) == 3 and rec.effective[0].shape == (2, 5, 4, 17, 17) and len(rec.hidden) == 4
+        torch.testing.assert_close(rec.softmax[0].sum(-1), torch.ones(2, 5, 4, 17))
+    # Temperature < 1 sharpens: lower entropy than vanilla with the same weights.
+    ent = {}
+    for variant in ("vanilla", "temperature"):
+        spec = _spec(attention=variant, temperature=0.25)
+        p, b = vit.init_params(spec, [0])
+        _, rec = vit.forward(p, b, spec, x[:1], train=False, record=True)
+        ent[variant] = metrics.attention_entropy(rec.softmax[0].numpy()).mean()
+    assert ent["temperature"] < ent["vanilla"]
+
+
+def test_same_seed_shares_weights_across_variants_and_batches():
+    van, re = _spec(), _spec(attention="reattn")
+    pv, _ = vit.init_params(van, [0, 1, 2])
+    pr, _ = vit.init_params(re, [2])
+    torch.testing.assert_close(pv["qkv_w"][2], pr["qkv_w"][0])
+    assert "theta" in pr and "theta" not in pv
+    assert not torch.equal(pv["qkv_w"][0], pv["qkv_w"][1])
+
+
+def test_batched_training_equals_separate_runs():
+    """Runs are independent: seed 1 trained alongside seed 0 equals seed 1 trained alone."""
+    split = data.digits(n_train=64, n_test=32)
+    spec = _spec(depth=2, attention="reattn")
+    opts = tr.TrainOptions(steps=4, batch=16, dtype="float64")
+    both = tr.train(spec, split, [0, 1], opts)
+    alone = tr.train(spec, split, [1], opts)
+    for name in both.params:
+        torch.testing.assert_close(both.params[name][1], alone.params[name][0], rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(both.loss[:, 1], alone.loss[:, 0], rtol=1e-10)
+    acc = tr.accuracy(both.params, both.buffers, spec, split, opts)
+    assert acc.shape == (2,) and np.all((acc >= 0) & (acc <= 1))
+
+
+def test_training_learns_digits():
+    split = data.digits()
+    spec = _spec(depth=2, width=32)
+    opts = tr.TrainOptions(steps=60, batch=64, lr=3e-3)
+    fit = tr.train(spec, split, [0], opts)
+    assert fit.loss[-5:].mean() < 0.6 * fit.loss[:5].mean()
+    assert tr.accuracy(fit.params, fit.buffers, spec, split, opts)[0] > 0.5
+
+
+def test_digits_and_glyph_data():
+    d = data.load("digits")
+    assert d.x_train.shape == (1347, 1, 8, 8) and d.x_test.shape == (450, 1, 8, 8) and d.n_classes == 10
+    assert data.patchify(d.x_test[:3], 2).shape == (3, 16, 4)
+    np.testing.assert_array_equal(data.patchify(d.x_test[:1], 2)[0, 1], d.x_test[0, 0, 0:2, 2:4].ravel())
+    g = data.glyphs(200, 50, noise=0.0, seed=3)
+    assert g.x_train.shape == (200, 1, 16, 16) and set(np.unique(g.y_train)) <= set(range(4))
+    # Decode each image without noise: the label is the glyph type present in two cells.
+    cells = data.patchify(np.concatenate([g.x_train, g.x_test]), 4)  # (n, 16, 16)
+    binary = (cells > 0).astype(float)
+    patterns = data.GLYPHS[:4].reshape(4, 16)
+    match = (binary[:, :, None, :] == patterns[None, None]).all(-1)  # (n, cells, types)
+    counts = match.sum(1)
+    np.testing.assert_array_equal(counts.argmax(1), np.concatenate([g.y_train, g.y_test]))
+    assert np.all(np.sort(counts, 1)[:, -2:] == [1, 2])
+    with pytest.raises(UserError):
+        data.load("mnist")
+
+
+def test_impossible_shapes_are_user_errors():
+    with pytest.raises(UserError, match="not divisible by heads"):
+        _spec(width=30)
+    with pytest.raises(UserError, match="does not divide"):
+        vit.check_patch(8, 3)
+
+
+def test_pure_attention_exact_matches_naive_and_decrements_grow_threefold():
+    """Dong et al. 2021: centred propagation = naive float64 where the latter is resolved; log-decrements
+    then grow by about 3 per layer (band [2, 4], reference notes D7a)."""
+    rng = np.random.default_rng(0)
+    w = pa.random_weights(8, 32, 4, rng)
+    X0 = rng.standard_normal((6, 16, 32))
+    exact = pa.log_residual_ratio_centred(X0, w)
+    naive = pa.log_residual_ratio_naive(X0, w)
+    resolved = naive > np.log(1e-10)
+    np.testing.assert_allclose(exact[resolved], naive[resolved], rtol=1e-6, atol=1e-8)
+    assert np.nanmin(exact) < np.log(1e-40) < np.min(naive)  # the exact path goes far below float64 rounding
+    ratios = pa.decrement_ratios(exact)
+    assert np.isfinite(ratios).sum() >= 6
+    assert 2.0 <= np.nanmedian(ratios) <= 4.0
