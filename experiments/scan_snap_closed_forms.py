@@ -42,7 +42,6 @@ class ClosedFormsConfig:
     fig9_K: int = field(1, "Fig. 9: number of classes K (not stated in the paper)")
     C0: float = field(1.0, "C_0 of Eq. 13 for Figs. 3 and 9 (not stated in the paper)")
     gap_horizon: int = field(20000, "Lemma 7 check: discrete steps s for h*(s) - h(s)")
-    seed: int = field(0, "unused (closed forms are deterministic); kept for the manifest")
 
     def __post_init__(self) -> None:
         require(self.fig3_K >= 1 and self.fig9_K >= 1, "K must be >= 1")

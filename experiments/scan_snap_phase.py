@@ -59,7 +59,7 @@ class PhaseConfig:
     unique_unnormalized_max: float = field(1.0, "unnormalised probability of the most frequent distinct token")
     eta_y: float = field(0.4, "decoder learning rate (grid: 0.05 * 2^k, k = 0..7)")
     eta_z: float = field(0.04, "attention learning rate (grid: 0.005 * 2^k, k = 0..7)")
-    steps: int = field(0, "SGD steps; 0 = ceil(horizon x t_0(eta_y_floor)): 980 for K = 2, M = 33 and 3670 "
+    steps: int = field(0, "SGD steps; 0 = ceil(horizon x t_0(eta_y_floor)): 980 for K = 2, M = 33 and 3671 "
                           "for K = 6, M = 79")
     horizon: float = field(3.5, "with steps = 0: the run ends at horizon x t_0 of the slowest cell (eta_y_floor)")
     eta_y_floor: float = field(0.05, "with steps = 0: the smallest eta_Y the run must cover (the grid's smallest)")

@@ -31,7 +31,6 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import pandas as pd
