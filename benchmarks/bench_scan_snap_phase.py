@@ -4,8 +4,8 @@ cells one at a time (the baseline, measured in the same run on a subset of cells
 The grid is the experiment's default for one data model (K = 2, M = 33, 8 x 8 learning rates,
 980 SGD steps = 3.5 t_0 of the slowest cell, 72 records).  Target: at most 60 s for the batched grid on 2 cores.  Both paths go
 through the experiment's own ``run_batch`` (training, transition step, entropy), so they do the same
-work per cell.  Timings are reported for 1 and 2 torch threads; on a machine shared with other jobs
-they are pessimistic.
+work per cell.  Timings are reported for 1 torch thread (the experiment's default ``threads``) and for 2;
+on a machine shared with other jobs they are pessimistic.
 
 Run: ``.venv/bin/python benchmarks/bench_scan_snap_phase.py [--steps N] [--baseline-cells N]``.
 """
@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import time
-
-import torch
 
 from dynamics.experiment import Context
 from dynamics.sweep import runner
@@ -33,8 +31,8 @@ def quiet_bar(*args, **kwargs):
     return Bar()
 
 
-def cells(steps: int):
-    plan = runner.plan(phase.EXPERIMENT, overrides={"steps": steps}, grid={"num_last": (1,)})
+def cells(steps: int, threads: int):
+    plan = runner.plan(phase.EXPERIMENT, overrides={"steps": steps, "threads": threads}, grid={"num_last": (1,)})
     return plan.configs
 
 
@@ -49,12 +47,12 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=0, help="0: the experiment's automatic horizon")
     ap.add_argument("--baseline-cells", type=int, default=4, help="cells run one at a time for the baseline")
     args = ap.parse_args()
-    cfgs = cells(args.steps)
+    cfgs = cells(args.steps, 1)
     n, seeds = len(cfgs), cfgs[0].seeds
     print(f"scan-snap-phase grid: {n} cells x {seeds} seeds = {n * seeds} runs, {cfgs[0].n_steps} steps, "
           f"K = 2, M = 33, batch {cfgs[0].batch}, T = {cfgs[0].T}")
-    for threads in (1, 2):
-        torch.set_num_threads(threads)
+    for threads in (1, 2):  # the experiment's `threads` key (default 1) sets torch's intra-op threads
+        cfgs = cells(args.steps, threads)
         batched = timed(cfgs)
         k = args.baseline_cells
         one = sum(timed([c]) for c in cfgs[:: max(1, n // k)][:k]) / k

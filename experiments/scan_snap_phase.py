@@ -39,6 +39,7 @@ from dynamics import claims as C
 from dynamics.config import field, require
 from dynamics.experiment import Experiment
 from dynamics.scan_snap import data, metrics, theory as th
+from dynamics.scan_snap.population import intra_op_threads
 from dynamics.scan_snap.train import TrainOptions, train
 
 NAME = "scan-snap-phase"
@@ -70,6 +71,8 @@ class PhaseConfig:
     seed: int = field(0, "root seed")
     dtype: str = field("float32", "simulation precision (float32 or float64)")
     device: str = field("cpu", "torch device, e.g. cpu or cuda")
+    threads: int = field(1, "torch intra-op threads while training SGD: the per-step tensors are small, and on a "
+                            "shared 2-core machine thread synchronisation costs more than it saves (see the benchmark)")
     assumption_ratio: float = field(10.0, "claims (b), (c) and the second slope use cells with eta_Y/eta_Z >= this")
     slope_low: float = field(0.8, "claim band for the log-log slope of t_hat against K ln M / eta_Y")
     slope_high: float = field(1.2, "upper end of that band")
@@ -85,6 +88,7 @@ class PhaseConfig:
         require(self.seeds >= 1, f"seeds must be at least 1, got {self.seeds}")
         require(self.dtype in ("float32", "float64"), f"dtype must be float32 or float64, got {self.dtype!r}")
         require(self.device == "cpu" or self.device.startswith("cuda"), f"unknown device {self.device!r}")
+        require(self.threads >= 1, f"threads must be at least 1, got {self.threads}")
         require(self.slope_low < self.slope_high, "slope_low must be below slope_high")
         classes = data.build_classes(data.spec_of(self))
         require(classes.K >= 2 and bool(classes.common.any()) and bool(classes.distinct.any()),
@@ -140,8 +144,9 @@ def run_batch(cfgs, ctx):
     eta_z = np.repeat([c.eta_z for c in cfgs], S)
     opts = TrainOptions(steps=first.n_steps, batch=first.batch, T=first.T, optimizer="sgd", momentum=0.0, init="zero",
                         normalize=True, residual=False, dtype=first.dtype, device=first.device, root_seed=first.seed)
-    traj = train(classes, eta_y.tolist(), eta_z.tolist(), np.tile(np.arange(S), len(cfgs)).tolist(), opts, steps,
-                 bar=ctx.bar)
+    with intra_op_threads(first.threads):
+        traj = train(classes, eta_y.tolist(), eta_z.tolist(), np.tile(np.arange(S), len(cfgs)).tolist(), opts, steps,
+                     bar=ctx.bar)
     zbar = dominant_logit(traj, classes)
     t_hat = transition_step(steps, zbar)
     Z_end = traj.full_Z(M)[-1:]

@@ -39,6 +39,7 @@ from dynamics.claims import Claim
 from dynamics.config import field, require
 from dynamics.experiment import Experiment
 from dynamics.scan_snap import data, metrics, population as pop, theory as th
+from dynamics.scan_snap.population import intra_op_threads
 from dynamics.scan_snap.train import TrainOptions, train
 
 NAME = "scan-snap-theory"
@@ -67,6 +68,8 @@ class TheoryConfig:
     seed: int = field(0, "root seed of the SGD runs")
     sgd: bool = field(True, "also run finite-T SGD (the population methods always run)")
     device: str = field("cpu", "torch device for SGD and the population dynamics")
+    threads: int = field(1, "torch intra-op threads while training SGD: the per-step tensors are small, and on a "
+                            "shared 2-core machine thread synchronisation costs more than it saves (see the benchmark)")
     assumption_ratio: float = field(10.0, "claims use the cells with eta_Y/eta_Z >= this (Assumption 1c)")
     h_tolerance: float = field(0.05, "claim tolerance: relative error of h against Eq. 45 / Eq. 33")
     invariant_tolerance: float = field(0.10, "claim tolerance: relative spread of the distinct-token invariant")
@@ -82,6 +85,7 @@ class TheoryConfig:
         require(self.seeds >= 1, f"seeds must be at least 1, got {self.seeds}")
         require(self.h_tolerance > 0 and self.invariant_tolerance > 0, "tolerances must be positive")
         require(self.device == "cpu" or self.device.startswith("cuda"), f"unknown device {self.device!r}")
+        require(self.threads >= 1, f"threads must be at least 1, got {self.threads}")
         spec = data.spec_of(self)
         classes = data.build_classes(spec)
         require(classes.K >= 2, "the theory needs at least two classes (num_last * num_next_per_last >= 2)")
@@ -182,8 +186,9 @@ def run_batch(cfgs, ctx):
         opts = TrainOptions(steps=first.steps, batch=first.batch, T=first.T, optimizer="sgd", momentum=0.0,
                             init="zero", normalize=True, residual=False, dtype="float32", device=first.device,
                             root_seed=first.seed)
-        sgd = train(classes, np.repeat(eta_y, S).tolist(), np.repeat(eta_z, S).tolist(),
-                    np.tile(np.arange(S), len(cfgs)).tolist(), opts, steps, bar=ctx.bar, record_y=True)
+        with intra_op_threads(first.threads):
+            sgd = train(classes, np.repeat(eta_y, S).tolist(), np.repeat(eta_z, S).tolist(),
+                        np.tile(np.arange(S), len(cfgs)).tolist(), opts, steps, bar=ctx.bar, record_y=True)
         runs["sgd"] = (sgd, cells[:, None] * S + np.arange(S)[None, :], list(range(S)))
         ctx.notes["sgd_diverged_runs"] = int((sgd.diverged >= 0).sum())
     ctx.notes["C0"] = th.theorem4_c0(classes.probs, classes.common, classes.query)
