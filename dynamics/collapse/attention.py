@@ -68,9 +68,9 @@ def batch_norm_heads(C: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, r
     PyTorch's rule (unbiased variance, ``momentum``), so one run matches ``nn.BatchNorm2d`` exactly.
     """
     if train:
-        mean = C.mean((1, 3, 4))
-        var = C.var((1, 3, 4), unbiased=False)
-        n = C.shape[1] * C.shape[3] * C.shape[4]
+        flat = C.transpose(1, 2).flatten(2)  # (R, H, B*T*T): reducing a contiguous axis is much faster
+        var, mean = torch.var_mean(flat, dim=-1, unbiased=False)
+        n = flat.shape[-1]
         with torch.no_grad():
             running_mean.mul_(1 - momentum).add_(mean.detach(), alpha=momentum)
             running_var.mul_(1 - momentum).add_(var.detach() * (n / max(n - 1, 1)), alpha=momentum)

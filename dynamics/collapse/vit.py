@@ -36,6 +36,8 @@ import torch.nn.functional as F
 from ..config import require
 from . import attention as attn
 
+PER_BLOCK = ("ln1_g", "ln1_b", "qkv_w", "qkv_b", "proj_w", "proj_b", "ln2_g", "ln2_b", "fc1_w", "fc1_b",
+             "fc2_w", "fc2_b", "theta", "theta_b", "bn_g", "bn_b")  # parameters stacked as (R, L, ...)
 Variant = Literal["vanilla", "reattn", "reattn-nonorm", "bn-only", "temperature", "drop"]
 
 
@@ -188,9 +190,13 @@ def forward(params: dict, buffers: dict, spec: ViTSpec, x: torch.Tensor, train: 
     h = _linear(x, p["embed_w"], p["embed_b"])
     h = torch.cat([p["cls"].unsqueeze(1).expand(R, B, 1, spec.width), h], dim=2) + p["pos"].unsqueeze(1)
     rec = Record([], [], [h.detach()]) if record else None
+    # Unbind the stacked per-block weights once: the backward of unbind is one stack, whereas indexing
+    # w[:, l] in the loop would scatter each block's gradient into a zero tensor of the whole stack.
+    blk = {name: t.unbind(1) for name, t in p.items() if name in PER_BLOCK}
     for l in range(spec.depth):
-        z = _layer_norm(h, p["ln1_g"][:, l], p["ln1_b"][:, l])
-        qkv = _linear(z, p["qkv_w"][:, l], p["qkv_b"][:, l]).view(R, B, T, 3, H, dh).permute(3, 0, 1, 4, 2, 5)
+        w = {name: parts[l] for name, parts in blk.items()}
+        z = _layer_norm(h, w["ln1_g"], w["ln1_b"])
+        qkv = _linear(z, w["qkv_w"], w["qkv_b"]).view(R, B, T, 3, H, dh).permute(3, 0, 1, 4, 2, 5)
         q, k, v = qkv[0], qkv[1], qkv[2]  # (R, B, H, T, dh)
         tau = spec.temperature if spec.attention == "temperature" else 1.0
         A = attn.softmax_maps(q, k, tau)
@@ -198,16 +204,16 @@ def forward(params: dict, buffers: dict, spec: ViTSpec, x: torch.Tensor, train: 
         if spec.attention == "drop" and train:
             E = attn.drop_entries(A, spec.attn_drop, generator)
         if spec.attention in attn.MIXES_HEADS:
-            E = attn.mix_heads(E, p["theta"][:, l], p["theta_b"][:, l])
+            E = attn.mix_heads(E, w["theta"], w["theta_b"])
         if spec.attention in attn.NORMALISES:
-            E = attn.batch_norm_heads(E, p["bn_g"][:, l], p["bn_b"][:, l], buffers["bn_mean"][:, l],
+            E = attn.batch_norm_heads(E, w["bn_g"], w["bn_b"], buffers["bn_mean"][:, l],
                                       buffers["bn_var"][:, l], train)
             if spec.transform_scale:
                 E = E * dh ** -0.5
         out = torch.matmul(E, v).transpose(2, 3).reshape(R, B, T, spec.width)
-        h = h + _linear(out, p["proj_w"][:, l], p["proj_b"][:, l])
-        z = _layer_norm(h, p["ln2_g"][:, l], p["ln2_b"][:, l])
-        h = h + _linear(F.gelu(_linear(z, p["fc1_w"][:, l], p["fc1_b"][:, l])), p["fc2_w"][:, l], p["fc2_b"][:, l])
+        h = h + _linear(out, w["proj_w"], w["proj_b"])
+        z = _layer_norm(h, w["ln2_g"], w["ln2_b"])
+        h = h + _linear(F.gelu(_linear(z, w["fc1_w"], w["fc1_b"])), w["fc2_w"], w["fc2_b"])
         if rec is not None:
             rec.softmax.append(A.detach())
             rec.effective.append(E.detach())

@@ -1,0 +1,55 @@
+"""Speed of the collapse package: seeds batched along a run axis vs. one seed at a time.
+
+Baseline (measured in the same run): training R seeds of the ViT one after another (R = 1 each).
+Batched: the same R seeds as one program with parameters (R, ...).  Also times a random-init probe
+plus the similarity measurements.  Prints ms per AdamW step and the speed-up ratio.
+
+    .venv/bin/python benchmarks/bench_collapse.py
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from dynamics.collapse import analysis, data, vit
+from dynamics.collapse import train as tr
+
+
+def _time(fn, repeat: int = 2) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def main() -> None:
+    torch.set_num_threads(1)
+    split = data.load("digits")
+    seeds = [0, 1, 2]
+    steps = 10
+    print(f"torch threads: {torch.get_num_threads()}; digits, {steps} AdamW steps, batch 64, {len(seeds)} seeds")
+    for depth, width in [(8, 32), (8, 64)]:
+        spec = vit.ViTSpec(depth=depth, width=width, heads=4, n_patches=16, patch_dim=4, n_classes=10,
+                           attention="reattn")
+        opts = tr.TrainOptions(steps=steps, batch=64)
+        seq = _time(lambda: [tr.train(spec, split, [s], opts) for s in seeds])
+        bat = _time(lambda: tr.train(spec, split, seeds, opts))
+        print(f"L={depth:2d} d={width:3d} reattn: one seed at a time {seq / steps * 1e3:7.1f} ms/step, "
+              f"batched {bat / steps * 1e3:7.1f} ms/step, speed-up x{seq / bat:.2f}")
+    spec = vit.ViTSpec(depth=16, width=64, heads=4, n_patches=16, patch_dim=4, n_classes=10)
+    params, buffers = vit.init_params(spec, list(range(6)))
+    x, _ = tr.tokens(split, 2, False, torch.float32, "cpu")
+
+    def probe():
+        rec = tr.probe(params, buffers, spec, x[:32], train=True)
+        analysis.measure(rec, (0.5, 0.7, 0.9), 4)
+
+    print(f"random-init probe + similarity metrics (L=16, d=64, 6 seeds, 32 images): {_time(probe):.2f} s")
+
+
+if __name__ == "__main__":
+    main()
