@@ -94,3 +94,11 @@ def test_sgd_lowers_the_loss():
     cl = build_classes(SyntheticSpec())
     traj = train(cl, [1.0], [1.0], [0], TrainOptions(steps=30), record=[30])
     assert traj.loss[-1, 0] < 0.1 * traj.loss[0, 0]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_records_are_snapshots_not_views_of_the_live_parameters(dtype):
+    cl = build_classes(SyntheticSpec())
+    traj = train(cl, [1.0], [1.0], [0], TrainOptions(steps=6, dtype=dtype), record=[0, 3, 6], record_y=True)
+    assert np.all(traj.Z[0] == 0) and np.all(traj.Y[0] == 0)  # zero init, recorded before any step
+    assert not np.allclose(traj.Z[1], traj.Z[2]) and not np.allclose(traj.Y[1], traj.Y[2])

@@ -107,10 +107,12 @@ def train(classes: SequenceClasses, eta_y: Sequence[float], eta_z: Sequence[floa
     for step in range(opts.steps + 1):
         if step in record:
             dead = ~alive.cpu().numpy()
-            rec_Z.append(Z.double().cpu().numpy())
+            # copy=True: for float64 parameters .double() would alias the live tensor, which the
+            # optimiser keeps updating in place
+            rec_Z.append(Z.to(torch.float64, copy=True).cpu().numpy())
             rec_Z[-1][dead] = np.nan
             if record_y:
-                rec_Y.append(Y.double().cpu().numpy())
+                rec_Y.append(Y.to(torch.float64, copy=True).cpu().numpy())
                 rec_Y[-1][dead] = np.nan
         if step == opts.steps:
             break
