@@ -7,7 +7,7 @@ always has an MLP, so the matched comparison gives dynamics.lm the same MLP widt
 default of the experiments is timed as well.  Prints tokens per second (best of several repeats)
 and the ratio dynamics.lm / nn.TransformerEncoderLayer (>= 1: at least as fast).
 
-    .venv/bin/python benchmarks/bench_wikitext_lm.py [--vocab 2000] [--d-model 64] [--iters 30]
+    .venv/bin/python benchmarks/bench_wikitext_lm.py [--vocab 2000] [--d-model 64] [--iters 20] [--rounds 6]
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ class TorchEncoderLM(nn.Module):
         return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
 
 
-def tokens_per_s(model: nn.Module, x: torch.Tensor, y: torch.Tensor, iters: int, repeats: int) -> float:
+def trainer(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
+    """One SGD step (forward, backward, clipping, update) as in the experiments; warmed up."""
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
 
     def step():
@@ -49,13 +50,14 @@ def tokens_per_s(model: nn.Module, x: torch.Tensor, y: torch.Tensor, iters: int,
 
     for _ in range(3):
         step()
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        for _ in range(iters):
-            step()
-        best = min(best, time.perf_counter() - t)
-    return x.numel() * iters / best
+    return step
+
+
+def tokens_per_s(step, tokens: int, iters: int) -> float:
+    t = time.perf_counter()
+    for _ in range(iters):
+        step()
+    return tokens * iters / (time.perf_counter() - t)
 
 
 def n_params(m: nn.Module) -> int:
@@ -69,8 +71,8 @@ def main() -> None:
     ap.add_argument("--d-ff", type=int, default=64, help="MLP width of the matched pair")
     ap.add_argument("--batch", type=int, default=20)
     ap.add_argument("--bptt", type=int, default=35)
-    ap.add_argument("--iters", type=int, default=30)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--iters", type=int, default=20)
+    ap.add_argument("--rounds", type=int, default=6, help="alternating measurement rounds (best one counts)")
     args = ap.parse_args()
     torch.manual_seed(0)
     x = torch.randint(args.vocab, (args.batch, args.bptt))
@@ -81,13 +83,14 @@ def main() -> None:
     print(f"batch {args.batch} x bptt {args.bptt}, vocab {args.vocab}, d_model {args.d_model}, "
           f"{torch.get_num_threads()} torch threads")
     rows = []
-    # interleave the measurements so a change in machine load hits both sides alike
-    r_ours, r_ref = [], []
-    for _ in range(2):
-        r_ref.append(tokens_per_s(ref, x, y, args.iters, args.repeats))
-        r_ours.append(tokens_per_s(ours, x, y, args.iters, args.repeats))
-    t_ref, t_ours = max(r_ref), max(r_ours)
-    t_plain = tokens_per_s(plain, x, y, args.iters, args.repeats)
+    steps = {name: trainer(m, x, y) for name, m in (("ref", ref), ("ours", ours), ("plain", plain))}
+    best = dict.fromkeys(steps, 0.0)
+    # alternate the models round by round so a change in machine load hits all of them alike;
+    # the best round of each counts (the least disturbed by other processes)
+    for _ in range(args.rounds):
+        for name, step in steps.items():
+            best[name] = max(best[name], tokens_per_s(step, x.numel(), args.iters))
+    t_ref, t_ours, t_plain = best["ref"], best["ours"], best["plain"]
     rows.append(("nn.TransformerEncoderLayer LM (MLP %d)" % args.d_ff, n_params(ref), t_ref))
     rows.append(("dynamics.lm TransformerLM   (MLP %d)" % args.d_ff, n_params(ours), t_ours))
     rows.append(("dynamics.lm TransformerLM   (no MLP, experiment default)", n_params(plain), t_plain))

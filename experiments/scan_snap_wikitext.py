@@ -229,21 +229,23 @@ def plot(tables, out: Path, cfg):
     paths.append(save(fig, out / "entropy_over_training.png"))
 
     sub = order[(order.eta_z == order.eta_z.min()) & (order.ratio == order.ratio.max())]
-    sub = sub[sub["mode"] == modes[-1]] if len(modes) else sub
     if len(sub):
         nexts = list(dict.fromkeys(sub["next"]))
-        fig, axes = plt.subplots(1, len(nexts), figsize=(4 * len(nexts), 3.2), squeeze=False)
-        for ax, nx in zip(axes[0], nexts):
-            part = sub[sub["next"] == nx]
-            for role, mk in (("common", "x"), ("distinct", "o")):
-                pr = part[part.role == role]
-                ax.scatter(pr.P, pr.z, s=8, marker=mk, label=role, alpha=0.7)
-            ax.set(xscale="log", xlabel="P(l | m, n)", ylabel="final $z_{ml}$",
-                   title=f"m={part['query'].iloc[0]!r}, n={nx!r}")
-            ax.axhline(0, color="grey", lw=0.5)
-            ax.legend(fontsize=7)
-        fig.suptitle(f"Final attention logits against co-occurrence ({modes[-1]}, "
-                     f"$\\eta_Z$={sub.eta_z.iloc[0]:g}, ratio {sub.ratio.iloc[0]:g}, seed 0)", fontsize=9)
+        fig, axes = plt.subplots(len(modes), len(nexts), figsize=(4 * len(nexts), 3 * len(modes)), squeeze=False)
+        for row, mode in zip(axes, modes):
+            for ax, nx in zip(row, nexts):
+                part = sub[(sub["next"] == nx) & (sub["mode"] == mode)]
+                for role, mk in (("common", "x"), ("distinct", "o")):
+                    pr = part[part.role == role]
+                    ax.scatter(pr.P, pr.z, s=8, marker=mk, label=role, alpha=0.7)
+                ax.set(xscale="log", xlabel="P(l | m, n)", ylabel="final $z_{ml}$",
+                       title=f"{mode}: m={part['query'].iloc[0]!r}, n={nx!r}" if len(part) else mode)
+                ax.axhline(0, color="grey", lw=0.5)
+                ax.legend(fontsize=7)
+        fig.suptitle(f"Final attention logits against co-occurrence ($\\eta_Z$={sub.eta_z.iloc[0]:g}, "
+                     f"$\\eta_Y/\\eta_Z$={sub.ratio.iloc[0]:g}, seed 0; roles with >= {cfg.role_min_count} "
+                     "co-occurrences)", fontsize=9)
+        fig.tight_layout()
         paths.append(save(fig, out / "z_vs_cooccurrence.png"))
     return paths
 
