@@ -75,6 +75,8 @@ def _run_options(fn):
     fn = click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
                       help="Override a config key; repeatable. `dynamics describe EXP` lists the keys.")(fn)
     fn = click.option("--quick", is_flag=True, help="The experiment's small configuration (CI-sized).")(fn)
+    fn = click.option("--data-dir", type=click.Path(path_type=Path), default=None,
+                      help="WikiText directory for experiments that read text [default: $DYNAMICS_WIKITEXT].")(fn)
     fn = click.option("--no-wait", is_flag=True,
                       help="Fail instead of waiting when another run is writing the same directory.")(fn)
     fn = click.option("--workers", type=int, default=None,
@@ -90,7 +92,7 @@ def _run_options(fn):
 
 
 def _do_run(experiment, grid_items, quick, sets, seeds, out, resume, executor, address, workers, no_wait,
-            default_root):
+            data_dir, default_root):
     from .config import parse_assignments
     from .sweep import runner
     from .sweep.executors import make_executor
@@ -102,6 +104,12 @@ def _do_run(experiment, grid_items, quick, sets, seeds, out, resume, executor, a
         if seeds < 1:
             raise UserError(f"--seeds must be at least 1, got {seeds}")
         overrides["seeds"] = str(seeds)
+    if data_dir is not None:
+        import dataclasses
+
+        if "data_dir" not in {f.name for f in dataclasses.fields(exp.config)}:
+            raise UserError(f"{exp.name} reads no data: --data-dir does not apply")
+        overrides["data_dir"] = str(data_dir)
     grid = parse_grid(exp.config, list(grid_items))
     p = runner.plan(exp, overrides, grid, quick=quick)
     out = out or default_root / exp.name
@@ -120,13 +128,13 @@ def _do_run(experiment, grid_items, quick, sets, seeds, out, resume, executor, a
 @cli.command()
 @click.argument("experiment")
 @_run_options
-def run(experiment, quick, sets, seeds, out, resume, executor, address, workers, no_wait) -> None:
+def run(experiment, quick, sets, seeds, out, resume, executor, address, workers, no_wait, data_dir) -> None:
     """Run EXPERIMENT over its default grid and write tables, figures, claims and a manifest.
 
     Results go to results/EXPERIMENT/ unless --out is given.  Same seeds on the same machine give an
     identical table.
     """
-    _do_run(experiment, [], quick, sets, seeds, out, resume, executor, address, workers, no_wait, RESULTS)
+    _do_run(experiment, [], quick, sets, seeds, out, resume, executor, address, workers, no_wait, data_dir, RESULTS)
 
 
 @cli.command()
@@ -134,7 +142,8 @@ def run(experiment, quick, sets, seeds, out, resume, executor, address, workers,
 @click.option("--grid", "grid_items", multiple=True, metavar="KEY=V1,V2",
               help="Sweep KEY over the listed values; repeatable (replaces that key in the default grid).")
 @_run_options
-def sweep(experiment, grid_items, quick, sets, seeds, out, resume, executor, address, workers, no_wait) -> None:
+def sweep(experiment, grid_items, quick, sets, seeds, out, resume, executor, address, workers, no_wait,
+          data_dir) -> None:
     """Run EXPERIMENT over a grid of config values (cells), one result table for the whole grid.
 
     Sweeps write to runs/EXPERIMENT/ by default so the committed results/ are not overwritten;
@@ -143,7 +152,7 @@ def sweep(experiment, grid_items, quick, sets, seeds, out, resume, executor, add
         dynamics sweep scan-snap-fig6 --grid eta_z=0.5,1 --grid ratio=1,10 --seeds 3
     """
     _do_run(experiment, grid_items, quick, sets, seeds, out, resume, executor, address, workers, no_wait,
-            Path("runs"))
+            data_dir, Path("runs"))
 
 
 def _store(experiment: str, directory: Path | None):

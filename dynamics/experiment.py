@@ -9,6 +9,8 @@ An experiment is data plus four functions::
     summarize   all cells' rows (grid values added as columns) -> the tables to save ("table" first)
     plot        saved tables -> figures in the result directory
     claims      saved tables -> list of Claim for ``dynamics verify``
+    preflight   config -> None, raising UserError for what a run would trip over later (a missing
+                data directory); runs for every cell before anything is written
 
 Nothing in an experiment writes files itself: the store does, atomically, so ``--resume`` and the
 executors (in-process, process pool, Dask) see the same behaviour.
@@ -53,3 +55,4 @@ class Experiment:
     summarize: Callable[[Tables, Any], Tables] | None = None
     plot: Callable[[Tables, Path, Any], list[Path]] | None = None
     claims: Callable[[Tables, Any], list[Claim]] | None = None
+    preflight: Callable[[Any], None] | None = None

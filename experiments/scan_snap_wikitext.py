@@ -28,7 +28,7 @@ import pandas as pd
 
 from dynamics import claims as C
 from dynamics.config import field, require
-from dynamics.corpus import load_wikitext
+from dynamics.corpus import check_wikitext, load_wikitext
 from dynamics.corpus import simulate as sim
 from dynamics.corpus.cooccurrence import cooccurrence, query_table
 from dynamics.experiment import Experiment
@@ -300,6 +300,11 @@ def claims(tables, cfg):
     return out
 
 
+def preflight(cfg) -> None:
+    """Fail before anything is written when the WikiText directory is missing or incomplete."""
+    check_wikitext(cfg.data_dir or None)
+
+
 EXPERIMENT = Experiment(
     name=NAME,
     summary="Y/Z model on WikiText-2 (m, n) classes: Thm. 2 signs, Thm. 3 ordering, entropy vs eta",
@@ -313,4 +318,5 @@ EXPERIMENT = Experiment(
     summarize=summarize,
     plot=plot,
     claims=claims,
+    preflight=preflight,
 )

@@ -30,7 +30,7 @@ import torch
 
 from dynamics import claims as C
 from dynamics.config import field, require
-from dynamics.corpus import load_wikitext
+from dynamics.corpus import check_wikitext, load_wikitext
 from dynamics.corpus.cooccurrence import cooccurrence
 from dynamics.corpus.simulate import role_metrics
 from dynamics.experiment import Experiment
@@ -298,6 +298,11 @@ def claims(tables, cfg):
     return out
 
 
+def preflight(cfg) -> None:
+    """Fail before anything is written when the WikiText directory is missing or incomplete."""
+    check_wikitext(cfg.data_dir or None)
+
+
 EXPERIMENT = Experiment(
     name=NAME,
     summary="1-layer Transformer on WikiText-2: attention entropy over training, maps, entropy vs eta, "
@@ -312,4 +317,5 @@ EXPERIMENT = Experiment(
     summarize=summarize,
     plot=plot,
     claims=claims,
+    preflight=preflight,
 )

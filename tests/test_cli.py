@@ -110,3 +110,12 @@ def test_a_second_writer_is_refused(tmp_path):
             Store(tmp_path).lock(wait=False)
     finally:
         lock.release()
+
+
+def test_data_dir_is_checked_before_anything_runs(cli, tmp_path):
+    code, _, err = cli("run", "scan-snap-wikitext", "--quick", "--data-dir", str(tmp_path / "nowhere"),
+                       "--out", str(tmp_path / "out"))
+    assert code == 2 and err.count("\n") == 1 and "does not exist" in err
+    assert not (tmp_path / "out").exists()
+    code, _, err = cli("run", "scan-snap-fig4", "--data-dir", str(tmp_path), "--out", str(tmp_path / "out"))
+    assert code == 2 and "reads no data" in err

@@ -125,6 +125,13 @@ def resolve_dir(data_dir: str | os.PathLike | None) -> Path:
     return path
 
 
+def check_wikitext(data_dir: str | os.PathLike | None = None) -> str:
+    """Cheap pre-flight check (no reading, no hashing of single files): the directory exists and
+    holds a training and an evaluation split.  Returns the note :func:`load_wikitext` would attach;
+    raises UserError otherwise."""
+    return choose_splits(find_files(resolve_dir(data_dir)), None, None)[2]
+
+
 def find_files(root: Path, layout: str = "auto") -> dict[str, tuple[Path, str]]:
     """split -> (path, layout) for every split present.  Tokenized files win over raw ones in
     ``auto`` mode; two tokenized names for one split are an ambiguity only if their bytes differ."""

@@ -59,6 +59,9 @@ def plan(exp: Experiment, overrides: Mapping[str, Any] = (), grid: Mapping[str, 
     base = build(exp.config, base_over)
     cells = expand(full_grid)
     configs = [build(exp.config, cell, base) for cell in cells]
+    if exp.preflight:
+        for cfg in {repr(c): c for c in configs}.values():
+            exp.preflight(cfg)
     ids = [cell_id(exp.name, dataclasses.asdict(c)) for c in configs]
     return Plan(exp, base, full_grid, cells, configs, ids, quick)
 

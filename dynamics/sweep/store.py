@@ -8,7 +8,9 @@ Layout::
     claims.csv              the experiment's claims, evaluated on the saved tables
     manifest.json           config, grid, seeds, git commit, package versions, wall time, argv
     .cells/<id>.pkl         one finished cell each (ignored by git); ``--resume`` skips these
-    .lock                   held while a run writes, so two runs cannot interleave their files
+
+and beside it ``.<experiment>.lock``, held while a run writes so two runs cannot interleave their
+files (beside, not inside: a run that fails before its first cell leaves no directory behind).
 """
 
 from __future__ import annotations
@@ -82,13 +84,14 @@ class Store:
         A second writer waits for the first (saying so on stderr), or with ``wait=False`` stops with
         a UserError.  The lock is an OS file lock: it is released when its process dies, even by SIGKILL.
         """
-        self.root.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(str(self.root / ".lock"))
+        self.root.parent.mkdir(parents=True, exist_ok=True)
+        path = self.root.parent / f".{self.root.name}.lock"
+        lock = FileLock(str(path))
         try:
             lock.acquire(timeout=0)
         except Timeout:
             if not wait:
-                raise UserError(f"{self.root} is being written by another run (lock {self.root / '.lock'})") from None
+                raise UserError(f"{self.root} is being written by another run (lock {path})") from None
             print(f"dynamics: waiting for another run writing {self.root}", file=sys.stderr, flush=True)
             lock.acquire()
         return lock
