@@ -53,7 +53,8 @@ TRANSFORMS = ("reattn", "reattn-nonorm", "bn-only", "drop")  # variants whose ef
 
 @dataclasses.dataclass(frozen=True)
 class CollapseConfig:
-    dataset: Literal["digits", "glyphs"] = field("digits", "digits (sklearn 8x8) or glyphs (synthetic majority-glyph task)")
+    dataset: Literal["digits", "glyphs"] = field("digits", "digits (sklearn 8x8) or glyphs (synthetic "
+                                                           "majority-glyph task)")
     depth: int = field(8, "transformer blocks (grid: 4, 8, 16, 24, 32)")
     width: int = field(64, "embedding width d (grid: 32, 64, 128, 256)")
     heads: int = field(4, "attention heads; width must be divisible by it")
@@ -99,7 +100,8 @@ class CollapseConfig:
             require(0 <= value <= 1, f"{name} must be in [0, 1], got {value}")
         require(all(0 <= t <= 1 for t in self.taus), f"taus must be in [0, 1], got {self.taus}")
         require(self.tau in self.taus, f"tau={self.tau} must be one of taus={self.taus}")
-        require(1 <= self.window <= self.max_window, f"window must be in [1, max_window={self.max_window}], got {self.window}")
+        require(1 <= self.window <= self.max_window,
+                f"window must be in [1, max_window={self.max_window}], got {self.window}")
         for name in ("init_variants", "train_variants"):
             bad = [v for v in getattr(self, name) if v not in VARIANTS]
             require(not bad, f"{name}: unknown variant(s) {', '.join(bad)}; choose from {', '.join(VARIANTS)}")
@@ -141,7 +143,8 @@ def _options(cfg: CollapseConfig) -> tr.TrainOptions:
                            patch=cfg.patch_size, root_seed=cfg.seed, dtype=cfg.dtype, device=cfg.device)
 
 
-def _pair_rows(frac: np.ndarray, mean: np.ndarray, cfg: CollapseConfig, study: str, variant: str, seeds) -> pd.DataFrame:
+def _pair_rows(frac: np.ndarray, mean: np.ndarray, cfg: CollapseConfig, study: str, variant: str,
+               seeds) -> pd.DataFrame:
     """Tidy rows (study, variant, seed, block, lag, centred, mean_M, frac_<tau>...) for p - lag >= 1."""
     R, L, K = frac.shape[:3]
     r, p, j, cen = np.meshgrid(np.arange(R), np.arange(L), np.arange(K), np.arange(2), indexing="ij")
@@ -496,7 +499,8 @@ def plot(tables, out: Path, cfg: CollapseConfig) -> list[Path]:
 
     # 1. Similar blocks vs depth (lines = widths), raw and centred, init and trained.
     panels = [(s, c) for s in ("init", "trained") for c in ("raw", "centred")]
-    fig, axes = plt.subplots(len(datasets), 4, figsize=(13, 3.0 * len(datasets)), squeeze=False, sharex=True)
+    fig, axes = plt.subplots(len(datasets), 4,
+                             figsize=(13, 3.0 * len(datasets)), squeeze=False, sharex=True, layout="constrained")
     for r, ds in enumerate(datasets):
         for ax, (study, cen) in zip(axes[r], panels):
             sub = table[(table.dataset == ds) & (table.study == study) & table.variant.isin(["vanilla", "reattn"])]
@@ -512,7 +516,8 @@ def plot(tables, out: Path, cfg: CollapseConfig) -> list[Path]:
 
     # 2. Depth x width heatmaps of raw similar blocks.
     combos = [("init", "vanilla"), ("trained", "vanilla"), ("trained", "reattn")]
-    fig, axes = plt.subplots(len(datasets), 3, figsize=(11, 3.2 * len(datasets)), squeeze=False)
+    fig, axes = plt.subplots(len(datasets), 3,
+                             figsize=(11, 3.2 * len(datasets)), squeeze=False, layout="constrained")
     for r, ds in enumerate(datasets):
         for ax, (study, variant) in zip(axes[r], combos):
             sub = table[(table.dataset == ds) & (table.study == study) & (table.variant == variant)]
@@ -525,7 +530,8 @@ def plot(tables, out: Path, cfg: CollapseConfig) -> list[Path]:
             ax.set_yticks(range(grid.shape[0]), grid.index)
             for (i, j), v in np.ndenumerate(grid.to_numpy()):
                 if np.isfinite(v):
-                    ax.text(j, i, f"{v:.1f}", ha="center", va="center", fontsize=7, color="w" if v < grid.max().max() / 2 else "k")
+                    ax.text(j, i, f"{v:.1f}", ha="center", va="center", fontsize=7,
+                            color="w" if v < grid.max().max() / 2 else "k")
             ax.set(title=f"{ds}: {study} {variant}", xlabel="width d", ylabel="depth L")
             fig.colorbar(im, ax=ax, fraction=0.046)
     fig.suptitle("Raw similar blocks (mean over seeds) against depth and width")
@@ -534,7 +540,8 @@ def plot(tables, out: Path, cfg: CollapseConfig) -> list[Path]:
     # 3. Accuracy vs depth.
     trained = table[table.study == "trained"]
     if not trained.empty:
-        fig, axes = plt.subplots(1, len(datasets), figsize=(4.2 * len(datasets), 3.2), squeeze=False)
+        fig, axes = plt.subplots(1, len(datasets),
+                                 figsize=(4.2 * len(datasets), 3.2), squeeze=False, layout="constrained")
         for ax, ds in zip(axes[0], datasets):
             for (variant, w), line in trained[trained.dataset == ds].groupby(["variant", "width"]):
                 ax.errorbar(line.depth, line.acc_test_mean, yerr=line.acc_test_std, color=colors[w],
@@ -546,7 +553,8 @@ def plot(tables, out: Path, cfg: CollapseConfig) -> list[Path]:
 
     # 4. Per-block similarity ratio (DeepViT Fig. 3a) for the deepest trained and the deepest init models.
     curves = tables["curves_fig3"]
-    fig, axes = plt.subplots(len(datasets), 4, figsize=(13, 3.0 * len(datasets)), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(len(datasets), 4,
+                             figsize=(13, 3.0 * len(datasets)), squeeze=False, sharey=True, layout="constrained")
     for r, ds in enumerate(datasets):
         for ax, (study, cen) in zip(axes[r], panels):
             sub = curves[(curves.dataset == ds) & (curves.study == study) & (curves.centred == (cen == "centred"))
@@ -577,7 +585,8 @@ def plot(tables, out: Path, cfg: CollapseConfig) -> list[Path]:
                 continue
             L = int(sub.block.max())
             show = list(range(1, L + 1, max(1, L // 12)))
-            fig, axes = plt.subplots(len(models), len(show), figsize=(1.1 * len(show), 1.25 * len(models)), squeeze=False)
+            fig, axes = plt.subplots(len(models), len(show),
+                                     figsize=(1.1 * len(show), 1.25 * len(models)), squeeze=False, layout="constrained")
             for r, (study, variant) in enumerate(models):
                 m = sub[(sub.study == study) & (sub.variant == variant)]
                 for ax, b in zip(axes[r], show):
@@ -597,7 +606,7 @@ def plot(tables, out: Path, cfg: CollapseConfig) -> list[Path]:
 
     # 6. Pure attention: doubly exponential residual decay.
     san = tables["san"]
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2), layout="constrained")
     one = san[(san.dataset == datasets[0]) & (san.depth == san.depth.max())]
     for w, g in one.groupby("width"):
         m = g.groupby("layer")[["log_ratio", "log_ratio_naive"]].median()
@@ -614,7 +623,7 @@ def plot(tables, out: Path, cfg: CollapseConfig) -> list[Path]:
 
     # 7. Random-init ablation of re-attention's parts: token residual and similar blocks at the last block.
     init = table[(table.study == "init") & (table.dataset == datasets[0])]
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2), layout="constrained")
     w0 = cfg.map_width if cfg.map_width in init.width.values else init.width.min()
     for variant, g in init[init.width == w0].groupby("variant"):
         axes[0].plot(g.depth, g.token_residual_last, ls=styles.get(variant, "-"), marker="o", ms=3, label=variant)
@@ -630,7 +639,7 @@ def plot(tables, out: Path, cfg: CollapseConfig) -> list[Path]:
     sens = tables["sensitivity"]
     s = sens[(sens.study == "trained") & (~sens.centred) & (sens.k == cfg.window) & (sens.dataset == datasets[0])]
     if not s.empty:
-        fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
+        fig, axes = plt.subplots(1, 3, figsize=(12, 3.2), layout="constrained")
         for ax, col in zip(axes, ["t_depth", "t_width", "t_reattn"]):
             grid = s.pivot_table(index="block_thr", columns="tau", values=col)
             vals = np.clip(grid.to_numpy(), -6, 6)
@@ -699,6 +708,8 @@ def claims(tables, cfg: CollapseConfig) -> list[C.Claim]:
     if "bn" in tables:
         bn = tables["bn"]
         worst = float(bn.dc_dev_batch_stats.max())
+        trained_bn = bn[bn.study == "trained"]
+        running = trained_bn.dc_dev_running_stats.median() if len(trained_bn) else float("nan")
         out.append(C.close(
             NAME, "reattention-bn-removes-uniform-component",
             "With batch statistics, every image's re-attention map (BN(Theta^T A + b)) has uniform component "
@@ -706,8 +717,7 @@ def claims(tables, cfg: CollapseConfig) -> list[C.Claim]:
             "Official ReAttention (Conv2d + BatchNorm2d); identity in docs/deepvit.md", 0.0, worst, 1e-10,
             f"closed form Theta^T(A - 11^T/T) gamma/sigma + beta: max rel. error "
             f"{bn.closed_form_rel_err.max():.2g}; with running statistics (eval mode) the DC offset is "
-            f"{bn[bn.study == 'trained'].dc_dev_running_stats.median() if (bn.study == 'trained').any() else float('nan'):.2g}"
-            " (median, trained) - exact only in training mode"))
+            f"{running:.2g} (median, trained): exact only in training mode"))
     san = tables["san"]
     ratios = san.decrement_ratio.dropna()
     out.append(C.within(
@@ -728,7 +738,8 @@ EXPERIMENT = Experiment(
     run_batch=run_batch,
     grid={"dataset": ("digits", "glyphs"), "depth": (4, 8, 16, 24, 32), "width": (32, 64, 128, 256)},
     quick={"seeds": 2, "init_seeds": 3, "steps": 30, "probe_images": 16, "train_depths": (2, 4),
-           "train_widths": (16, 32), "glyph_train_widths": (16, 32), "init_variants": ("vanilla", "reattn", "bn-only"), "map_depth": 4,
+           "train_widths": (16, 32), "glyph_train_widths": (16, 32),
+           "init_variants": ("vanilla", "reattn", "bn-only"), "map_depth": 4,
            "map_width": 32, "san_inputs": 4, "max_window": 2},
     quick_grid={"dataset": ("digits",), "depth": (2, 4), "width": (16, 32)},
     summarize=summarize,

@@ -47,11 +47,12 @@ def test_batchnorm_removes_uniform_component_exactly():
     g = torch.Generator().manual_seed(1)
     R, B, H, T = 2, 6, 3, 9
     A = _maps(g, R, B, H, T)
-    theta, b = torch.randn(R, H, H, generator=g, dtype=torch.float64), torch.randn(R, H, generator=g, dtype=torch.float64)
+    f64 = torch.float64
+    theta, b = torch.randn(R, H, H, generator=g, dtype=f64), torch.randn(R, H, generator=g, dtype=f64)
     gamma = torch.rand(R, H, generator=g, dtype=torch.float64) + 0.5
     beta = torch.randn(R, H, generator=g, dtype=torch.float64)
     out = attention.batch_norm_heads(attention.mix_heads(A, theta, b), gamma, beta,
-                                     torch.zeros(R, H, dtype=torch.float64), torch.ones(R, H, dtype=torch.float64), True)
+                                     torch.zeros(R, H, dtype=f64), torch.ones(R, H, dtype=f64), True)
     dc = out.mean((-2, -1))  # (R, B, H)
     torch.testing.assert_close(dc, beta[:, None, :].expand_as(dc), rtol=0, atol=1e-13)
     closed = attention.reattention_closed_form(A, theta, gamma, beta)
@@ -59,7 +60,7 @@ def test_batchnorm_removes_uniform_component_exactly():
     # The identity needs row-stochastic maps: dropping entries first breaks it.
     Ad = attention.drop_entries(A, 0.5, torch.Generator().manual_seed(2))
     out_d = attention.batch_norm_heads(attention.mix_heads(Ad, theta, b), gamma, beta,
-                                       torch.zeros(R, H, dtype=torch.float64), torch.ones(R, H, dtype=torch.float64), True)
+                                       torch.zeros(R, H, dtype=f64), torch.ones(R, H, dtype=f64), True)
     assert (out_d.mean((-2, -1)) - beta[:, None, :]).abs().max().item() > 1e-3
 
 
