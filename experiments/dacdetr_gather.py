@@ -88,6 +88,9 @@ class DacConfig:
     max_pos: int = field(6, "one-to-many: at most this many positives per object")
     iou_weight: float = field(0.7, "one-to-many score: weight of IoU (1 - it weights the class probability)")
     assign_boxes: Literal["o", "c"] = field("o", "one-to-many IoU from O-decoder boxes (official) or C-decoder boxes")
+    cls_loss: Literal["focal", "ia-bce"] = field(
+        "focal", "classification loss of both decoders: focal, hard targets (Deformable DETR) or ia-bce, IoU-aware "
+                 "soft targets with rank weights (the released DAC-DETR code)")
     # --- measurement
     thresholds: tuple[float, ...] = field((0.5, 0.6, 0.7), "IoU thresholds t for queries per object")
     eval_images: int = field(512, "fixed evaluation images (same for every run)")
@@ -145,7 +148,7 @@ class DacConfig:
         return detr_train.TrainOptions(steps=self.steps, batch=self.batch, lr=self.lr, warmup=self.warmup,
                                        c_decoder=self.model == "dac-detr", assign_boxes=self.assign_boxes,
                                        pos_threshold=self.pos_threshold, max_pos=self.max_pos,
-                                       iou_weight=self.iou_weight, device=self.device)
+                                       iou_weight=self.iou_weight, cls_loss=self.cls_loss, device=self.device)
 
 
 # ------------------------------------------------------------------------------------------ plane
@@ -235,8 +238,10 @@ def run_detr(cfg: DacConfig, ctx) -> dict[str, pd.DataFrame]:
         lg, bx = evaluate.final_predictions(model, images)
         ap = metrics.average_precision(lg, bx, ev)
         ap_nms = metrics.average_precision(lg, bx, ev, nms=cfg.nms)
+        hits, dup = metrics.confident_hits(lg, bx, ev)
         tail = log["loss_o"][-max(1, cfg.steps // 10):]
         aps.append({"seed": seed, "ap": ap["ap"], "ap50": ap["ap50"], "ap75": ap["ap75"], "ap_nms": ap_nms["ap"],
+                    "confident_hits": hits, "duplicate_fraction": dup,
                     "final_loss_o": float(np.nanmean(tail)), "diverged_step": int(log["diverged_step"])})
     out = {"counts": pd.DataFrame(counts), "ap": pd.DataFrame(aps)}
     if curve:
@@ -290,6 +295,8 @@ def summarize(tables, base):
         out["ap"] = ap
         s = ap.groupby("model").agg(ap_mean=("ap", "mean"), ap_sd=("ap", "std"), ap50_mean=("ap50", "mean"),
                                     ap75_mean=("ap75", "mean"), ap_nms_mean=("ap_nms", "mean"),
+                                    confident_hits=("confident_hits", "mean"),
+                                    duplicate_fraction=("duplicate_fraction", "mean"),
                                     n_seeds=("ap", "count")).reset_index()
         out["ap_summary"] = s
         out["headline"] = headline(counts, ap, base)

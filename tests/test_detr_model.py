@@ -51,8 +51,9 @@ def test_c_loss_trains_cross_attention_but_not_later_self_attention():
     assert g["layers.0.sa.in_proj_weight"].abs().sum() > 0
 
 
-def test_training_is_seeded_and_finite():
-    opts = T.TrainOptions(steps=3, batch=4, c_decoder=True)
+@pytest.mark.parametrize("cls_loss", ["focal", "ia-bce"])
+def test_training_is_seeded_and_finite(cls_loss):
+    opts = T.TrainOptions(steps=3, batch=4, c_decoder=True, cls_loss=cls_loss)
     logs = []
     for _ in range(2):
         m = T.build_model(SPEC, 7)

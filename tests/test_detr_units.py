@@ -253,3 +253,29 @@ def test_render_paints_each_box_interior_and_outline():
 def test_boxes_outside_the_canvas_are_a_user_error(box):
     with pytest.raises(UserError, match="outside the canvas"):
         scenes.make_scenes([[box]], [[0]], scenes.SceneSpec())
+
+
+# ---------------------------------------------------------------- IoU-aware BCE and duplicates
+
+def test_ia_bce_on_constructed_positives():
+    from dynamics.detr import losses
+    sc = scenes.Scenes(t([[[0.5, 0.5, 0.2, 0.2]]]), torch.tensor([[0]]), torch.tensor([[True]]))
+    bx = t([[[0.5, 0.5, 0.2, 0.2], [0.55, 0.5, 0.2, 0.2], [0.1, 0.1, 0.1, 0.1]]])  # IoU 1, 0.6, 0
+    p = t([0.8, 0.8, 0.3])
+    logits = torch.logit(p)[None, :, None]
+    pos = torch.tensor([[[True], [True], [False]]])
+    iou2 = float(boxes.iou(boxes.cxcywh_to_xyxy(bx[0, 1]), boxes.cxcywh_to_xyxy(bx[0, 0])))
+    t0 = 0.8 ** 0.25 * 1.0
+    t1 = 0.8 ** 0.25 * iou2 ** 0.75 * np.exp(-1 / 1.5)  # second-ranked positive of the object
+    expected = (-(t0 * np.log(0.8) + (1 - t0) * np.log(0.2)) - (t1 * np.log(0.8) + (1 - t1) * np.log(0.2))
+                - 0.3 ** 2 * np.log(0.7))
+    assert float(losses.ia_bce(logits, bx, sc, pos)) == pytest.approx(expected, rel=1e-9)
+
+
+def test_confident_hits_counts_duplicates():
+    sc = scenes.Scenes(t([[[0.3, 0.3, 0.2, 0.2], [0.7, 0.7, 0.2, 0.2]]]), torch.tensor([[0, 1]]),
+                       torch.tensor([[True, True]]))
+    bx = t([[[0.3, 0.3, 0.2, 0.2], [0.31, 0.3, 0.2, 0.2], [0.7, 0.7, 0.2, 0.2], [0.7, 0.7, 0.2, 0.2]]])
+    p = t([[[0.9, 0.0], [0.8, 0.0], [0.0, 0.9], [0.0, 0.2]]])  # object 0: two confident hits; object 1: one
+    hits, dup = metrics.confident_hits(torch.logit(p.clamp(1e-6, 1 - 1e-6)), bx, sc)
+    assert hits == pytest.approx(1.5) and dup == pytest.approx(0.5)

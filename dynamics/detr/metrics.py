@@ -40,6 +40,17 @@ def queries_per_object(aff: torch.Tensor, valid: torch.Tensor, thresholds) -> to
     return (count * w).sum((-3, -2)) / w.sum().clamp(min=1)
 
 
+def confident_hits(logits: torch.Tensor, boxes: torch.Tensor, scenes: Scenes, iou_t: float = 0.5,
+                   p_t: float = 0.5) -> tuple[float, float]:
+    """Duplicate diagnostic: per object, n = #{q : IoU(q, g) > iou_t and p_q(class of g) > p_t}.
+
+    Returns (mean n, fraction of objects with n >= 2).  A one-to-one detector without NMS wants n = 1."""
+    aff = affinity(logits, boxes, scenes)
+    pg = logits.sigmoid().gather(-1, scenes.labels[:, None, :].expand(-1, logits.shape[1], -1))
+    n = ((aff > iou_t) & (pg > p_t)).sum(1)[scenes.valid].to(torch.float64)
+    return float(n.mean()), float((n >= 2).to(torch.float64).mean())
+
+
 def _ranked(logits: torch.Tensor, boxes: torch.Tensor, scenes: Scenes, max_dets: int):
     """Per (image, class), queries sorted by score: scores (B, C, Q), IoU (B, C, Q, G) with other-class
     and padding objects set to -1, and a mask of the detections kept by max_dets."""

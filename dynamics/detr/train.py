@@ -38,6 +38,7 @@ class TrainOptions:
     pos_threshold: float = 0.4
     max_pos: int = 6
     iou_weight: float = 0.7
+    cls_loss: Literal["focal", "ia-bce"] = "focal"
     device: str = "cpu"
 
 
@@ -60,14 +61,15 @@ def loss_terms(out: Output, sc: scenes.Scenes, opts: TrainOptions) -> tuple[torc
     with torch.no_grad():
         cost = assign.hungarian_cost(out.o_logits, out.o_boxes, sc.boxes, sc.labels)  # (L, B, Q, G)
         match = assign.hungarian(cost, sc.valid.expand(L, -1, -1))
-    o = sum(losses.set_loss(out.o_logits[l], out.o_boxes[l], sc, losses.match_to_mask(match[l], Q)) for l in range(L))
+    o = sum(losses.set_loss(out.o_logits[l], out.o_boxes[l], sc, losses.match_to_mask(match[l], Q), opts.cls_loss)
+            for l in range(L))
     if out.c_logits is None:
         return o, torch.zeros((), device=o.device)
     with torch.no_grad():
         boxes = out.o_boxes if opts.assign_boxes == "o" else out.c_boxes
         score = assign.matching_score(out.c_logits, boxes, sc.boxes, sc.labels, opts.iou_weight)
         pos = assign.one_to_many(score, sc.valid, opts.pos_threshold, opts.max_pos)
-    c = sum(losses.set_loss(out.c_logits[l], out.c_boxes[l], sc, pos[l]) for l in range(L))
+    c = sum(losses.set_loss(out.c_logits[l], out.c_boxes[l], sc, pos[l], opts.cls_loss) for l in range(L))
     return o, c
 
 
