@@ -1,0 +1,178 @@
+"""The self-attention network Levine et al. analyse, evaluated exactly over Z_p.
+
+Levine, Wies, Sharir, Bata & Shashua (NeurIPS 2020, "Limits to depth efficiencies of
+self-attention"; arXiv 2006.12467 v3, Sec. 3) remove the softmax, the LayerNorm and the ReLU from
+a BERT layer; the feed-forward block is then linear and folds into W^O.  Layer l maps the N
+position vectors y^{l,1..N} in R^{d_x} to
+
+    y^{l+1,i} = [y^{l,i}] + sum_{h=1}^{H} W^{O,l,h} sum_{j=1}^{N} <W^{Q,l,h} y^{l,i}, W^{K,l,h} y^{l,j}> W^{V,l,h} y^{l,j}
+
+with W^{Q,K,V} in R^{d_a x d_x}, W^O in R^{d_x x d_a}, d_a = d_x / H, y^{0,j} = x^j, and the bracketed
+skip term present only with ``residual``.  The analysed output is the scalar f = <w, y^{L,0}>.  Each
+layer is cubic in its input (query x key x value), so f is a polynomial of degree 3^L in x^1..x^N.
+
+All weights and w are uniform in Z_p; :meth:`LinearAttentionNet.evaluate` computes f exactly for a
+batch of inputs (T, N, d_x) with every product reduced mod p (see :mod:`.modular`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from .modular import mm_mod, random_residues
+
+
+@dataclasses.dataclass(frozen=True)
+class GridTables:
+    """Layer-1 quantities of a template set: scores[h, a, b] = <W^{Q,h} v^(a), W^{K,h} v^(b)>,
+    values[b, h] = W^{O,h} W^{V,h} v^(b); all mod p."""
+
+    scores: np.ndarray  # (H, K, K)
+    values: np.ndarray  # (K, H, d_x)
+
+
+@dataclasses.dataclass(frozen=True)
+class LinearAttentionNet:
+    """Weights of an L-layer, H-head linear self-attention network over Z_p.
+
+    Q, K, V: (L, H, d_a, d_x); O: (L, H, d_x, d_a); w: (d_x,).  All int64 in [0, p).
+    """
+
+    Q: np.ndarray
+    K: np.ndarray
+    V: np.ndarray
+    O: np.ndarray
+    w: np.ndarray
+    residual: bool
+    p: int
+
+    @property
+    def depth(self) -> int:
+        return self.Q.shape[0]
+
+    @property
+    def heads(self) -> int:
+        return self.Q.shape[1]
+
+    @property
+    def width(self) -> int:
+        return self.Q.shape[3]
+
+    @classmethod
+    def random(cls, rng: np.random.Generator, d_x: int, depth: int, heads: int, residual: bool,
+               p: int) -> "LinearAttentionNet":
+        if d_x % heads:
+            raise ValueError(f"heads={heads} must divide d_x={d_x}")
+        d_a = d_x // heads
+        shape = (depth, heads, d_a, d_x)
+        return cls(Q=random_residues(rng, shape, p), K=random_residues(rng, shape, p),
+                   V=random_residues(rng, shape, p),
+                   O=random_residues(rng, (depth, heads, d_x, d_a), p),
+                   w=random_residues(rng, (d_x,), p), residual=residual, p=p)
+
+    def evaluate(self, X: np.ndarray) -> np.ndarray:
+        """f(x^1..x^N) = <w, y^{L,0}> mod p for a batch X (T, N, d_x) int64 -> (T,) int64."""
+        Y = np.remainder(np.asarray(X, dtype=np.int64), self.p)
+        return self._readout(Y, first=0)
+
+    def evaluate_grid(self, templates: np.ndarray, idx: np.ndarray, tables: "GridTables | None" = None) -> np.ndarray:
+        """f on template tuples: idx (T, N) indexes templates (K, d_x); returns (T,) int64.
+
+        Layer 1 only ever sees template vectors, so its scores <W^Q v^(a), W^K v^(b)> and its
+        projected values W^O W^V v^(b) are tables over templates (:meth:`grid_tables`); per tuple
+        it costs N^2 H gathers and N^2 H d_x products instead of the full layer.
+        """
+        if self.depth == 1:
+            return self._readout(templates[idx], first=0)
+        t = tables if tables is not None else self.grid_tables(templates)
+        T, N = idx.shape
+        H = self.heads
+        S = t.scores[:, idx[:, :, None], idx[:, None, :]]  # (H, T, N, N): S_h[k_i, k_j]
+        S = S.transpose(1, 2, 0, 3).reshape(T, N, H * N)
+        OV = t.values[idx].transpose(0, 2, 1, 3).reshape(T, H * N, -1)  # (T, H*N, d_x)
+        Y = mm_mod(S, OV, self.p)  # y^{1,i} = sum_h sum_j S_h[i,j] W^O W^V v^(k_j)
+        if self.residual:
+            Y += templates[idx]
+            np.remainder(Y, self.p, out=Y)
+        return self._readout(Y, first=1)
+
+    def grid_tables(self, templates: np.ndarray) -> "GridTables":
+        """Layer-1 tables for templates (K, d_x): scores (H, K, K) and values (K, H, d_x)."""
+        p = self.p
+        _, H, d_a, d_x = self.Q.shape
+        qkv = mm_mod(templates, self._wqkv(0).T, p).reshape(-1, 3, H, d_a).transpose(1, 2, 0, 3)  # (3, H, K, d_a)
+        scores = mm_mod(qkv[0], np.swapaxes(qkv[1], -1, -2), p)  # (H, K, K)
+        values = mm_mod(qkv[2], np.swapaxes(self.O[0], -1, -2), p).transpose(1, 0, 2)  # (K, H, d_x)
+        return GridTables(np.ascontiguousarray(scores), np.ascontiguousarray(values))
+
+    def hidden(self, X: np.ndarray) -> np.ndarray:
+        """All positions after all L layers, y^{L,1..N}: (T, N, d_x) int64."""
+        Y = np.remainder(np.asarray(X, dtype=np.int64), self.p)
+        for layer in range(self.depth):
+            Y = self._layer(Y, layer, queries=slice(None))
+        return Y
+
+    # -- layers ---------------------------------------------------------------------------------
+    def _wqkv(self, layer: int) -> np.ndarray:
+        """W^Q, W^K, W^V of all heads stacked: (3*H*d_a, d_x)."""
+        _, H, d_a, d_x = self.Q.shape
+        return np.concatenate([W[layer].reshape(H * d_a, d_x) for W in (self.Q, self.K, self.V)])
+
+    def _wo(self, layer: int) -> np.ndarray:
+        """W^O of all heads side by side: (d_x, H*d_a)."""
+        _, H, d_x, d_a = self.O.shape
+        return self.O[layer].transpose(1, 0, 2).reshape(d_x, H * d_a)
+
+    def _readout(self, Y: np.ndarray, first: int) -> np.ndarray:
+        """Layers first..L-1 on Y (T, N, d_x); the last computes position 0 only, with w folded
+        into W^O (u = W^O^T w), and returns f (T,)."""
+        p = self.p
+        for layer in range(first, self.depth - 1):
+            Y = self._layer(Y, layer, queries=slice(None))
+        Z = self._attend(Y, self.depth - 1, queries=slice(0, 1))[:, 0, :]  # (T, H*d_a)
+        u = mm_mod(self._wo(self.depth - 1).T, self.w[:, None], p)  # (H*d_a, 1)
+        f = mm_mod(Z, u, p)[:, 0]
+        if self.residual:
+            f += mm_mod(Y[:, 0, :], self.w[:, None], p)[:, 0]
+            np.remainder(f, p, out=f)
+        return f
+
+    def _attend(self, Y: np.ndarray, layer: int, queries: slice, qkv: np.ndarray | None = None) -> np.ndarray:
+        """Z^i = sum_j <W^Q y^i, W^K y^j> W^V y^j per head for the query positions: (T, n_q, H*d_a)."""
+        p = self.p
+        _, H, d_a, _ = self.Q.shape
+        T, N, _ = Y.shape
+        if qkv is None:
+            qkv = mm_mod(Y, self._wqkv(layer).T, p)  # (T, N, 3*H*d_a)
+        qkv = qkv.reshape(T, N, 3, H, d_a).transpose(2, 0, 3, 1, 4)  # (3, T, H, N, d_a)
+        q, k, v = qkv[0][:, :, queries], qkv[1], qkv[2]
+        S = mm_mod(q, np.swapaxes(k, -1, -2), p)  # (T, H, n_q, N): <W^Q y^i, W^K y^j>
+        Z = mm_mod(S, v, p)  # (T, H, n_q, d_a)
+        return Z.transpose(0, 2, 1, 3).reshape(T, -1, H * d_a)
+
+    def _layer(self, Y: np.ndarray, layer: int, queries: slice, qkv: np.ndarray | None = None) -> np.ndarray:
+        out = mm_mod(self._attend(Y, layer, queries, qkv), self._wo(layer).T, self.p)
+        if self.residual:
+            out += Y[:, queries]
+            np.remainder(out, self.p, out=out)
+        return out
+
+
+def evaluate_exact(net: LinearAttentionNet, X: np.ndarray) -> np.ndarray:
+    """The same network in exact Python integers (object arrays), no reduction until the end:
+    an independent reference for :meth:`LinearAttentionNet.evaluate` in the tests.  (T,) ints."""
+    W = {k: np.asarray(getattr(net, k), dtype=object) for k in ("Q", "K", "V", "O", "w")}
+    Y = np.asarray(X, dtype=object)
+    L, H = W["Q"].shape[:2]
+    for layer in range(L):
+        out = np.zeros_like(Y)
+        for h in range(H):
+            q = Y @ W["Q"][layer, h].T
+            k = Y @ W["K"][layer, h].T
+            v = Y @ W["V"][layer, h].T
+            S = q @ np.swapaxes(k, -1, -2)  # (T, N, N)
+            out = out + (S @ v) @ W["O"][layer, h].T
+        Y = out + Y if net.residual else out
+    return (Y[:, 0, :] @ W["w"]) % net.p

@@ -1,0 +1,141 @@
+"""The exact rank sweep over widths and depths for one (heads, positions, residual) family.
+
+Order: depth L outer, width d_x inner, so each cell can use what is already known:
+
+* hint (where the template growth starts): the largest of r(d_x, L-1)^2 / r(d_x, L-2) (ln-rank
+  increments do not shrink with depth in either regime of Levine et al.), r(d_x - H, L) and
+  r(d_x - H, L)^2 / r(d_x - 2H, L) (log-linear in d_x; the measured ranks are log-concave in d_x,
+  so this overestimates);
+* not computed: when that hint already reaches the largest grid the cell is skipped as
+  "predicted too large" (an estimate: its rank is left empty, never filled in);
+* certified "does not fit": the generic rank never falls when d_x grows (a width-d network with
+  zero-padded weights computes the width-(d-H) network on the first d-H input coordinates, and
+  generic templates project to generic templates), and with residual connections it never falls
+  when L grows (zero the last layer).  A cell whose smaller neighbour already filled the largest
+  grid is recorded as a lower bound without being evaluated.
+
+Every exact rank is measured with the first (prime, seed) pair, growing the templates until the
+rank stops; the other pairs are then measured on the smaller of the two grids that agreed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Callable, Sequence
+
+from .seprank import MAX_SIDE, RankSpec, grid_rank, grid_shape, validate
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """What is known about one (d_x, L) after the sweep: rank is exact when status == "exact",
+    a lower bound when status starts with "lower bound"."""
+
+    d_x: int
+    depth: int
+    rank: int
+    status: str
+
+
+def max_rank(spec: RankSpec, max_side: int) -> int:
+    """The largest smaller-side of a grid that fits: ranks at or above it cannot be resolved."""
+    K = 2
+    while max(grid_shape(K + 1, spec.n_a, spec.n_b)) <= max_side:
+        K += 1
+    return min(grid_shape(K, spec.n_a, spec.n_b))
+
+
+def sweep_family(widths: Sequence[int], depths: Sequence[int], heads: int, positions: int, residual: bool,
+                 pairs: Sequence[tuple[int, int]], max_side: int = MAX_SIDE, input_rank: int = 0,
+                 on_row: Callable[[dict], None] | None = None) -> list[dict]:
+    """Rows (one per cell and (prime, seed) pair) for every width divisible by ``heads``.
+
+    Row keys: d_x, L, heads, positions, residual, input_rank, prime, seed, templates,
+    prev_templates, rank, status, role ("main" or "cross-check"), seconds.
+    """
+    rows: list[dict] = []
+    known: dict[tuple[int, int], Cell] = {}
+    widths = [d for d in sorted(widths) if d % heads == 0]
+    for L in sorted(depths):
+        for d in widths:
+            spec = RankSpec(d, L, heads, positions, residual, min(input_rank, d) if input_rank else 0)
+            validate(spec, max_side)
+            limit = max_rank(spec, max_side)
+            base = dict(d_x=d, L=L, heads=heads, positions=positions, residual=residual,
+                        input_rank=spec.input_rank)
+            skip = _certified_too_large(known, d, L, heads, residual, limit)
+            if skip is not None:
+                known[(d, L)] = Cell(d, L, skip[0], skip[1])
+                row = base | dict(prime=pairs[0][0], seed=pairs[0][1], templates=0, prev_templates=0,
+                                  rank=skip[0], status=skip[1], role="main", seconds=0.0)
+                rows.append(row)
+                if on_row:
+                    on_row(row)
+                continue
+            hint = _hint(known, d, L, heads)
+            if hint is not None and hint >= limit:
+                # Not evaluated: the extrapolated rank already exceeds the largest grid (an estimate,
+                # not a certificate, so the rank column stays empty).
+                status = f"not computed: predicted rank {hint:.0f} >= {limit} (largest grid)"
+                known[(d, L)] = Cell(d, L, limit, status)
+                row = base | dict(prime=pairs[0][0], seed=pairs[0][1], templates=0, prev_templates=0,
+                                  rank=-1, status=status, role="main", seconds=0.0)
+                rows.append(row)
+                if on_row:
+                    on_row(row)
+                continue
+            t0 = time.perf_counter()
+            res = grid_rank(spec, *pairs[0], hint=hint, max_side=max_side)
+            status = "exact" if res.converged else f"lower bound: grid of {res.templates} templates is full rank"
+            known[(d, L)] = Cell(d, L, res.rank, status)
+            row = base | dict(prime=res.prime, seed=res.seed, templates=res.templates,
+                              prev_templates=res.prev_templates, rank=res.rank, status=status, role="main",
+                              seconds=round(time.perf_counter() - t0, 3))
+            rows.append(row)
+            if on_row:
+                on_row(row)
+            if not res.converged:
+                continue
+            K_c = res.prev_templates  # the smaller of the two grids that agreed on the rank
+            for prime, seed in pairs[1:]:
+                t0 = time.perf_counter()
+                other = grid_rank(spec, prime, seed, fixed=K_c, max_side=max_side)
+                row = base | dict(prime=prime, seed=seed, templates=K_c, prev_templates=K_c, rank=other.rank,
+                                  status="exact" if other.rank < min(grid_shape(K_c, spec.n_a, spec.n_b))
+                                  else "lower bound: full rank", role="cross-check",
+                                  seconds=round(time.perf_counter() - t0, 3))
+                rows.append(row)
+                if on_row:
+                    on_row(row)
+    return rows
+
+
+def _hint(known: dict, d: int, L: int, heads: int) -> float | None:
+    """Expected rank: ln-rank increments in L do not shrink, and the rank does not fall in d_x."""
+    guesses = []
+    r1 = known.get((d, L - 1))
+    r2 = known.get((d, L - 2))
+    if r1 is not None and r1.status != "exact":
+        return float(r1.rank)  # depth L-1 already reached (or was predicted to reach) the largest grid
+    if r1 is not None:
+        prev = r2.rank if (r2 is not None and r2.status == "exact") else 1  # depth 0: f = <w, x^0>, rank 1
+        guesses.append(r1.rank**2 / prev)
+    left = known.get((d - heads, L))
+    if left is not None:
+        guesses.append(left.rank)
+        left2 = known.get((d - 2 * heads, L))
+        if left.status == "exact" and left2 is not None and left2.status == "exact":
+            guesses.append(left.rank**2 / left2.rank)  # log-linear extrapolation in d_x
+    return max(guesses) if guesses else None
+
+
+def _certified_too_large(known: dict, d: int, L: int, heads: int, residual: bool, limit: int):
+    """(lower bound, status) when a smaller neighbour already reached the largest grid, else None."""
+    left = known.get((d - heads, L))
+    if left is not None and left.status.startswith("lower bound") and left.rank >= limit:
+        return left.rank, f"lower bound: rank(d_x={d - heads}) >= {left.rank} and rank grows with d_x"
+    below = known.get((d, L - 1))
+    if residual and below is not None and below.status.startswith("lower bound") and below.rank >= limit:
+        return below.rank, f"lower bound: rank(L={L - 1}) >= {below.rank} and rank grows with L (residual)"
+    return None

@@ -1,0 +1,241 @@
+"""Exact grid-tensor separation rank of the linear self-attention network.
+
+Separation rank (Levine et al. 2020, Def. 1; Cohen & Shashua 2017) of f w.r.t. a partition (A, B)
+of the N positions:
+
+    sep(f; A, B) = min{ R : f(x^1..x^N) = sum_{r=1}^{R} g_r(x^A) g'_r(x^B) }.
+
+Grid tensor (Levine et al. 2020, App. on grid tensors): for templates v^(1..K) in R^{d_x},
+V[k_1..k_N] = f(v^(k_1), ..., v^(k_N)); its matricisation [V]_{A,B} has K^|A| rows (the template
+indices at A) and K^|B| columns, and rank [V]_{A,B} <= sep(f; A, B).  The rank is non-decreasing
+in K (the K-grid is a sub-grid of the K'-grid: templates are a prefix of one fixed stream), and for
+a polynomial f it equals sep(f; A, B) once the templates are unisolvent, so we grow K until the
+rank stops growing while staying below both matrix dimensions.
+
+Everything is exact over Z_p: weights, w and templates are uniform in Z_p, the grid is evaluated
+with int64 multiply-reduce, and the rank is FLINT's.  By Schwartz--Zippel the Z_p rank equals the
+generic real rank with high probability; callers repeat on a second prime and seed.
+
+Partition: A = the first ceil(N/2) positions (which hold the output position 0), B = the rest.
+f is symmetric in the positions other than 0, so every balanced partition gives the same rank.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
+
+import numpy as np
+
+from ..errors import UserError
+from .modular import check_prime, matrix_bytes, random_residues, rank_mod_p
+from .network import LinearAttentionNet
+
+MAX_SIDE = 4096  # largest matricisation side the rank sweep builds (rows and columns)
+CHUNK = 1 << 17  # tuples evaluated at once: bounds the evaluator's memory to ~100 MB per thread
+THREADS = 2  # evaluator threads (the project machines have 2 cores)
+
+
+@dataclasses.dataclass(frozen=True)
+class RankSpec:
+    """One network shape whose grid rank is measured.
+
+    d_x: width; depth: L; heads: H (must divide d_x); positions: N; residual: skip connections;
+    input_rank: r < d_x restricts the inputs to an r-dim subspace x = E c (Wies et al. 2021), or
+    0 for full-rank inputs.
+    """
+
+    d_x: int
+    depth: int
+    heads: int
+    positions: int
+    residual: bool
+    input_rank: int = 0
+
+    @property
+    def n_a(self) -> int:
+        return (self.positions + 1) // 2
+
+    @property
+    def n_b(self) -> int:
+        return self.positions - self.n_a
+
+
+@dataclasses.dataclass(frozen=True)
+class RankResult:
+    """rank: exact rank of [V]_{A,B} at ``templates`` templates; converged: the rank did not grow
+    from ``prev_templates`` to ``templates`` and is below both sides; history: (K, rank) pairs."""
+
+    spec: RankSpec
+    prime: int
+    seed: int
+    templates: int
+    rank: int
+    converged: bool
+    prev_templates: int
+    history: tuple[tuple[int, int], ...]
+
+
+def validate(spec: RankSpec, max_side: int = MAX_SIDE, max_bytes: float = 4 * 2**30) -> None:
+    """UserError (exit 2) for shapes the exact sweep cannot take, before anything is allocated."""
+    if not 1 <= spec.d_x <= 64:
+        raise UserError(f"d_x={spec.d_x} out of range: the exact rank takes 1 <= d_x <= 64")
+    if not 1 <= spec.depth <= 8:
+        raise UserError(f"L={spec.depth} out of range: the exact rank takes 1 <= L <= 8 "
+                        "(degree 3^L; beyond 8 no grid that fits can resolve the rank)")
+    if spec.heads < 1 or spec.d_x % spec.heads:
+        raise UserError(f"heads={spec.heads} must divide d_x={spec.d_x} (d_a = d_x/H, Levine et al. Sec. 3)")
+    if not 2 <= spec.positions <= 8:
+        raise UserError(f"positions={spec.positions} out of range: 2 <= N <= 8")
+    if spec.input_rank < 0 or spec.input_rank > spec.d_x:
+        raise UserError(f"input_rank={spec.input_rank} must be 0 (full) or between 1 and d_x={spec.d_x}")
+    side = 2 ** max(spec.n_a, spec.n_b)  # the smallest grid (K = 2)
+    if side > max_side:
+        raise UserError(f"N={spec.positions}: even K=2 templates give a {side}-wide matricisation "
+                        f"(limit {max_side})")
+    need = matrix_bytes(max_side, max_side)
+    if need > max_bytes:
+        raise UserError(f"a {max_side}x{max_side} matricisation needs about {need / 2**30:.1f} GiB "
+                        f"(limit {max_bytes / 2**30:.1f} GiB); lower max_side")
+
+
+def templates_for(spec: RankSpec, K: int, rng: np.random.Generator, p: int) -> np.ndarray:
+    """K template vectors (K, d_x) in Z_p: uniform, or x = E c with E (d_x, r) for input rank r."""
+    if spec.input_rank:
+        E = random_residues(rng, (spec.d_x, spec.input_rank), p)
+        C = random_residues(rng, (K, spec.input_rank), p)
+        out = np.zeros((K, spec.d_x), dtype=np.int64)
+        for c in range(spec.input_rank):
+            out += (C[:, c, None] * E[None, :, c]) % p
+        return out % p
+    return random_residues(rng, (K, spec.d_x), p)
+
+
+def multisets(K: int, n: int) -> np.ndarray:
+    """All sorted n-tuples k_1 <= ... <= k_n from range(K): (C(K+n-1, n), n) int64."""
+    if n == 0:
+        return np.zeros((1, 0), dtype=np.int64)
+    return np.array(list(itertools.combinations_with_replacement(range(K), n)), dtype=np.int64).reshape(-1, n)
+
+
+def grid_shape(K: int, n_a: int, n_b: int) -> tuple[int, int]:
+    """(rows, cols) of the deduplicated matricisation: position 0 times multisets of the other A
+    positions, by multisets of the B positions.  f is symmetric in positions 1..N-1, so grid
+    entries that differ by permuting those positions within A or within B are equal, and the
+    deduplicated matrix has the same rank as [V]_{A,B} (only repeated rows/columns are dropped)."""
+    return K * math.comb(K + n_a - 2, n_a - 1), math.comb(K + n_b - 1, n_b)
+
+
+def grid_matrix(net: LinearAttentionNet, templates: np.ndarray, n_a: int, n_b: int,
+                max_bytes: float = 4 * 2**30, threads: int = THREADS) -> np.ndarray:
+    """[V]_{A,B} without repeated rows and columns (see :func:`grid_shape`): (rows, cols) int64
+    with entries f(v^(k_1), ..., v^(k_N)) mod p, evaluated in chunks of CHUNK tuples."""
+    K = templates.shape[0]
+    rows, cols = grid_shape(K, n_a, n_b)
+    need = matrix_bytes(rows, cols)
+    if need > max_bytes:
+        raise UserError(f"grid of K={K} templates at N={n_a + n_b}: a {rows}x{cols} matrix needs about "
+                        f"{need / 2**30:.2f} GiB (limit {max_bytes / 2**30:.2f} GiB); refusing before allocating")
+    others = multisets(K, n_a - 1)
+    row_idx = np.concatenate([np.repeat(np.arange(K), len(others))[:, None], np.tile(others, (K, 1))], axis=1)
+    col_idx = multisets(K, n_b)
+    out = np.empty(rows * cols, dtype=np.int64)
+    tables = net.grid_tables(templates) if net.depth > 1 else None
+
+    def chunk(start: int) -> None:
+        t = np.arange(start, min(start + CHUNK, rows * cols), dtype=np.int64)
+        idx = np.concatenate([row_idx[t // cols], col_idx[t % cols]], axis=1)  # (T, N)
+        out[start:start + t.size] = net.evaluate_grid(templates, idx, tables)
+
+    starts = range(0, rows * cols, CHUNK)
+    if threads > 1 and len(starts) > 1:
+        # numpy releases the GIL inside its integer loops, so chunks run in parallel threads.
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(chunk, starts))
+    else:
+        for s in starts:
+            chunk(s)
+    return out.reshape(rows, cols)
+
+
+class _Grid:
+    """One random network and its template stream, measuring ranks at any K <= k_max."""
+
+    def __init__(self, spec: RankSpec, prime: int, seed: int, max_side: int, max_bytes: float,
+                 on_step: Callable[[int, int], None] | None):
+        self.spec, self.p, self.max_bytes, self.on_step = spec, check_prime(prime), max_bytes, on_step
+        rng = np.random.default_rng(np.random.SeedSequence(
+            [seed, spec.d_x, spec.depth, spec.heads, spec.positions, int(spec.residual), spec.input_rank]))
+        self.net = LinearAttentionNet.random(rng, spec.d_x, spec.depth, spec.heads, spec.residual, self.p)
+        self.k_max = 2
+        while max(grid_shape(self.k_max + 1, spec.n_a, spec.n_b)) <= max_side:
+            self.k_max += 1
+        self.pool = templates_for(spec, self.k_max, rng, self.p)
+        self.history: list[tuple[int, int]] = []
+
+    def side(self, K: int) -> int:
+        return min(grid_shape(K, self.spec.n_a, self.spec.n_b))
+
+    def k_for(self, side: float) -> int:
+        """The smallest K whose smaller matrix side is at least ``side`` (capped at k_max)."""
+        K = 1
+        while K < self.k_max and self.side(K) < side:
+            K += 1
+        return K
+
+    def rank(self, K: int) -> int:
+        M = grid_matrix(self.net, self.pool[:K], self.spec.n_a, self.spec.n_b, self.max_bytes)
+        r = rank_mod_p(M, self.p)
+        self.history.append((K, r))
+        if self.on_step:
+            self.on_step(K, r)
+        return r
+
+
+def grid_rank(spec: RankSpec, prime: int, seed: int, hint: float | None = None, max_side: int = MAX_SIDE,
+              fixed: int | None = None, max_bytes: float = 4 * 2**30,
+              on_step: Callable[[int, int], None] | None = None) -> RankResult:
+    """Exact rank of the grid tensor of one random network, growing the templates until it stops.
+
+    The network and a stream of templates are drawn once from ``seed`` (a larger K only adds
+    templates, so the rank never falls as K grows).  K starts where the smaller matrix side is
+    about 1.2 x ``hint`` (an expected rank; 8 without one) and grows 1.5x while the grid is full
+    rank.  Once a grid has rank r below its smaller side, a second grid whose side is about 1.1 r
+    (smaller if possible, else 1.25x larger) must give the same r -- two template counts, one rank,
+    both below the matrix sides: ``converged``.  If the rank keeps growing until the grid would
+    exceed ``max_side``, the last rank is a lower bound (``converged=False``).  ``fixed`` measures
+    one K only (the cross-checks on other primes and seeds).
+    """
+    validate(spec, max_side, max_bytes)
+    g = _Grid(spec, prime, seed, max_side, max_bytes, on_step)
+
+    def result(K: int, r: int, converged: bool, prev: int) -> RankResult:
+        return RankResult(spec, g.p, seed, K, r, converged, prev, tuple(g.history))
+
+    if fixed is not None:
+        K = min(int(fixed), g.k_max)
+        return result(K, g.rank(K), False, K)
+    K = g.k_for(1.2 * hint if hint else 8)
+    r = g.rank(K)
+    while r >= g.side(K):  # full rank: the grid is too small to show where the rank stops
+        if K == g.k_max:
+            return result(K, r, False, K)
+        K = max(K + 1, g.k_for(1.5 * g.side(K)))
+        r = g.rank(K)
+    K_c = g.k_for(max(r + 1, 1.1 * r))
+    if K_c < K:  # confirm on a smaller grid that still has room above r
+        r_c = g.rank(K_c)
+        if r_c == r:
+            return result(K, r, True, K_c)
+        K, r = K_c, r_c  # the rank was still growing: continue upwards from the smaller grid
+    while True:
+        if K == g.k_max:
+            return result(K, r, False, K)
+        K_next = max(K + 1, g.k_for(1.25 * g.side(K)))
+        r_next = g.rank(K_next)
+        if r_next == r and r < g.side(K):
+            return result(K_next, r, True, K)
+        K, r = K_next, r_next

@@ -1,0 +1,313 @@
+"""Softmax transformers at fixed non-embedding parameter budgets: test loss against depth.
+
+Levine et al. (2020 v3, Sec. 5) train language models of depth 6..48 at many widths, find for each
+size the loss-minimising depth, and fit ln d_x^opt = a + b L (a = 5.039, b = 0.0555).  Here, at
+2-core scale: budgets of a few thousand non-embedding parameters (12 L d_x^2 + 13 L d_x; the paper's
+models have 1e7..1e9), depths 1..6, width set by the budget (a multiple of the head count), seeds
+trained together as replicas, on
+
+* ``ses``: start-end similarity, 2k tokens over V symbols, label = number of agreeing positions
+  (balanced classes).  Each class indicator's separation rank across the halves is known exactly
+  (Krawtchouk eigenvalues of the Hamming scheme, :func:`dynamics.depth_width.tasks.ses_class_rank`):
+  full or nearly full, V^k.
+* ``wikitext``: word-level next-token prediction on WikiText-2 through :mod:`dynamics.corpus`
+  (its note -- which splits train and evaluate -- is carried into the manifest).
+
+What to expect (Levine et al.; reference notes Sec. 6B): depth L below log_3 d_x loses to a deeper
+net of the same size; the best depth rises with the budget; b > 0.  The paper's a and b come from
+pretraining at 1e7-1e9 parameters and are not expected here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import torch
+
+from dynamics import claims as C
+from dynamics.config import field, require
+from dynamics.depth_width import theory
+from dynamics.depth_width.tasks import ses_class_rank
+from dynamics.depth_width.train import TrainSpec, lm_task, ses_task, train
+from dynamics.depth_width.transformer import ReplicaTransformer, nonembedding_params, width_for_budget
+from dynamics.experiment import Experiment
+
+NAME = "depth-width-budget"
+PAPER_B = theory.FIT_B
+
+
+@dataclasses.dataclass(frozen=True)
+class BudgetConfig:
+    task: Literal["ses", "wikitext"] = field("ses", "ses (synthetic, start-end similarity) or wikitext (word LM)")
+    budget: int = field(8000, "non-embedding parameter budget (12 L d^2 + 13 L d)")
+    depth: int = field(2, "layers L (the width is set by the budget)")
+    heads: int = field(2, "attention heads (the width is a multiple of it)")
+    seeds: int = field(2, "seeds, trained together as replicas")
+    seed: int = field(0, "root seed")
+    steps: int = field(0, "optimizer steps; 0 = the task's default (ses 1500, wikitext 1000)")
+    batch: int = field(0, "sequences per step per replica; 0 = the task's default (ses 64, wikitext 32)")
+    lr: float = field(0.0, "peak learning rate; 0 = the task's default (ses 1e-2, wikitext 3e-3)")
+    warmup: int = field(100, "linear warm-up steps")
+    eval_every: int = field(250, "steps between held-out evaluations")
+    ses_k: int = field(4, "ses: half length k (sequence 2k)")
+    ses_vocab: int = field(4, "ses: symbols V")
+    ses_test: int = field(4096, "ses: held-out sequences")
+    context: int = field(32, "wikitext: tokens per window")
+    max_vocab: int = field(2000, "wikitext: vocabulary cap (rarer words -> <unk>)")
+    eval_tokens: int = field(32768, "wikitext: evaluation tokens (from the start of the eval split)")
+    data_dir: str = field("", "wikitext directory (default: $DYNAMICS_WIKITEXT)")
+    threads: int = field(2, "torch CPU threads")
+    device: str = field("cpu", "torch device")
+
+    def __post_init__(self):
+        require(self.budget >= 100, f"budget={self.budget} must be at least 100 parameters")
+        require(1 <= self.depth <= 48, f"depth={self.depth} must be between 1 and 48")
+        require(self.heads >= 1 and self.seeds >= 1, "heads and seeds must be at least 1")
+        require(self.steps >= 0 and self.batch >= 0, "steps and batch must be >= 0 (0 = task default)")
+        require(width_for_budget(self.budget, self.depth, self.heads) >= self.heads,
+                f"budget={self.budget} too small for depth={self.depth}")
+        require(self.lr >= 0 and self.warmup >= 0 and self.eval_every >= 1, "lr >= 0, warmup >= 0, eval_every >= 1")
+        require(self.ses_k >= 1 and self.ses_vocab >= 2 and self.ses_test >= 16, "ses_k >= 1, ses_vocab >= 2, ses_test >= 16")
+        require(self.context >= 2 and self.max_vocab >= 2 and self.eval_tokens >= self.context, "bad wikitext sizes")
+        require(self.threads >= 1, "threads >= 1")
+
+    @property
+    def width(self) -> int:
+        return width_for_budget(self.budget, self.depth, self.heads)
+
+    @property
+    def peak_lr(self) -> float:
+        return self.lr or (1e-2 if self.task == "ses" else 3e-3)
+
+    @property
+    def n_steps(self) -> int:
+        return self.steps or (1500 if self.task == "ses" else 1000)
+
+    @property
+    def n_batch(self) -> int:
+        return self.batch or (64 if self.task == "ses" else 32)
+
+
+def batch_key(cfg: BudgetConfig):
+    return cfg.task  # one batch per task, so the corpus is read once
+
+
+def run_batch(cfgs, ctx):
+    torch.set_num_threads(cfgs[0].threads)
+    corpus = None
+    if cfgs[0].task == "wikitext":
+        from dynamics.corpus import load_wikitext
+
+        corpus = load_wikitext(data_dir=cfgs[0].data_dir or None, min_count=1, max_vocab=cfgs[0].max_vocab)
+        ctx.notes["wikitext"] = corpus.note
+        ctx.notes["wikitext_vocab"] = len(corpus.vocab)
+        ctx.notes["wikitext_splits"] = f"train={corpus.train_split} ({len(corpus.train)} tokens), " \
+                                       f"eval={corpus.eval_split} ({len(corpus.eval)} tokens)"
+    out = []
+    total = sum(c.n_steps for c in cfgs)
+    with ctx.bar(total, f"budget sweep ({cfgs[0].task})") as bar:
+        for cfg in cfgs:
+            out.append(run_cell(cfg, corpus, bar))
+    return out
+
+
+def run_cell(cfg: BudgetConfig, corpus, bar) -> dict:
+    g = torch.Generator().manual_seed(int(np.random.SeedSequence([cfg.seed, cfg.budget, cfg.depth]).generate_state(1)[0]))
+    spec = TrainSpec(cfg.n_steps, cfg.n_batch, cfg.peak_lr, cfg.warmup, cfg.eval_every)
+    if cfg.task == "ses":
+        vocab, tokens, classes = cfg.ses_vocab, 2 * cfg.ses_k, cfg.ses_k + 1
+        sample, evaluate = ses_task(cfg.ses_k, cfg.ses_vocab, cfg.n_batch, cfg.seeds, cfg.ses_test, cfg.seed)
+    else:
+        vocab, tokens, classes = len(corpus.vocab), cfg.context, 0
+        sample, evaluate = lm_task(corpus.train, corpus.eval, cfg.context, cfg.n_batch, cfg.seeds, cfg.eval_tokens,
+                                   cfg.seed)
+    model = ReplicaTransformer(cfg.seeds, vocab, tokens, cfg.depth, cfg.width, cfg.heads, classes,
+                               causal=cfg.task == "wikitext", generator=g, device=cfg.device)
+    res = train(model, sample, evaluate, spec, bar=bar)
+    runs = pd.DataFrame(dict(seed=np.arange(cfg.seeds), width=cfg.width, params=model.nonembedding(),
+                             test_loss=res.test_loss, train_loss=res.train_loss, diverged_step=res.diverged))
+    curves = pd.DataFrame([dict(seed=r, step=s, test_loss=float(res.curve[i, r]))
+                           for i, s in enumerate(res.eval_steps) for r in range(cfg.seeds)])
+    return {"runs": runs, "curves": curves}
+
+
+def summarize(tables, base):
+    runs = tables["runs"]
+    keys = ["task", "budget", "depth"]
+    g = runs.groupby(keys, sort=True)
+    table = g.agg(width=("width", "first"), params=("params", "first"), loss_mean=("test_loss", "mean"),
+                  loss_std=("test_loss", "std"), n_seeds=("test_loss", "count"),
+                  train_loss=("train_loss", "mean")).reset_index()
+    table["loss_se"] = table.loss_std / np.sqrt(table.n_seeds)
+    table["log3_width"] = np.log(table.width) / math.log(3)
+    table["below_threshold"] = table.depth < table.log3_width
+    opt = optimum(table)
+    fit = fit_table(runs, opt)
+    head = opt[["task", "budget", "opt_depth", "opt_width", "opt_loss", "loss_depth1"]].copy()
+    ses_ranks = pd.DataFrame([dict(k=base.ses_k, V=base.ses_vocab, class_m=m,
+                                   separation_rank=ses_class_rank(m, base.ses_k, base.ses_vocab),
+                                   matrix_side=base.ses_vocab**base.ses_k) for m in range(base.ses_k + 1)])
+    return {"table": table, "runs": runs, "curves": tables["curves"], "optimum": opt, "fit": fit,
+            "ses_separation_rank": ses_ranks, "headline": head}
+
+
+def optimum(table: pd.DataFrame) -> pd.DataFrame:
+    """Per (task, budget): the loss-minimising depth, its width and loss, and the depth-1 loss."""
+    rows = []
+    for (task, budget), g in table.groupby(["task", "budget"]):
+        g = g.dropna(subset=["loss_mean"])
+        if not len(g):
+            continue
+        best = g.loc[g.loss_mean.idxmin()]
+        d1 = g[g.depth == g.depth.min()].iloc[0]
+        rows.append(dict(task=task, budget=budget, opt_depth=int(best.depth), opt_width=int(best.width),
+                         opt_loss=best.loss_mean, opt_se=best.loss_se, loss_depth1=d1.loss_mean,
+                         depth1=int(d1.depth), depth1_se=d1.loss_se))
+    return pd.DataFrame(rows)
+
+
+def fit_ln_width(depths: np.ndarray, widths: np.ndarray) -> tuple[float, float, float]:
+    """OLS ln d = a + b L: (a, b, standard error of b); se is NaN with fewer than 3 points."""
+    L, y = np.asarray(depths, float), np.log(np.asarray(widths, float))
+    if len(L) < 2 or np.ptp(L) == 0:
+        return math.nan, math.nan, math.nan
+    b, a = np.polyfit(L, y, 1)
+    if len(L) < 3:
+        return a, b, math.nan
+    resid = y - (a + b * L)
+    se = math.sqrt(resid @ resid / (len(L) - 2) / ((L - L.mean()) @ (L - L.mean())))
+    return float(a), float(b), float(se)
+
+
+def fit_table(runs: pd.DataFrame, opt: pd.DataFrame, n_boot: int = 400) -> pd.DataFrame:
+    """Per task: OLS fit of ln d_x^opt on L_opt over budgets, plus a bootstrap over seeds."""
+    rows = []
+    rng = np.random.default_rng(0)
+    for task, o in opt.groupby("task"):
+        a, b, se = fit_ln_width(o.opt_depth, o.opt_width)
+        r = runs[runs.task == task]
+        boots = []
+        seeds = sorted(r.seed.unique())
+        for _ in range(n_boot):
+            pick = rng.choice(seeds, size=len(seeds), replace=True)
+            sub = pd.concat([r[r.seed == s] for s in pick])
+            m = sub.groupby(["budget", "depth"]).agg(loss=("test_loss", "mean"), width=("width", "first")).reset_index()
+            best = m.loc[m.groupby("budget").loss.idxmin()]
+            boots.append(fit_ln_width(best.depth, best.width)[1])
+        boots = np.array([x for x in boots if np.isfinite(x)])
+        rows.append(dict(task=task, a=a, b=b, b_se=se, b_boot_lo=np.quantile(boots, 0.1) if len(boots) else math.nan,
+                         b_boot_hi=np.quantile(boots, 0.9) if len(boots) else math.nan, paper_a=theory.FIT_A,
+                         paper_b=PAPER_B, budgets=len(o)))
+    return pd.DataFrame(rows)
+
+
+def plot(tables, out: Path, cfg):
+    from dynamics.report.figures import plt, save
+
+    t = tables["table"]
+    tasks = sorted(t.task.unique())
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5.2 * len(tasks), 3.8), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        for budget, g in t[t.task == task].groupby("budget"):
+            g = g.sort_values("depth")
+            line = ax.errorbar(g.depth, g.loss_mean, yerr=g.loss_se, marker="o", ms=4, capsize=2,
+                               label=f"budget {budget} (d: {g.width.max()}..{g.width.min()})")
+            best = g.loc[g.loss_mean.idxmin()]
+            ax.plot(best.depth, best.loss_mean, "*", ms=12, color=line[0].get_color())
+            below = g[g.below_threshold]
+            ax.plot(below.depth, below.loss_mean, "x", color="k", ms=6)
+        ax.set(xlabel="depth L (width set by budget)", ylabel="held-out loss (nats)",
+               title=f"{task}: loss vs depth at fixed budget (* best, x: L < log$_3$ d)")
+        ax.legend(fontsize=7)
+    paths = [save(fig, out / "loss_vs_depth.png")]
+
+    opt = tables["optimum"]
+    fig, ax = plt.subplots(figsize=(5.2, 3.8))
+    for task, o in opt.groupby("task"):
+        ax.plot(o.opt_depth, np.log(o.opt_width), "o", label=f"{task}: measured optimum")
+        f = tables["fit"]
+        f = f[f.task == task]
+        if len(f) and np.isfinite(f.b.iloc[0]):
+            Ls = np.linspace(o.opt_depth.min(), o.opt_depth.max(), 10)
+            ax.plot(Ls, f.a.iloc[0] + f.b.iloc[0] * Ls, "-", lw=1,
+                    label=f"{task}: b = {f.b.iloc[0]:.3f} ± {f.b_se.iloc[0]:.3f}")
+    Ls = np.linspace(1, 6, 10)
+    ax.plot(Ls, np.log(3) * Ls, "k:", lw=1, label="$d_x = 3^L$ (threshold)")
+    ax.set(xlabel="loss-minimising depth", ylabel="ln width", title=f"fit ln d_opt = a + bL (paper b = {PAPER_B})")
+    ax.legend(fontsize=7)
+    paths.append(save(fig, out / "optimal_width_fit.png"))
+    return paths
+
+
+def claims(tables, cfg):
+    out = []
+    opt, fit, table, runs = tables["optimum"], tables["fit"], tables["table"], tables["runs"]
+    note = "budgets of 1e3-1e4 non-embedding parameters (the paper's models: ~1e7-1e9)"
+    for task, o in opt.groupby("task"):
+        o = o.sort_values("budget")
+        rises = list(np.diff(o.opt_depth) >= 0)
+        out.append(C.at_least(NAME, f"{task}-best-depth-rises-with-budget",
+                              f"{task}: the loss-minimising depth does not fall as the budget grows (fraction of "
+                              "consecutive budget pairs).", "Levine et al. 2020 v3, Sec. 5: optimal depth grows with size",
+                              1.0, float(np.mean(rises)) if rises else math.nan,
+                              note=f"best depths {dict(zip(o.budget, o.opt_depth))}; {note}"))
+        f = fit[fit.task == task].iloc[0]
+        out.append(C.at_least(NAME, f"{task}-fit-b-positive", f"{task}: the fitted b in ln d_opt = a + b L is positive.",
+                              "Levine et al. 2020 v3: d_x^opt = exp(5.039 + 0.0555 L)", 0.0, float(f.b),
+                              note=f"b = {f.b:.3f} ± {f.b_se:.3f} (OLS over {int(f.budgets)} budgets), seed bootstrap "
+                                   f"10-90%: [{f.b_boot_lo:.3f}, {f.b_boot_hi:.3f}]; paper b = {PAPER_B}"))
+        tol = 2 * f.b_se / PAPER_B if np.isfinite(f.b_se) else 0.0
+        out.append(C.close(NAME, f"{task}-fit-b-matches-paper",
+                           f"{task}: the fitted b agrees with the paper's 0.0555 within 2 standard errors.",
+                           "Levine et al. 2020 v3 (a = 5.039, b = 0.0555 as quoted by BigScience)", PAPER_B,
+                           float(f.b), float(tol),
+                           note="not expected at this scale (the reference notes Sec. 6B); a and b come from "
+                                f"LM pretraining at 1e7-1e9 parameters; here {note}"))
+        lose, flat = [], []
+        for budget, g in table[table.task == task].groupby("budget"):
+            r = runs[(runs.task == task) & (runs.budget == budget)]
+            shallow = g[g.depth == g.depth.min()].iloc[0]
+            if shallow.below_threshold:
+                deeper = g[g.depth > shallow.depth]
+                best = deeper.loc[deeper.loss_mean.idxmin()]
+                a = r[r.depth == shallow.depth].set_index("seed").test_loss
+                b = r[r.depth == best.depth].set_index("seed").test_loss
+                diff = (a - b).dropna()
+                sd = diff.std() if len(diff) > 1 else math.nan
+                lose.append(bool(diff.mean() > 2 * sd / math.sqrt(len(diff))) if np.isfinite(sd) else False)
+            above = g[~g.below_threshold]
+            if len(above) >= 2:
+                flat.append(float(above.loss_mean.max() / above.loss_mean.min() - 1))
+        out.append(C.at_least(NAME, f"{task}-shallow-loses",
+                              f"{task}: at every budget the depth-1 network (L < log_3 d_x) loses to the best deeper "
+                              "network by more than 2 standard errors of the seed-paired difference (fraction of budgets).",
+                              "Levine et al. 2020: below log_3 d_x depth is exponentially more efficient than width",
+                              1.0, float(np.mean(lose)) if lose else math.nan, note=note))
+        out.append(C.at_least(NAME, f"{task}-flat-above-threshold",
+                              f"{task}: depths with L >= log_3 d_x lie within 5% of each other in loss (fraction of "
+                              "budgets with max/min - 1 <= 0.05).",
+                              "Levine et al. 2020 / Kaplan et al. 2020: past the threshold the shape matters little",
+                              1.0, float(np.mean([x <= 0.05 for x in flat])) if flat else math.nan,
+                              note=f"spread per budget: {[round(x, 3) for x in flat]}; {note}"))
+    return out
+
+
+EXPERIMENT = Experiment(
+    name=NAME,
+    summary="softmax transformers at fixed non-embedding budgets: loss vs depth, optimal depth, ln d_opt fit",
+    reference="Levine et al. 2020 v3, Sec. 5 (depth-to-width fit); reference notes Sec. 6B",
+    config=BudgetConfig,
+    run_batch=run_batch,
+    grid={"task": ("ses", "wikitext"), "budget": (2000, 8000, 32000), "depth": (1, 2, 3, 4, 6)},
+    quick={"steps": 30, "eval_every": 15, "ses_test": 256, "eval_tokens": 2048, "batch": 16, "warmup": 5},
+    quick_grid={"task": ("ses", "wikitext"), "budget": (2000, 8000), "depth": (1, 2)},
+    batch_key=batch_key,
+    summarize=summarize,
+    plot=plot,
+    claims=claims,
+)

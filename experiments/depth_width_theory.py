@@ -1,0 +1,304 @@
+"""Closed forms and related bounds around Levine et al.'s depth-to-width interplay.
+
+* Levine et al. 2020 (v3): the fitted optimum d_x^opt(L) = exp(5.039 + 0.0555 L) with N = 12 L d_x^2,
+  inverted for the GPT-3 sizes and 1T next to the paper's statements (GPT-3 175B "too deep";
+  1T -> depth 92, width 30K).
+* Dong, Cordonnier & Loukas 2021: one pure softmax-attention layer contracts the token residual
+  cubically (log-log slope 3), so depth gives doubly-exponential decay (followed in 1200-digit
+  arithmetic); a skip connection makes the layer linear in the residual (no collapse); a
+  token-wise MLP without a skip keeps the cubic exponent.
+* Noci et al. 2022: at a collapsed input the query/key gradients vanish; under uniform attention
+  the token-mean energy grows as (1 + alpha^2)^L, bounded by e for alpha = 1/sqrt(L).
+* Wies et al. 2021: with inputs of rank r, the exact grid rank stops growing with d_x once d_x > r,
+  while it keeps growing with depth.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from dynamics import claims as C
+from dynamics.config import field, require
+from dynamics.depth_width import collapse, theory
+from dynamics.depth_width.modular import P1, check_prime
+from dynamics.depth_width.seprank import RankSpec, grid_rank
+from dynamics.experiment import Experiment
+
+NAME = "depth-width-theory"
+
+
+@dataclasses.dataclass(frozen=True)
+class TheoryConfig:
+    seed: int = field(0, "root seed (NumPy SeedSequence) for every random draw")
+    fit_a: float = field(theory.FIT_A, "Levine et al. fit: ln d_x^opt = a + b L, a")
+    fit_b: float = field(theory.FIT_B, "Levine et al. fit: b")
+    tokens: int = field(16, "Dong/Noci: tokens n")
+    dim: int = field(32, "Dong: feature dimension d")
+    eps_min: float = field(1e-3, "Dong: smallest input residual scale (float64 round-off floor ~1e-14 at output)")
+    eps_max: float = field(1e-1, "Dong: largest input residual scale")
+    collapse_depth: int = field(12, "Dong: layers in the float64 trajectories")
+    exact_depth: int = field(6, "Dong: layers followed in 1200-digit arithmetic")
+    trials: int = field(8, "Dong: random networks per measurement")
+    noci_dim: int = field(128, "Noci: feature dimension d")
+    noci_depths: tuple[int, ...] = field((4, 16), "Noci: depths L")
+    noci_trials: int = field(400, "Noci: Monte Carlo trials per (L, alpha)")
+    input_ranks: tuple[int, ...] = field((1, 2, 3), "Wies: input ranks r")
+    wies_widths: tuple[int, ...] = field((1, 2, 3, 4, 5, 6), "Wies: widths d_x")
+    wies_depths: tuple[int, ...] = field((1, 2, 3), "Wies: depths L")
+    wies_positions: int = field(2, "Wies: positions N")
+    prime: int = field(P1, "Wies: prime for the exact ranks")
+    max_side: int = field(2048, "Wies: largest matricisation side")
+
+    def __post_init__(self):
+        require(0 < self.eps_min < self.eps_max <= 1, "need 0 < eps_min < eps_max <= 1")
+        require(self.tokens >= 2 and self.dim >= 1 and self.noci_dim >= 1, "tokens >= 2, dim >= 1")
+        require(1 <= self.exact_depth <= 7, "exact_depth must be between 1 and 7 (3^7 digits of decay)")
+        require(self.collapse_depth >= 1 and self.trials >= 1 and self.noci_trials >= 2, "depths and trials >= 1")
+        require(all(L >= 1 for L in self.noci_depths), "noci_depths must be >= 1")
+        require(all(1 <= r <= 8 for r in self.input_ranks), "input_ranks must be between 1 and 8")
+        require(all(1 <= d <= 16 for d in self.wies_widths), "wies_widths must be between 1 and 16")
+        require(all(1 <= L <= 4 for L in self.wies_depths), "wies_depths must be between 1 and 4")
+        check_prime(self.prime)
+
+
+def run_batch(cfgs, ctx):
+    return [run_one(cfg, ctx) for cfg in cfgs]
+
+
+def run_one(cfg: TheoryConfig, ctx) -> dict:
+    ss = np.random.SeedSequence(cfg.seed)
+    rng_dong, rng_traj, rng_noci = (np.random.default_rng(s) for s in ss.spawn(3))
+    tables = {}
+    tables["levine_fit"] = pd.DataFrame(theory.fit_table())
+
+    eps = np.geomspace(cfg.eps_max, cfg.eps_min, 5)
+    rows = []
+    for v in collapse.VARIANTS:
+        y = collapse.residual_scaling(eps, v, cfg.tokens, cfg.dim, rng_dong, cfg.trials)
+        rows += [dict(variant=v, eps=e, out_residual=o, slope=collapse.loglog_slope(eps, y)) for e, o in zip(eps, y)]
+    tables["dong_scaling"] = pd.DataFrame(rows)
+
+    rows = []
+    with ctx.bar(len(collapse.VARIANTS), "collapse trajectories") as bar:
+        for v in collapse.VARIANTS:
+            tr = collapse.trajectory(v, cfg.collapse_depth, cfg.tokens, cfg.dim, rng_traj, cfg.trials)
+            for t in range(tr.shape[0]):
+                rows += [dict(variant=v, trial=t, layer=l, ratio=tr[t, l]) for l in range(tr.shape[1])]
+            bar.update(1)
+    tables["dong_trajectory"] = pd.DataFrame(rows)
+
+    rows = []
+    for t in range(2):
+        logs = collapse.trajectory_exact(cfg.exact_depth, 8, 8, 0.1, seed=cfg.seed * 100 + t)
+        rows += [dict(trial=t, layer=l, ln_residual=x) for l, x in enumerate(logs)]
+    tables["dong_exact"] = pd.DataFrame(rows)
+
+    rows = []
+    for L in cfg.noci_depths:
+        for label, alpha in (("1", 1.0), ("1/sqrt(L)", 1 / math.sqrt(L))):
+            s = theory.simulate_uniform_attention(L, alpha, cfg.tokens, cfg.noci_dim, cfg.noci_trials, rng_noci)
+            rows.append(dict(L=L, alpha=label, alpha_value=alpha, predicted=theory.uniform_attention_growth(L, alpha),
+                             mean=s.mean(), se=s.std(ddof=1) / math.sqrt(len(s)), trials=len(s)))
+    tables["noci_growth"] = pd.DataFrame(rows)
+    collapsed, generic = collapse.qk_gradient_ratio(cfg.tokens, cfg.dim, cfg.seed)
+    tables["noci_gradients"] = pd.DataFrame([dict(input="X = 1 x^T (collapsed)", qk_over_v=collapsed),
+                                             dict(input="Gaussian X", qk_over_v=generic)])
+
+    rows = []
+    cells = [(r, L, d) for r in cfg.input_ranks for L in cfg.wies_depths for d in cfg.wies_widths]
+    with ctx.bar(len(cells), "Wies input-rank ranks") as bar:
+        for r, L, d in cells:
+            spec = RankSpec(d, L, 1, cfg.wies_positions, False, r if d > r else 0)
+            res = grid_rank(spec, cfg.prime, cfg.seed, max_side=cfg.max_side)
+            rows.append(dict(input_rank=r, L=L, d_x=d, rank=res.rank if res.converged else -1,
+                             status="exact" if res.converged else "lower bound", templates=res.templates,
+                             full_input_rank=theory.n2_rank(d, L) if cfg.wies_positions == 2 else -1))
+            bar.update(1)
+    tables["wies"] = pd.DataFrame(rows)
+    return tables
+
+
+def summarize(tables, base):
+    fit = tables["levine_fit"]
+    dong = tables["dong_scaling"].groupby("variant", sort=False).slope.first().reset_index()
+    exact = tables["dong_exact"]
+    rows = [dict(quantity=f"fit-optimal depth at {m}", value=r.opt_depth, paper=r.depth)
+            for m, r in zip(fit.model, fit.itertuples())]
+    rows += [dict(quantity=f"per-layer residual exponent ({v})", value=s, paper=3.0 if "skip" not in v else 1.0)
+             for v, s in zip(dong.variant, dong.slope)]
+    rows.append(dict(quantity="doubly-exponential exponent (exact SAN)", value=exact_exponent(exact), paper=3.0))
+    ng = tables["noci_growth"]
+    rows += [dict(quantity=f"energy growth L={r.L} alpha={r.alpha}", value=r.mean, paper=r.predicted)
+             for r in ng.itertuples()]
+    table = pd.DataFrame(rows)
+    out = dict(tables)
+    out["table"] = table
+    out["headline"] = fit[["model", "params", "depth", "width", "opt_depth", "opt_width"]].round(1)
+    return out
+
+
+def exact_exponent(exact: pd.DataFrame, below: float = math.log(1e-3)) -> float:
+    """Slope of ln r_{l+1} against ln r_l over layers already in the collapsed regime (r_l < 1e-3)."""
+    xs, ys = [], []
+    for _, g in exact.groupby("trial"):
+        v = g.sort_values("layer").ln_residual.to_numpy()
+        for a, b in zip(v[:-1], v[1:]):
+            if a < below:
+                xs.append(a)
+                ys.append(b)
+    return float(np.polyfit(xs, ys, 1)[0]) if len(xs) >= 2 else math.nan
+
+
+def plot(tables, out: Path, cfg):
+    from dynamics.report.figures import plt, save
+
+    paths = []
+    tr = tables["dong_trajectory"]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for v, g in tr.groupby("variant", sort=False):
+        m = g.groupby("layer").ratio.apply(lambda s: float(np.exp(np.log(np.maximum(s, 1e-300)).mean())))
+        axes[0].semilogy(m.index, np.maximum(m.to_numpy(), 1e-17), "o-", ms=3, label=v)
+    axes[0].axhline(1e-15, color="grey", lw=0.8, ls=":")
+    axes[0].set(xlabel="layer", ylabel="||res(X)|| / ||X||  (composite norm)",
+                title="Dong et al.: collapse at init (float64 floor dotted)")
+    axes[0].legend(fontsize=7)
+    ex = tables["dong_exact"]
+    for t, g in ex.groupby("trial"):
+        axes[1].plot(g.layer, -g.ln_residual / math.log(10), "o-", ms=3, label=f"trial {t}")
+    L = np.arange(ex.layer.max() + 1)
+    axes[1].plot(L, 3.0**L, "k:", lw=1, label="$\\propto 3^l$")
+    axes[1].set(yscale="log", xlabel="layer", ylabel="-log10 ||res||", title="pure SAN, 1200-digit arithmetic")
+    axes[1].legend(fontsize=7)
+    paths.append(save(fig, out / "dong_collapse.png"))
+
+    w = tables["wies"]
+    fig, axes = plt.subplots(1, w.L.nunique(), figsize=(3.6 * w.L.nunique(), 3.4), squeeze=False)
+    for ax, (L, g) in zip(axes[0], w.groupby("L")):
+        for r, gr in g.groupby("input_rank"):
+            ok = gr[gr.status == "exact"]
+            ax.semilogy(ok.d_x, ok["rank"], "o-", ms=4, label=f"input rank r={r}")
+            ax.axvline(r, color="grey", lw=0.5, ls=":")
+        full = g.drop_duplicates("d_x")
+        ax.semilogy(full.d_x, full.full_input_rank, "k--", lw=1, label="full-rank inputs")
+        ax.set(xlabel="$d_x$", ylabel="exact grid rank", title=f"Wies et al. bottleneck, L={L}")
+        ax.legend(fontsize=6)
+    paths.append(save(fig, out / "wies_bottleneck.png"))
+
+    fit = tables["levine_fit"]
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    Ls = np.linspace(5, 110, 200)
+    ax.plot([theory.optimal_params(x, cfg.fit_a, cfg.fit_b) for x in Ls], Ls, "k-", lw=1,
+            label="fit: $d_x=e^{5.039+0.0555L}$, N=12L$d_x^2$")
+    ax.scatter(fit.params, fit.depth, c="C3", s=18, label="GPT-3 (actual) / paper's 1T")
+    ax.scatter(fit.params, fit.opt_depth, c="C0", s=18, marker="x", label="fit-optimal depth")
+    ax.set(xscale="log", xlabel="non-embedding parameters", ylabel="depth L", title="Levine et al. optimal depth")
+    ax.legend(fontsize=7)
+    paths.append(save(fig, out / "levine_fit.png"))
+    return paths
+
+
+def claims(tables, cfg):
+    fit = tables["levine_fit"].set_index("model")
+    out = []
+    t1 = fit.loc["1T (paper)"]
+    out.append(C.close(NAME, "fit-1T-depth", "Inverting the fit at N = 1e12 gives depth 92 (the paper's 1T projection), "
+                       "within 3 layers.", "Levine et al. 2020 v3 (authors' blog: depth 92, width 30K)",
+                       92.0, float(t1.opt_depth), 3 / 92,
+                       note="the paper's (92, 30K) is not exactly on its own fit curve: at L=92 the fit gives "
+                            f"d_x={theory.optimal_width(92):.0f}"))
+    out.append(C.close(NAME, "fit-1T-width", "Inverting the fit at N = 1e12 gives width 30K (within the rounding of '30K').",
+                       "Levine et al. 2020 v3 abstract: 'width of 30K as optimal for a 1-Trillion parameter network'",
+                       30_000.0, float(t1.opt_width), 500 / 30_000))
+    g175 = fit.loc["GPT-3 175B"]
+    out.append(C.at_least(NAME, "gpt3-175B-too-deep", "GPT-3 175B's 96 layers exceed the fit-optimal depth at its "
+                          "size: 96 / L_opt(175B) >= 1.", "Levine et al. 2020 v3 abstract: GPT3 'which we project to "
+                          "be too deep for its size'", 1.0, float(g175.depth / g175.opt_depth),
+                          note=f"L_opt(175B) = {g175.opt_depth:.1f}, d_x_opt = {g175.opt_width:.0f}"))
+    out.append(C.close(NAME, "fit-bigscience-70-layers", "N_opt(70) = 12*70*exp(2a)*exp(140 b) = 47B (BigScience's worked example).",
+                       "bigscience-workshop/bigscience math/README.md, 'Width-depth tradeoff'", 47e9,
+                       theory.optimal_params(70, cfg.fit_a, cfg.fit_b), 0.5e9 / 47e9))
+
+    sc = tables["dong_scaling"].groupby("variant").slope.first()
+    out.append(C.close(NAME, "dong-cubic-per-layer", "One pure softmax-attention layer maps a token residual eps to "
+                       "O(eps^3): log-log slope 3.", "Dong et al. 2021, per-layer bound behind the 3^L exponent",
+                       3.0, float(sc["san"]), 0.05,
+                       note=f"eps in [{cfg.eps_min:g}, {cfg.eps_max:g}], {cfg.trials} networks, n={cfg.tokens}, d={cfg.dim}"))
+    out.append(C.close(NAME, "dong-skip-linear", "With a skip connection the layer is linear in the residual (slope 1): "
+                       "no collapse.", "Dong et al. 2021: skip connections stop the degeneration",
+                       1.0, float(sc["san+skip"]), 0.05))
+    out.append(C.close(NAME, "dong-mlp-keeps-cubic", "A token-wise MLP after attention (no skip) keeps the cubic "
+                       "per-layer exponent (it only rescales the constant by its Lipschitz constant).",
+                       "Dong et al. 2021, Sec. 3 bound with MLP Lipschitz constant lambda in the base (recalled)",
+                       3.0, float(sc["san+mlp"]), 0.05))
+    exp_ = exact_exponent(tables["dong_exact"])
+    out.append(C.close(NAME, "dong-doubly-exponential", "In 1200-digit arithmetic, ln r_(l+1) against ln r_l over "
+                       "collapsed layers (r_l < 1e-3) has slope 3: ||res|| ~ c^((3^l-1)/2) eps^(3^l).",
+                       "Dong et al. 2021, Thm. on pure SANs: exponent 3^L", 3.0, exp_, 0.05))
+    tr = tables["dong_trajectory"]
+    last = tr[tr.layer == tr.layer.max()].groupby("variant").ratio.apply(
+        lambda s: float(np.exp(np.log(np.maximum(s, 1e-300)).mean())))
+    out.append(C.at_least(NAME, "dong-skip-no-collapse", f"With skip connections the residual ratio after "
+                          f"{cfg.collapse_depth} layers stays above 0.1 (geometric mean over networks).",
+                          "Dong et al. 2021: skip connections stop the output from degeneration", 0.1, float(last["san+skip"])))
+    out.append(C.at_least(NAME, "dong-mlp-no-collapse", f"With MLPs (no skip) the residual ratio after "
+                          f"{cfg.collapse_depth} layers stays above 0.1 (the issue's reading of Dong et al.'s abstract).",
+                          "Dong et al. 2021 abstract: 'skip connections and MLPs stop the output from degeneration'",
+                          0.1, float(last["san+mlp"]),
+                          note="an MLP without a skip is token-wise and Lipschitz, so it cannot undo the cubic "
+                               "contraction (dong-mlp-keeps-cubic); at standard init (He, width 4d) the collapse "
+                               "proceeds like pure attention. Dong et al.'s own analysis says MLPs only slow the "
+                               "collapse through their Lipschitz constant; the abstract's wording overstates it."))
+
+    ng = tables["noci_growth"]
+    for r in ng.itertuples():
+        tol = 4 * r.se / r.predicted
+        out.append(C.close(NAME, f"noci-growth-L{r.L}-alpha-{'1' if r.alpha == '1' else 'invsqrtL'}",
+                           f"Uniform attention, residual scale alpha={r.alpha}, L={r.L}: E[token-mean energy "
+                           f"ratio growth] = (1+alpha^2)^L (tolerance: 4 standard errors of {r.trials} trials).",
+                           "Noci et al. 2022, Sec. 3 (uniform-attention approximation)", float(r.predicted),
+                           float(r.mean), float(tol)))
+    gr = tables["noci_gradients"].set_index("input").qk_over_v
+    out.append(C.close(NAME, "noci-qk-gradients-vanish", "At a collapsed input X = 1 x^T the query and key gradients "
+                       "vanish: (||dW_Q|| + ||dW_K||) / ||dW_V|| = 0 to float64 round-off.",
+                       "Noci et al. 2022, Sec. 3: rank collapse makes query/key gradients vanish", 0.0,
+                       float(gr.iloc[0]), 1e-12, note=f"same ratio at a Gaussian input: {gr.iloc[1]:.3g}"))
+
+    w = tables["wies"]
+    flat, grows = [], []
+    for (r, L), g in w.groupby(["input_rank", "L"]):
+        g = g[g.status == "exact"].set_index("d_x")["rank"]
+        if r in g.index:
+            flat += [bool(g[d] == g[r]) for d in g.index if d > r]
+    for (r, d), g in w[w.status == "exact"].groupby(["input_rank", "d_x"]):
+        v = g.sort_values("L")["rank"].to_numpy()
+        grows += list(np.diff(v) > 0)
+    out.append(C.at_least(NAME, "wies-rank-stops-growing-with-width",
+                          "With inputs of rank r, the exact grid rank at every d_x > r equals the rank at d_x = r "
+                          "(fraction of (r, L, d_x > r) cells).",
+                          "Wies et al. 2021: width beyond the input (embedding) rank does not add separation rank",
+                          1.0, float(np.mean(flat)) if flat else math.nan))
+    out.append(C.at_least(NAME, "wies-depth-still-helps",
+                          "With inputs of rank r, the exact grid rank still grows with depth (fraction of consecutive "
+                          "depth pairs at fixed r, d_x).",
+                          "Wies et al. 2021: past the bottleneck, deepening is exponentially more advantageous", 1.0,
+                          float(np.mean(grows)) if grows else math.nan))
+    return out
+
+
+EXPERIMENT = Experiment(
+    name=NAME,
+    summary="Levine fit (GPT-3, 1T), Dong rank collapse, Noci (1+a^2)^L, Wies input-rank bottleneck",
+    reference="Levine et al. 2020 v3; Dong et al. 2021; Noci et al. 2022; Wies et al. 2021",
+    config=TheoryConfig,
+    run_batch=run_batch,
+    quick={"trials": 3, "collapse_depth": 6, "exact_depth": 4, "noci_trials": 200, "wies_widths": (1, 2, 3, 4),
+           "wies_depths": (1, 2), "input_ranks": (1, 2)},
+    summarize=summarize,
+    plot=plot,
+    claims=claims,
+)
