@@ -93,7 +93,7 @@ def plot(tables, out: Path, cfg):
         ax.set_xticks(sorted(sub.ratio.unique()), [f"{r:g}" for r in sorted(sub.ratio.unique())])
     axes[0][0].set_ylabel("distinct-token entropy of $c_n$ (nats)")
     axes[0][-1].legend(fontsize=7)
-    fig.suptitle("Scan & Snap Fig. 6 (Syn-Medium): mean ± s.e. over seeds, final step")
+    fig.suptitle("Scan & Snap Fig. 6 (Syn-Medium): mean ± s.e. over seeds, final step", y=1.04)
     return [save(fig, out / "fig6_entropy.png")]
 
 
