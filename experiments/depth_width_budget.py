@@ -1,6 +1,6 @@
 """Softmax transformers at fixed non-embedding parameter budgets: test loss against depth.
 
-Levine et al. (2020 v3, Sec. 5) train language models of depth 6..48 at many widths, find for each
+Levine et al. (2020 v3) train language models of depth 6..48 at many widths, find for each
 size the loss-minimising depth, and fit ln d_x^opt = a + b L (a = 5.039, b = 0.0555).  Here, at
 2-core scale: budgets of a few thousand non-embedding parameters (12 L d_x^2 + 13 L d_x; the paper's
 models have 1e7..1e9), depths 1..6, width set by the budget (a multiple of the head count), seeds
@@ -21,6 +21,7 @@ pretraining at 1e7-1e9 parameters and are not expected here.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from pathlib import Path
 from typing import Literal
@@ -34,7 +35,7 @@ from dynamics.config import field, require
 from dynamics.depth_width import theory
 from dynamics.depth_width.tasks import ses_class_rank
 from dynamics.depth_width.train import TrainSpec, lm_task, ses_task, train
-from dynamics.depth_width.transformer import ReplicaTransformer, nonembedding_params, width_for_budget
+from dynamics.depth_width.transformer import ReplicaTransformer, width_for_budget
 from dynamics.experiment import Experiment
 
 NAME = "depth-width-budget"
@@ -72,7 +73,8 @@ class BudgetConfig:
         require(width_for_budget(self.budget, self.depth, self.heads) >= self.heads,
                 f"budget={self.budget} too small for depth={self.depth}")
         require(self.lr >= 0 and self.warmup >= 0 and self.eval_every >= 1, "lr >= 0, warmup >= 0, eval_every >= 1")
-        require(self.ses_k >= 1 and self.ses_vocab >= 2 and self.ses_test >= 16, "ses_k >= 1, ses_vocab >= 2, ses_test >= 16")
+        require(self.ses_k >= 1 and self.ses_vocab >= 2 and self.ses_test >= 16,
+                "need ses_k >= 1, ses_vocab >= 2, ses_test >= 16")
         require(self.context >= 2 and self.max_vocab >= 2 and self.eval_tokens >= self.context, "bad wikitext sizes")
         require(self.threads >= 1, "threads >= 1")
 
@@ -93,6 +95,19 @@ class BudgetConfig:
         return self.batch or (64 if self.task == "ses" else 32)
 
 
+@functools.lru_cache(maxsize=4)
+def _corpus(data_dir: str, max_vocab: int):
+    from dynamics.corpus import load_wikitext
+
+    return load_wikitext(data_dir=data_dir or None, min_count=1, max_vocab=max_vocab)
+
+
+def preflight(cfg: BudgetConfig) -> None:
+    """A missing or unreadable WikiText directory is a UserError before anything is written."""
+    if cfg.task == "wikitext":
+        _corpus(cfg.data_dir, cfg.max_vocab)
+
+
 def batch_key(cfg: BudgetConfig):
     return cfg.task  # one batch per task, so the corpus is read once
 
@@ -101,9 +116,7 @@ def run_batch(cfgs, ctx):
     torch.set_num_threads(cfgs[0].threads)
     corpus = None
     if cfgs[0].task == "wikitext":
-        from dynamics.corpus import load_wikitext
-
-        corpus = load_wikitext(data_dir=cfgs[0].data_dir or None, min_count=1, max_vocab=cfgs[0].max_vocab)
+        corpus = _corpus(cfgs[0].data_dir, cfgs[0].max_vocab)
         ctx.notes["wikitext"] = corpus.note
         ctx.notes["wikitext_vocab"] = len(corpus.vocab)
         ctx.notes["wikitext_splits"] = f"train={corpus.train_split} ({len(corpus.train)} tokens), " \
@@ -117,7 +130,8 @@ def run_batch(cfgs, ctx):
 
 
 def run_cell(cfg: BudgetConfig, corpus, bar) -> dict:
-    g = torch.Generator().manual_seed(int(np.random.SeedSequence([cfg.seed, cfg.budget, cfg.depth]).generate_state(1)[0]))
+    state = np.random.SeedSequence([cfg.seed, cfg.budget, cfg.depth]).generate_state(1)[0]
+    g = torch.Generator().manual_seed(int(state))
     spec = TrainSpec(cfg.n_steps, cfg.n_batch, cfg.peak_lr, cfg.warmup, cfg.eval_every)
     if cfg.task == "ses":
         vocab, tokens, classes = cfg.ses_vocab, 2 * cfg.ses_k, cfg.ses_k + 1
@@ -129,9 +143,11 @@ def run_cell(cfg: BudgetConfig, corpus, bar) -> dict:
     model = ReplicaTransformer(cfg.seeds, vocab, tokens, cfg.depth, cfg.width, cfg.heads, classes,
                                causal=cfg.task == "wikitext", generator=g, device=cfg.device)
     res = train(model, sample, evaluate, spec, bar=bar)
-    runs = pd.DataFrame(dict(seed=np.arange(cfg.seeds), width=cfg.width, params=model.nonembedding(),
+    runs = pd.DataFrame(dict(task=cfg.task, budget=cfg.budget, depth=cfg.depth, seed=np.arange(cfg.seeds),
+                             width=cfg.width, params=model.nonembedding(),
                              test_loss=res.test_loss, train_loss=res.train_loss, diverged_step=res.diverged))
-    curves = pd.DataFrame([dict(seed=r, step=s, test_loss=float(res.curve[i, r]))
+    curves = pd.DataFrame([dict(task=cfg.task, budget=cfg.budget, depth=cfg.depth, seed=r, step=s,
+                                test_loss=float(res.curve[i, r]))
                            for i, s in enumerate(res.eval_steps) for r in range(cfg.seeds)])
     return {"runs": runs, "curves": curves}
 
@@ -253,11 +269,12 @@ def claims(tables, cfg):
         rises = list(np.diff(o.opt_depth) >= 0)
         out.append(C.at_least(NAME, f"{task}-best-depth-rises-with-budget",
                               f"{task}: the loss-minimising depth does not fall as the budget grows (fraction of "
-                              "consecutive budget pairs).", "Levine et al. 2020 v3, Sec. 5: optimal depth grows with size",
+                              "consecutive budget pairs).", "Levine et al. 2020 v3: optimal depth grows with size",
                               1.0, float(np.mean(rises)) if rises else math.nan,
                               note=f"best depths {dict(zip(o.budget, o.opt_depth))}; {note}"))
         f = fit[fit.task == task].iloc[0]
-        out.append(C.at_least(NAME, f"{task}-fit-b-positive", f"{task}: the fitted b in ln d_opt = a + b L is positive.",
+        out.append(C.at_least(NAME, f"{task}-fit-b-positive",
+                              f"{task}: the fitted b in ln d_opt = a + b L is positive.",
                               "Levine et al. 2020 v3: d_x^opt = exp(5.039 + 0.0555 L)", 0.0, float(f.b),
                               note=f"b = {f.b:.3f} ± {f.b_se:.3f} (OLS over {int(f.budgets)} budgets), seed bootstrap "
                                    f"10-90%: [{f.b_boot_lo:.3f}, {f.b_boot_hi:.3f}]; paper b = {PAPER_B}"))
@@ -272,8 +289,8 @@ def claims(tables, cfg):
         for budget, g in table[table.task == task].groupby("budget"):
             r = runs[(runs.task == task) & (runs.budget == budget)]
             shallow = g[g.depth == g.depth.min()].iloc[0]
-            if shallow.below_threshold:
-                deeper = g[g.depth > shallow.depth]
+            deeper = g[(g.depth > shallow.depth) & g.loss_mean.notna()]
+            if shallow.below_threshold and len(deeper):
                 best = deeper.loc[deeper.loss_mean.idxmin()]
                 a = r[r.depth == shallow.depth].set_index("seed").test_loss
                 b = r[r.depth == best.depth].set_index("seed").test_loss
@@ -285,7 +302,8 @@ def claims(tables, cfg):
                 flat.append(float(above.loss_mean.max() / above.loss_mean.min() - 1))
         out.append(C.at_least(NAME, f"{task}-shallow-loses",
                               f"{task}: at every budget the depth-1 network (L < log_3 d_x) loses to the best deeper "
-                              "network by more than 2 standard errors of the seed-paired difference (fraction of budgets).",
+                              "network by more than 2 standard errors of the seed-paired difference "
+                              "(fraction of budgets).",
                               "Levine et al. 2020: below log_3 d_x depth is exponentially more efficient than width",
                               1.0, float(np.mean(lose)) if lose else math.nan, note=note))
         out.append(C.at_least(NAME, f"{task}-flat-above-threshold",
@@ -300,13 +318,14 @@ def claims(tables, cfg):
 EXPERIMENT = Experiment(
     name=NAME,
     summary="softmax transformers at fixed non-embedding budgets: loss vs depth, optimal depth, ln d_opt fit",
-    reference="Levine et al. 2020 v3, Sec. 5 (depth-to-width fit); reference notes Sec. 6B",
+    reference="Levine et al. 2020 v3 (depth-to-width fit); reference notes Sec. 6B",
     config=BudgetConfig,
     run_batch=run_batch,
     grid={"task": ("ses", "wikitext"), "budget": (2000, 8000, 32000), "depth": (1, 2, 3, 4, 6)},
     quick={"steps": 30, "eval_every": 15, "ses_test": 256, "eval_tokens": 2048, "batch": 16, "warmup": 5},
     quick_grid={"task": ("ses", "wikitext"), "budget": (2000, 8000), "depth": (1, 2)},
     batch_key=batch_key,
+    preflight=preflight,
     summarize=summarize,
     plot=plot,
     claims=claims,

@@ -127,14 +127,15 @@ def summarize(tables, base):
     fit = tables["levine_fit"]
     dong = tables["dong_scaling"].groupby("variant", sort=False).slope.first().reset_index()
     exact = tables["dong_exact"]
-    rows = [dict(quantity=f"fit-optimal depth at {m}", value=r.opt_depth, paper=r.depth)
-            for m, r in zip(fit.model, fit.itertuples())]
-    rows += [dict(quantity=f"per-layer residual exponent ({v})", value=s, paper=3.0 if "skip" not in v else 1.0)
-             for v, s in zip(dong.variant, dong.slope)]
-    rows.append(dict(quantity="doubly-exponential exponent (exact SAN)", value=exact_exponent(exact), paper=3.0))
+    rows = [dict(quantity=f"fit-optimal depth at {m} size (compare: its actual depth)", value=r.opt_depth,
+                 compare=r.depth) for m, r in zip(fit.model, fit.itertuples())]
+    rows += [dict(quantity=f"per-layer residual exponent ({v}) (compare: theory)", value=s,
+                  compare=3.0 if "skip" not in v else 1.0) for v, s in zip(dong.variant, dong.slope)]
+    rows.append(dict(quantity="doubly-exponential exponent, exact SAN (compare: theory)", value=exact_exponent(exact),
+                     compare=3.0))
     ng = tables["noci_growth"]
-    rows += [dict(quantity=f"energy growth L={r.L} alpha={r.alpha}", value=r.mean, paper=r.predicted)
-             for r in ng.itertuples()]
+    rows += [dict(quantity=f"energy growth L={r.L} alpha={r.alpha} (compare: (1+alpha^2)^L)", value=r.mean,
+                  compare=r.predicted) for r in ng.itertuples()]
     table = pd.DataFrame(rows)
     out = dict(tables)
     out["table"] = table
@@ -184,7 +185,7 @@ def plot(tables, out: Path, cfg):
             ax.semilogy(ok.d_x, ok["rank"], "o-", ms=4, label=f"input rank r={r}")
             ax.axvline(r, color="grey", lw=0.5, ls=":")
         full = g.drop_duplicates("d_x")
-        ax.semilogy(full.d_x, full.full_input_rank, "k--", lw=1, label="full-rank inputs")
+        ax.semilogy(full.d_x, full.full_input_rank, "k--", lw=1, label="full-rank inputs: C(d+m_L, d)")
         ax.set(xlabel="$d_x$", ylabel="exact grid rank", title=f"Wies et al. bottleneck, L={L}")
         ax.legend(fontsize=6)
     paths.append(save(fig, out / "wies_bottleneck.png"))
@@ -206,12 +207,14 @@ def claims(tables, cfg):
     fit = tables["levine_fit"].set_index("model")
     out = []
     t1 = fit.loc["1T (paper)"]
-    out.append(C.close(NAME, "fit-1T-depth", "Inverting the fit at N = 1e12 gives depth 92 (the paper's 1T projection), "
+    out.append(C.close(NAME, "fit-1T-depth",
+                       "Inverting the fit at N = 1e12 gives depth 92 (the paper's 1T projection), "
                        "within 3 layers.", "Levine et al. 2020 v3 (authors' blog: depth 92, width 30K)",
                        92.0, float(t1.opt_depth), 3 / 92,
                        note="the paper's (92, 30K) is not exactly on its own fit curve: at L=92 the fit gives "
                             f"d_x={theory.optimal_width(92):.0f}"))
-    out.append(C.close(NAME, "fit-1T-width", "Inverting the fit at N = 1e12 gives width 30K (within the rounding of '30K').",
+    out.append(C.close(NAME, "fit-1T-width",
+                       "Inverting the fit at N = 1e12 gives width 30K (within the rounding of '30K').",
                        "Levine et al. 2020 v3 abstract: 'width of 30K as optimal for a 1-Trillion parameter network'",
                        30_000.0, float(t1.opt_width), 500 / 30_000))
     g175 = fit.loc["GPT-3 175B"]
@@ -219,7 +222,8 @@ def claims(tables, cfg):
                           "size: 96 / L_opt(175B) >= 1.", "Levine et al. 2020 v3 abstract: GPT3 'which we project to "
                           "be too deep for its size'", 1.0, float(g175.depth / g175.opt_depth),
                           note=f"L_opt(175B) = {g175.opt_depth:.1f}, d_x_opt = {g175.opt_width:.0f}"))
-    out.append(C.close(NAME, "fit-bigscience-70-layers", "N_opt(70) = 12*70*exp(2a)*exp(140 b) = 47B (BigScience's worked example).",
+    out.append(C.close(NAME, "fit-bigscience-70-layers",
+                       "N_opt(70) = 12*70*exp(2a)*exp(140 b) = 47B (BigScience's worked example).",
                        "bigscience-workshop/bigscience math/README.md, 'Width-depth tradeoff'", 47e9,
                        theory.optimal_params(70, cfg.fit_a, cfg.fit_b), 0.5e9 / 47e9))
 
@@ -227,26 +231,31 @@ def claims(tables, cfg):
     out.append(C.close(NAME, "dong-cubic-per-layer", "One pure softmax-attention layer maps a token residual eps to "
                        "O(eps^3): log-log slope 3.", "Dong et al. 2021, per-layer bound behind the 3^L exponent",
                        3.0, float(sc["san"]), 0.05,
-                       note=f"eps in [{cfg.eps_min:g}, {cfg.eps_max:g}], {cfg.trials} networks, n={cfg.tokens}, d={cfg.dim}"))
-    out.append(C.close(NAME, "dong-skip-linear", "With a skip connection the layer is linear in the residual (slope 1): "
+                       note=f"eps in [{cfg.eps_min:g}, {cfg.eps_max:g}], {cfg.trials} networks, "
+                            f"n={cfg.tokens}, d={cfg.dim}"))
+    out.append(C.close(NAME, "dong-skip-linear",
+                       "With a skip connection the layer is linear in the residual (slope 1): "
                        "no collapse.", "Dong et al. 2021: skip connections stop the degeneration",
                        1.0, float(sc["san+skip"]), 0.05))
     out.append(C.close(NAME, "dong-mlp-keeps-cubic", "A token-wise MLP after attention (no skip) keeps the cubic "
                        "per-layer exponent (it only rescales the constant by its Lipschitz constant).",
-                       "Dong et al. 2021, Sec. 3 bound with MLP Lipschitz constant lambda in the base (recalled)",
+                       "Dong et al. 2021: bound with the MLP Lipschitz constant in the base "
+                       "(recalled, not checked against the PDF)",
                        3.0, float(sc["san+mlp"]), 0.05))
     exp_ = exact_exponent(tables["dong_exact"])
     out.append(C.close(NAME, "dong-doubly-exponential", "In 1200-digit arithmetic, ln r_(l+1) against ln r_l over "
                        "collapsed layers (r_l < 1e-3) has slope 3: ||res|| ~ c^((3^l-1)/2) eps^(3^l).",
-                       "Dong et al. 2021, Thm. on pure SANs: exponent 3^L", 3.0, exp_, 0.05))
+                       "Dong et al. 2021, pure-SAN bound: exponent 3^L", 3.0, exp_, 0.05))
     tr = tables["dong_trajectory"]
     last = tr[tr.layer == tr.layer.max()].groupby("variant").ratio.apply(
         lambda s: float(np.exp(np.log(np.maximum(s, 1e-300)).mean())))
     out.append(C.at_least(NAME, "dong-skip-no-collapse", f"With skip connections the residual ratio after "
                           f"{cfg.collapse_depth} layers stays above 0.1 (geometric mean over networks).",
-                          "Dong et al. 2021: skip connections stop the output from degeneration", 0.1, float(last["san+skip"])))
+                          "Dong et al. 2021: skip connections stop the output from degeneration", 0.1,
+                          float(last["san+skip"])))
     out.append(C.at_least(NAME, "dong-mlp-no-collapse", f"With MLPs (no skip) the residual ratio after "
-                          f"{cfg.collapse_depth} layers stays above 0.1 (the issue's reading of Dong et al.'s abstract).",
+                          f"{cfg.collapse_depth} layers stays above 0.1 (the issue's reading of Dong et al.'s "
+                          "abstract).",
                           "Dong et al. 2021 abstract: 'skip connections and MLPs stop the output from degeneration'",
                           0.1, float(last["san+mlp"]),
                           note="an MLP without a skip is token-wise and Lipschitz, so it cannot undo the cubic "
@@ -260,12 +269,13 @@ def claims(tables, cfg):
         out.append(C.close(NAME, f"noci-growth-L{r.L}-alpha-{'1' if r.alpha == '1' else 'invsqrtL'}",
                            f"Uniform attention, residual scale alpha={r.alpha}, L={r.L}: E[token-mean energy "
                            f"ratio growth] = (1+alpha^2)^L (tolerance: 4 standard errors of {r.trials} trials).",
-                           "Noci et al. 2022, Sec. 3 (uniform-attention approximation)", float(r.predicted),
+                           "Noci et al. 2022 (uniform-attention approximation; derivation in the reference notes)",
+                           float(r.predicted),
                            float(r.mean), float(tol)))
     gr = tables["noci_gradients"].set_index("input").qk_over_v
     out.append(C.close(NAME, "noci-qk-gradients-vanish", "At a collapsed input X = 1 x^T the query and key gradients "
                        "vanish: (||dW_Q|| + ||dW_K||) / ||dW_V|| = 0 to float64 round-off.",
-                       "Noci et al. 2022, Sec. 3: rank collapse makes query/key gradients vanish", 0.0,
+                       "Noci et al. 2022: rank collapse makes query/key gradients vanish", 0.0,
                        float(gr.iloc[0]), 1e-12, note=f"same ratio at a Gaussian input: {gr.iloc[1]:.3g}"))
 
     w = tables["wies"]

@@ -31,7 +31,8 @@ def test_check_prime_rejects_composite_and_large():
     assert check_prime(P1) == P1
 
 
-@pytest.mark.parametrize("p,k", [(P1, 5), (P1, 300), (MERSENNE, 7), (101, 40)], ids=["p28-short", "p28-long", "p31", "small"])
+@pytest.mark.parametrize("p,k", [(P1, 5), (P1, 300), (MERSENNE, 7), (101, 40)],
+                         ids=["p28-short", "p28-long", "p31", "small"])
 def test_mm_mod_is_exact(p, k):
     assert products_per_sum(P1) == 128 and products_per_sum(MERSENNE) == 2
     rng = np.random.default_rng(0)

@@ -72,7 +72,8 @@ def test_training_fits_a_fixed_batch():
     def evaluate(mod):
         with torch.no_grad():
             logits = mod(x)
-            return torch.nn.functional.cross_entropy(logits.reshape(-1, 5), y.reshape(-1), reduction="none").reshape(2, -1).mean(1)
+            ce = torch.nn.functional.cross_entropy(logits.reshape(-1, 5), y.reshape(-1), reduction="none")
+            return ce.reshape(2, -1).mean(1)
 
     start = evaluate(m)
     res = train(m, lambda step: (x, y), evaluate, TrainSpec(40, 32, 1e-2, 5, 20))

@@ -85,4 +85,6 @@ def test_noci_qk_gradients_vanish_at_collapse():
 
 
 def test_bottleneck_width():
-    assert theory.bottleneck_width(8, 3) == 3 and theory.bottleneck_width(2, 3) == 2 and theory.bottleneck_width(5, 0) == 5
+    assert theory.bottleneck_width(8, 3) == 3
+    assert theory.bottleneck_width(2, 3) == 2
+    assert theory.bottleneck_width(5, 0) == 5

@@ -143,7 +143,7 @@ def qk_gradient_ratio(n: int, d: int, seed: int) -> tuple[float, float]:
     """(||dL/dW_Q|| + ||dL/dW_K||) / ||dL/dW_V|| at a collapsed input X = 1 x^T, and the same ratio
     at a generic Gaussian X, for one softmax attention layer and a random linear loss (float64).
 
-    Noci et al. 2022 (Sec. 3): at rank collapse every logit row is constant, softmax is
+    Noci et al. 2022: at rank collapse every logit row is constant, softmax is
     shift-invariant, so the query and key gradients vanish while the value gradient does not.
     """
     import torch

@@ -2,7 +2,8 @@
 
 Every value is an int64 in [0, p) with p < 2^31, so a product of two values is below 2^62 and
 fits in int64; sums of products are reduced before they could overflow (every 2 products for
-p < 2^31, every 128 for the default primes p < 2^28).  Nothing here ever rounds: the rank of a matrix over Z_p is the rank of its integer
+p < 2^31, every 128 for the default primes p < 2^28).  Nothing here ever rounds: the rank of a
+matrix over Z_p is the rank of its integer
 lift mod p, and by Schwartz--Zippel it equals the generic real rank of a polynomial family with
 probability at least 1 - deg/p (checked again on a second prime and seed by the callers).
 

@@ -1,11 +1,12 @@
 """The self-attention network Levine et al. analyse, evaluated exactly over Z_p.
 
 Levine, Wies, Sharir, Bata & Shashua (NeurIPS 2020, "Limits to depth efficiencies of
-self-attention"; arXiv 2006.12467 v3, Sec. 3) remove the softmax, the LayerNorm and the ReLU from
+self-attention"; arXiv 2006.12467 v3) remove the softmax, the LayerNorm and the ReLU from
 a BERT layer; the feed-forward block is then linear and folds into W^O.  Layer l maps the N
 position vectors y^{l,1..N} in R^{d_x} to
 
-    y^{l+1,i} = [y^{l,i}] + sum_{h=1}^{H} W^{O,l,h} sum_{j=1}^{N} <W^{Q,l,h} y^{l,i}, W^{K,l,h} y^{l,j}> W^{V,l,h} y^{l,j}
+    y^{l+1,i} = [y^{l,i}] + sum_{h=1}^{H} W^{O,l,h} sum_{j=1}^{N}
+                <W^{Q,l,h} y^{l,i}, W^{K,l,h} y^{l,j}> W^{V,l,h} y^{l,j}
 
 with W^{Q,K,V} in R^{d_a x d_x}, W^O in R^{d_x x d_a}, d_a = d_x / H, y^{0,j} = x^j, and the bracketed
 skip term present only with ``residual``.  The analysed output is the scalar f = <w, y^{L,0}>.  Each

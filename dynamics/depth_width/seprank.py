@@ -1,11 +1,11 @@
 """Exact grid-tensor separation rank of the linear self-attention network.
 
-Separation rank (Levine et al. 2020, Def. 1; Cohen & Shashua 2017) of f w.r.t. a partition (A, B)
+Separation rank (Levine et al. 2020; Cohen & Shashua 2017) of f w.r.t. a partition (A, B)
 of the N positions:
 
     sep(f; A, B) = min{ R : f(x^1..x^N) = sum_{r=1}^{R} g_r(x^A) g'_r(x^B) }.
 
-Grid tensor (Levine et al. 2020, App. on grid tensors): for templates v^(1..K) in R^{d_x},
+Grid tensor (the grid-tensor lemma Levine et al. 2020 use for their lower bound): for templates v^(1..K) in R^{d_x},
 V[k_1..k_N] = f(v^(k_1), ..., v^(k_N)); its matricisation [V]_{A,B} has K^|A| rows (the template
 indices at A) and K^|B| columns, and rank [V]_{A,B} <= sep(f; A, B).  The rank is non-decreasing
 in K (the K-grid is a sub-grid of the K'-grid: templates are a prefix of one fixed stream), and for
@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import multiprocessing
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
@@ -36,7 +37,13 @@ from .network import LinearAttentionNet
 
 MAX_SIDE = 4096  # largest matricisation side the rank sweep builds (rows and columns)
 CHUNK = 1 << 17  # tuples evaluated at once: bounds the evaluator's memory to ~100 MB per thread
-THREADS = 2  # evaluator threads (the project machines have 2 cores)
+
+
+def default_threads() -> int:
+    """Evaluator threads: 2 (the project machines' cores) in the main process, 1 inside an executor's
+    worker process, where the pool already spreads families over the cores."""
+    return 2 if multiprocessing.current_process().name == "MainProcess" else 1
+
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,7 +94,7 @@ def validate(spec: RankSpec, max_side: int = MAX_SIDE, max_bytes: float = 4 * 2*
         raise UserError(f"L={spec.depth} out of range: the exact rank takes 1 <= L <= 8 "
                         "(degree 3^L; beyond 8 no grid that fits can resolve the rank)")
     if spec.heads < 1 or spec.d_x % spec.heads:
-        raise UserError(f"heads={spec.heads} must divide d_x={spec.d_x} (d_a = d_x/H, Levine et al. Sec. 3)")
+        raise UserError(f"heads={spec.heads} must divide d_x={spec.d_x} (d_a = d_x/H, as in Levine et al. 2020)")
     if not 2 <= spec.positions <= 8:
         raise UserError(f"positions={spec.positions} out of range: 2 <= N <= 8")
     if spec.input_rank < 0 or spec.input_rank > spec.d_x:
@@ -130,7 +137,7 @@ def grid_shape(K: int, n_a: int, n_b: int) -> tuple[int, int]:
 
 
 def grid_matrix(net: LinearAttentionNet, templates: np.ndarray, n_a: int, n_b: int,
-                max_bytes: float = 4 * 2**30, threads: int = THREADS) -> np.ndarray:
+                max_bytes: float = 4 * 2**30, threads: int | None = None) -> np.ndarray:
     """[V]_{A,B} without repeated rows and columns (see :func:`grid_shape`): (rows, cols) int64
     with entries f(v^(k_1), ..., v^(k_N)) mod p, evaluated in chunks of CHUNK tuples."""
     K = templates.shape[0]
@@ -151,6 +158,7 @@ def grid_matrix(net: LinearAttentionNet, templates: np.ndarray, n_a: int, n_b: i
         out[start:start + t.size] = net.evaluate_grid(templates, idx, tables)
 
     starts = range(0, rows * cols, CHUNK)
+    threads = default_threads() if threads is None else threads
     if threads > 1 and len(starts) > 1:
         # numpy releases the GIL inside its integer loops, so chunks run in parallel threads.
         with ThreadPoolExecutor(threads) as pool:

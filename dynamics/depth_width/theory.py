@@ -31,7 +31,7 @@ import numpy as np
 
 
 def depth_threshold(d_x: float) -> float:
-    """L_th = log_3 d_x (Levine et al. 2020, Sec. 4)."""
+    """L_th = log_3 d_x (Levine et al. 2020: abstract, authors' KDnuggets post)."""
     return math.log(d_x) / math.log(3)
 
 
@@ -90,7 +90,7 @@ FIT_B = 0.0555  # per-layer growth of ln d_x^opt
 
 
 def optimal_width(depth: float, a: float = FIT_A, b: float = FIT_B) -> float:
-    """d_x^opt(L) = exp(a + b L) (Levine et al. 2020 v3, Sec. 5; a, b as quoted by BigScience)."""
+    """d_x^opt(L) = exp(a + b L) (Levine et al. 2020 v3; a, b as quoted by BigScience)."""
     return math.exp(a + b * depth)
 
 
@@ -147,7 +147,10 @@ def fit_table() -> list[dict]:
 
 
 def bottleneck_width(d_x: int, input_rank: int) -> int:
-    """min(r, d_x): the width that counts when inputs have rank r (Wies et al. 2021, Thm. 1)."""
+    """min(r, d_x): the width that counts when inputs have rank r.
+
+    Wies et al. 2021 (recalled form, reference notes Sec. 4.1): d_x -> min(r, d_x) in the deep-regime bound.
+    """
     return min(d_x, input_rank) if input_rank else d_x
 
 
@@ -159,7 +162,7 @@ def uniform_attention_growth(depth: int, alpha: float) -> float:
 
     X_{l+1} = X_l + alpha (1/n) 1 1^T X_l W_V with W_V ~ N(0, 1/d): the token mean grows by
     (I + alpha W_V) per layer, E||m (I + alpha W)||^2 = (1 + alpha^2) ||m||^2, and the residual
-    R = X - 1 m^T is unchanged (Noci et al. 2022, Sec. 3, uniform-attention approximation;
+    R = X - 1 m^T is unchanged (Noci et al. 2022, uniform-attention approximation;
     derivation in the notes).  alpha = 1/sqrt(L) keeps the growth below e.
     """
     return (1.0 + alpha**2) ** depth

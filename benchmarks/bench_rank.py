@@ -1,0 +1,93 @@
+"""Rank of an n x n matrix over Z_p: FLINT (what the rank sweep uses) against two baselines.
+
+Usage: python benchmarks/bench_rank.py [--n 2000] [--sympy-sizes 200,400] [--numpy-n N]
+
+* flint:  python-flint ``nmod_mat(...).rank()``, timed as conversion (numpy -> Python ints ->
+          nmod_mat) plus elimination; the acceptance target is <= 2 s at n = 2000.
+* numpy:  ``rank_mod_p_numpy``, plain Gaussian elimination with one vectorised rank-1 update
+          per pivot, on the same matrix (or its leading --numpy-n block, extrapolated by n^3).
+* sympy:  ``DomainMatrix(..., GF(p)).rank()`` on the leading blocks given by --sympy-sizes;
+          pure-Python elimination is far too slow at n = 2000, so its time there is extrapolated
+          from those sizes with the fitted exponent (printed, and labelled "extrapolated").
+
+All three are asserted to give the same rank where they run on the same block.  Timings on a
+shared machine are upper bounds: rerun on an idle one before quoting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from dynamics.depth_width.modular import P1, rank_mod_p_numpy
+
+
+def flint_rank(M: np.ndarray, p: int) -> tuple[int, float, float, float]:
+    """(rank, conversion wall s, elimination wall s, total CPU s of this process)."""
+    import flint
+
+    c0 = time.process_time()
+    t0 = time.perf_counter()
+    F = flint.nmod_mat(M.tolist(), p)
+    t1 = time.perf_counter()
+    r = F.rank()
+    return int(r), t1 - t0, time.perf_counter() - t1, time.process_time() - c0
+
+
+def sympy_rank(M: np.ndarray, p: int) -> tuple[int, float]:
+    from sympy import GF
+    from sympy.polys.matrices import DomainMatrix
+
+    K = GF(p)
+    t0 = time.perf_counter()
+    dM = DomainMatrix([[K(int(x)) for x in row] for row in M.tolist()], M.shape, K)
+    return int(dM.rank()), time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=2000)
+    ap.add_argument("--p", type=int, default=P1)
+    ap.add_argument("--numpy-n", type=int, default=0, help="numpy baseline size (0 = n, the same matrix)")
+    ap.add_argument("--sympy-sizes", default="200,400")
+    args = ap.parse_args()
+    n, p = args.n, args.p
+    M = np.random.default_rng(0).integers(0, p, size=(n, n), dtype=np.int64)
+
+    r_f, conv, elim, cpu = min((flint_rank(M, p) for _ in range(3)), key=lambda x: x[1] + x[2])
+    t_flint = conv + elim
+    print(f"n={n} p={p}")
+    print(f"flint   rank={r_f}  {t_flint:.3f} s wall (conversion {conv:.3f} s + elimination {elim:.3f} s), "
+          f"{cpu:.3f} s CPU  [target <= 2 s wall: {'met' if t_flint <= 2 else 'NOT met'}; "
+          f"CPU time is what an idle core would take]")
+
+    m = args.numpy_n or n
+    t0, c0 = time.perf_counter(), time.process_time()
+    r_np = rank_mod_p_numpy(M[:m, :m], p)
+    t_np, c_np = time.perf_counter() - t0, time.process_time() - c0
+    assert r_np == flint_rank(M[:m, :m], p)[0]
+    t_np_n = t_np * (n / m) ** 3
+    label = "measured" if m == n else f"measured at n={m}, x(n/{m})^3 extrapolated"
+    print(f"numpy   rank={r_np} (n={m})  {t_np:.2f} s wall, {c_np:.2f} s CPU -> at n={n}: {t_np_n:.1f} s "
+          f"({label})  ratio numpy/flint = {t_np_n / t_flint:.0f}x wall, {c_np * (n / m) ** 3 / cpu:.0f}x CPU")
+
+    sizes = [int(s) for s in args.sympy_sizes.split(",") if s]
+    times = []
+    for s in sizes:
+        r_s, t_s = sympy_rank(M[:s, :s], p)
+        assert r_s == flint_rank(M[:s, :s], p)[0]
+        times.append(t_s)
+        print(f"sympy   rank={r_s} (n={s})  {t_s:.2f} s (measured)")
+    if len(sizes) >= 2:
+        k = np.polyfit(np.log(sizes), np.log(times), 1)[0]
+    else:
+        k = 3.0
+    t_sym = times[-1] * (n / sizes[-1]) ** k
+    print(f"sympy   at n={n}: {t_sym:.0f} s (extrapolated from n={sizes[-1]} with fitted exponent {k:.2f})  "
+          f"ratio sympy/flint = {t_sym / t_flint:.0f}x")
+
+
+if __name__ == "__main__":
+    main()

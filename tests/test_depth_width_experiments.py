@@ -1,0 +1,80 @@
+"""Smoke runs of the three depth-width experiments through the CLI, and bad input."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+RANK_TINY = ["--set", "widths=1,2", "--set", "depths=1,2", "--set", "max_side=64", "--set", "heads=1",
+             "--set", "positions=2", "--set", "residual=false", "--set", "equiv_max_width=3"]
+
+
+def test_rank_smoke(cli, tmp_path):
+    code, out, err = cli("run", "depth-width-rank", *RANK_TINY, "--out", str(tmp_path))
+    assert code == 0, err
+    table = pd.read_csv(tmp_path / "table.csv")
+    for col in ("d_x", "L", "heads", "positions", "residual", "templates", "rank", "prime"):
+        assert col in table.columns
+    main = table[table.role == "main"].set_index(["d_x", "L"])["rank"]
+    assert main[(1, 2)] == 5 and main[(2, 2)] == 15
+    assert (tmp_path / "rank_vs_depth.png").exists() and (tmp_path / "claims.csv").exists()
+
+
+def test_theory_smoke(cli, tmp_path):
+    sets = ["trials=2", "collapse_depth=3", "exact_depth=3", "noci_trials=50", "noci_depths=2", "input_ranks=1",
+            "wies_widths=1,2", "wies_depths=1", "max_side=64"]
+    code, out, err = cli("run", "depth-width-theory", *sum((["--set", s] for s in sets), []), "--out", str(tmp_path))
+    assert code == 0, err
+    claims = pd.read_csv(tmp_path / "claims.csv")
+    expected = {"fit-1T-depth", "dong-cubic-per-layer", "noci-qk-gradients-vanish", "wies-depth-still-helps"}
+    assert expected <= set(claims.claim)
+
+
+def test_budget_smoke_ses(cli, tmp_path):
+    sets = ["task=ses", "budget=600", "depth=1", "steps=3", "eval_every=3", "ses_test=32", "batch=4", "warmup=1"]
+    code, out, err = cli("run", "depth-width-budget", *sum((["--set", s] for s in sets), []), "--out", str(tmp_path))
+    assert code == 0, err
+    runs = pd.read_csv(tmp_path / "runs.csv")
+    assert len(runs) == 2 and runs.params.iloc[0] == 12 * runs.width.iloc[0] ** 2 + 13 * runs.width.iloc[0]
+
+
+def test_budget_smoke_wikitext(cli, tmp_path):
+    data = tmp_path / "wt"
+    data.mkdir()
+    text = "\n".join(" ".join(f"w{(i * 7 + j) % 23}" for j in range(12)) for i in range(60)) + "\n"
+    (data / "valid.txt").write_text(text)
+    (data / "test.txt").write_text(text.replace("w1 ", "w2 "))
+    sets = ["task=wikitext", "budget=600", "depth=1", "steps=2", "eval_every=2", "batch=2", "context=8",
+            "eval_tokens=64", "warmup=1", f"data_dir={data}"]
+    code, out, err = cli("run", "depth-width-budget", *sum((["--set", s] for s in sets), []),
+                         "--out", str(tmp_path / "res"))
+    assert code == 0, err
+    assert "trained on valid" in (tmp_path / "res" / "manifest.json").read_text()
+
+
+@pytest.mark.parametrize("setting,message", [
+    ("widths=0,2", "each d_x must be between 1 and 64"),
+    ("depths=1,9", "each L must be between 1 and 8"),
+    ("max_side=100000", "GiB"),
+    ("primes=268435400", "not prime"),
+    ("heads=4", "divides none of widths"),
+])
+def test_rank_bad_input(cli, tmp_path, setting, message):
+    out = tmp_path / "never"
+    code, _, err = cli("run", "depth-width-rank", *RANK_TINY[:2], "--set", setting, "--out", str(out))
+    assert code == 2
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_budget_bad_input(cli, tmp_path):
+    code, _, err = cli("run", "depth-width-budget", "--set", "budget=10", "--out", str(tmp_path / "x"))
+    assert code == 2 and "budget=10" in err
+
+
+def test_budget_missing_corpus_is_a_user_error(cli, tmp_path):
+    out = tmp_path / "never"
+    code, _, err = cli("run", "depth-width-budget", "--set", "task=wikitext", "--set", "budget=600", "--set", "depth=1",
+                       "--set", f"data_dir={tmp_path / 'nowhere'}", "--out", str(out))
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert not out.exists()
