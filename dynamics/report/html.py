@@ -108,4 +108,16 @@ def build(root: Path) -> tuple[Path, Path]:
     out_html, out_md = root / "report.html", root / "REPORT.md"
     atomic_write_text(out_html, page)
     atomic_write_text(out_md, "\n".join(md) + "\n")
+    atomic_write_text(root / "run-times.md", run_times(dirs))
     return out_html, out_md
+
+
+def run_times(dirs: list[Path]) -> str:
+    """Wall time of each saved run, from its manifest (the README's run-time table)."""
+    rows = []
+    for d in dirs:
+        m = json.loads((d / "manifest.json").read_text())
+        rows.append({"experiment": d.name, "run": "quick" if m.get("quick") else "full", "cells": m.get("cells"),
+                     "wall time (s)": m.get("wall_time_s"), "torch threads": m.get("machine", {}).get("torch_threads"),
+                     "commit": (m.get("git", {}).get("commit") or "")[:8]})
+    return to_markdown(pd.DataFrame(rows))
