@@ -34,6 +34,7 @@ import torch
 
 from ..scan_snap import optim
 from ..scan_snap.data import seed_generator
+from ..scan_snap.train import freeze_diverged
 from .cooccurrence import Cooccurrence, contexts
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -207,15 +208,7 @@ def train(data: LocalData, query_of_run: Sequence[int], seed_of_run: Sequence[in
         if n_rest:
             gy[..., -1] /= n_rest  # move one copy of the never-target columns (see _cross_entropy)
         opt.step([Y, Z], [gy, gz])
-        with torch.no_grad():
-            ok = torch.isfinite(loss + Y.sum((1, 2)) + Z.sum((1, 2)))
-            newly = alive & ~ok
-            if newly.any():
-                diverged[newly.cpu().numpy()] = step + 1
-                alive &= ok
-                Y[~alive], Z[~alive] = 0.0, 0.0
-                lr_y[~alive], lr_z[~alive] = 0.0, 0.0
-                opt.forget(~alive)
+        freeze_diverged(loss, [Y, Z], [lr_y, lr_z], opt, alive, diverged, step)
         losses[step] = np.where(alive.cpu().numpy(), loss.double().cpu().numpy(), np.nan)
         if progress is not None:
             progress.update(1)

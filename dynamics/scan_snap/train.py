@@ -65,6 +65,23 @@ class Trajectory:
         return out
 
 
+@torch.no_grad()
+def freeze_diverged(loss: torch.Tensor, params: list[torch.Tensor], lrs: list[torch.Tensor], opt,
+                    alive: torch.Tensor, diverged: np.ndarray, step: int) -> None:
+    """Mark runs whose loss or parameters turned non-finite at ``step`` as diverged (``diverged[r] =
+    step + 1``, ``alive`` updated in place) and freeze them: zero parameters, zero learning rates and
+    no optimiser state, so NaN cannot reach the other runs and the sweep goes on."""
+    # a sum is non-finite when any element is, and needs no (R, V, M) boolean temporary
+    ok = torch.isfinite(loss + sum(p.sum(tuple(range(1, p.dim()))) for p in params))
+    newly = alive & ~ok
+    if newly.any():
+        diverged[newly.cpu().numpy()] = step + 1
+        alive &= ok
+        for t in (*params, *lrs):
+            t[~alive] = 0.0
+        opt.forget(~alive)
+
+
 def input_vocab(classes: SequenceClasses, residual: bool) -> np.ndarray:
     """Token ids that can reach the decoder: possible keys, plus the queries with the residual."""
     vocab = np.flatnonzero(classes.probs.sum(0) > 0)
@@ -124,18 +141,7 @@ def train(classes: SequenceClasses, eta_y: Sequence[float], eta_z: Sequence[floa
         qcol = col_of[query] if opts.residual else None
         loss, gy, gz = model.loss_and_grads(Y, Z, row_of[query], counts, qcol, label, opts.normalize)
         opt.step([Y, Z], [gy, gz])
-        with torch.no_grad():
-            # a sum is non-finite when any element is, and needs no (R, V, M) boolean temporary
-            ok = torch.isfinite(loss + Y.sum((1, 2)) + Z.sum((1, 2)))
-            newly = alive & ~ok
-            if newly.any():
-                diverged[newly.cpu().numpy()] = step + 1
-                alive &= ok
-                Y[~alive] = 0.0  # freeze: zero parameters, zero learning rate, no optimiser state
-                Z[~alive] = 0.0
-                lr_y[~alive] = 0.0
-                lr_z[~alive] = 0.0
-                opt.forget(~alive)
+        freeze_diverged(loss, [Y, Z], [lr_y, lr_z], opt, alive, diverged, step)
         losses[step] = np.where(alive.cpu().numpy(), loss.double().cpu().numpy(), np.nan)
         if progress is not None:
             progress.update(1)
