@@ -52,7 +52,8 @@ class BudgetConfig:
     seed: int = field(0, "root seed")
     steps: int = field(0, "optimizer steps; 0 = the task's default (ses 1500, wikitext 1000)")
     batch: int = field(0, "sequences per step per replica; 0 = the task's default (ses 64, wikitext 32)")
-    lr: float = field(0.0, "peak learning rate; 0 = the task's default (ses 1e-2, wikitext 3e-3)")
+    lrs: tuple[float, ...] = field((), "peak learning rates tried per cell (every seed trains at each; the one "
+                                       "with the lowest validation loss is reported); empty = (3e-3, 1e-2)")
     warmup: int = field(100, "linear warm-up steps")
     eval_every: int = field(250, "steps between held-out evaluations")
     ses_k: int = field(4, "ses: half length k (sequence 2k)")
@@ -62,7 +63,8 @@ class BudgetConfig:
     max_vocab: int = field(2000, "wikitext: vocabulary cap (rarer words -> <unk>)")
     eval_tokens: int = field(32768, "wikitext: evaluation tokens (from the start of the eval split)")
     data_dir: str = field("", "wikitext directory (default: $DYNAMICS_WIKITEXT)")
-    threads: int = field(2, "torch CPU threads")
+    threads: int = field(1, "torch CPU threads (1: the models are too small to gain from more; extra threads "
+                            "spin on a shared machine)")
     device: str = field("cpu", "torch device")
 
     def __post_init__(self):
@@ -72,7 +74,8 @@ class BudgetConfig:
         require(self.steps >= 0 and self.batch >= 0, "steps and batch must be >= 0 (0 = task default)")
         require(width_for_budget(self.budget, self.depth, self.heads) >= self.heads,
                 f"budget={self.budget} too small for depth={self.depth}")
-        require(self.lr >= 0 and self.warmup >= 0 and self.eval_every >= 1, "lr >= 0, warmup >= 0, eval_every >= 1")
+        require(all(lr > 0 for lr in self.lrs) and self.warmup >= 0 and self.eval_every >= 1,
+                "lrs must be positive, warmup >= 0, eval_every >= 1")
         require(self.ses_k >= 1 and self.ses_vocab >= 2 and self.ses_test >= 16,
                 "need ses_k >= 1, ses_vocab >= 2, ses_test >= 16")
         require(self.context >= 2 and self.max_vocab >= 2 and self.eval_tokens >= self.context, "bad wikitext sizes")
@@ -83,8 +86,8 @@ class BudgetConfig:
         return width_for_budget(self.budget, self.depth, self.heads)
 
     @property
-    def peak_lr(self) -> float:
-        return self.lr or (1e-2 if self.task == "ses" else 3e-3)
+    def peak_lrs(self) -> tuple[float, ...]:
+        return tuple(self.lrs) or (3e-3, 1e-2)
 
     @property
     def n_steps(self) -> int:
@@ -132,24 +135,33 @@ def run_batch(cfgs, ctx):
 def run_cell(cfg: BudgetConfig, corpus, bar) -> dict:
     state = np.random.SeedSequence([cfg.seed, cfg.budget, cfg.depth]).generate_state(1)[0]
     g = torch.Generator().manual_seed(int(state))
-    spec = TrainSpec(cfg.n_steps, cfg.n_batch, cfg.peak_lr, cfg.warmup, cfg.eval_every)
+    lrs = cfg.peak_lrs
+    R = cfg.seeds * len(lrs)  # replica r: seed r // len(lrs), learning rate lrs[r % len(lrs)]
+    seed_of = np.repeat(np.arange(cfg.seeds), len(lrs))
+    lr_of = np.tile(np.asarray(lrs, float), cfg.seeds)
+    spec = TrainSpec(cfg.n_steps, cfg.n_batch, tuple(lr_of), cfg.warmup, cfg.eval_every)
     if cfg.task == "ses":
         vocab, tokens, classes = cfg.ses_vocab, 2 * cfg.ses_k, cfg.ses_k + 1
-        sample, evaluate = ses_task(cfg.ses_k, cfg.ses_vocab, cfg.n_batch, cfg.seeds, cfg.ses_test, cfg.seed)
+        sample, evaluate = ses_task(cfg.ses_k, cfg.ses_vocab, cfg.n_batch, R, cfg.ses_test, cfg.seed)
     else:
         vocab, tokens, classes = len(corpus.vocab), cfg.context, 0
-        sample, evaluate = lm_task(corpus.train, corpus.eval, cfg.context, cfg.n_batch, cfg.seeds, cfg.eval_tokens,
-                                   cfg.seed)
-    model = ReplicaTransformer(cfg.seeds, vocab, tokens, cfg.depth, cfg.width, cfg.heads, classes,
+        sample, evaluate = lm_task(corpus.train, corpus.eval, cfg.context, cfg.n_batch, R, cfg.eval_tokens, cfg.seed)
+    model = ReplicaTransformer(R, vocab, tokens, cfg.depth, cfg.width, cfg.heads, classes,
                                causal=cfg.task == "wikitext", generator=g, device=cfg.device)
     res = train(model, sample, evaluate, spec, bar=bar)
-    runs = pd.DataFrame(dict(task=cfg.task, budget=cfg.budget, depth=cfg.depth, seed=np.arange(cfg.seeds),
-                             width=cfg.width, params=model.nonembedding(),
-                             test_loss=res.test_loss, train_loss=res.train_loss, diverged_step=res.diverged))
-    curves = pd.DataFrame([dict(task=cfg.task, budget=cfg.budget, depth=cfg.depth, seed=r, step=s,
-                                test_loss=float(res.curve[i, r]))
-                           for i, s in enumerate(res.eval_steps) for r in range(cfg.seeds)])
-    return {"runs": runs, "curves": curves}
+    trials = pd.DataFrame(dict(task=cfg.task, budget=cfg.budget, depth=cfg.depth, seed=seed_of, lr=lr_of,
+                               width=cfg.width, params=model.nonembedding(), val_loss=res.val_loss,
+                               test_loss=res.test_loss, train_loss=res.train_loss, diverged_step=res.diverged))
+    # per seed, the learning rate with the lowest validation loss (diverged replicas never win)
+    key = trials.val_loss.fillna(np.inf)
+    best = key.groupby(trials.seed).idxmin()
+    trials["selected"] = trials.index.isin(best.to_numpy()) & np.isfinite(key)
+    runs = trials[trials.selected].drop(columns="selected").reset_index(drop=True)
+    curves = pd.DataFrame([dict(task=cfg.task, budget=cfg.budget, depth=cfg.depth, seed=int(seed_of[r]),
+                                lr=float(lr_of[r]), step=s, val_loss=float(res.curve_val[i, r]),
+                                test_loss=float(res.curve_test[i, r]))
+                           for i, s in enumerate(res.eval_steps) for r in range(R)])
+    return {"runs": runs, "trials": trials, "curves": curves}
 
 
 def summarize(tables, base):
@@ -168,7 +180,10 @@ def summarize(tables, base):
     ses_ranks = pd.DataFrame([dict(k=base.ses_k, V=base.ses_vocab, class_m=m,
                                    separation_rank=ses_class_rank(m, base.ses_k, base.ses_vocab),
                                    matrix_side=base.ses_vocab**base.ses_k) for m in range(base.ses_k + 1)])
-    return {"table": table, "runs": runs, "curves": tables["curves"], "optimum": opt, "fit": fit,
+    lr_choice = tables["trials"].groupby(["task", "budget", "depth", "lr"]).agg(
+        chosen=("selected", "sum"), val_loss=("val_loss", "mean"), test_loss=("test_loss", "mean")).reset_index()
+    return {"table": table, "runs": runs, "trials": tables["trials"], "lr_choice": lr_choice,
+            "curves": tables["curves"], "optimum": opt, "fit": fit,
             "ses_separation_rank": ses_ranks, "headline": head}
 
 
@@ -200,24 +215,33 @@ def fit_ln_width(depths: np.ndarray, widths: np.ndarray) -> tuple[float, float, 
     return float(a), float(b), float(se)
 
 
-def fit_table(runs: pd.DataFrame, opt: pd.DataFrame, n_boot: int = 400) -> pd.DataFrame:
-    """Per task: OLS fit of ln d_x^opt on L_opt over budgets, plus a bootstrap over seeds."""
+def fit_table(runs: pd.DataFrame, opt: pd.DataFrame, n_boot: int = 1000) -> pd.DataFrame:
+    """Per task: OLS fit of ln d_x^opt on L_opt over budgets, plus a bootstrap over seeds
+    (resample the seeds of every cell, re-take each budget's argmin depth, refit b)."""
     rows = []
     rng = np.random.default_rng(0)
     for task, o in opt.groupby("task"):
         a, b, se = fit_ln_width(o.opt_depth, o.opt_width)
         r = runs[runs.task == task]
-        boots = []
-        seeds = sorted(r.seed.unique())
-        for _ in range(n_boot):
-            pick = rng.choice(seeds, size=len(seeds), replace=True)
-            sub = pd.concat([r[r.seed == s] for s in pick])
-            m = sub.groupby(["budget", "depth"]).agg(loss=("test_loss", "mean"), width=("width", "first")).reset_index()
-            best = m.loc[m.groupby("budget").loss.idxmin()]
-            boots.append(fit_ln_width(best.depth, best.width)[1])
-        boots = np.array([x for x in boots if np.isfinite(x)])
-        rows.append(dict(task=task, a=a, b=b, b_se=se, b_boot_lo=np.quantile(boots, 0.1) if len(boots) else math.nan,
-                         b_boot_hi=np.quantile(boots, 0.9) if len(boots) else math.nan, paper_a=theory.FIT_A,
+        cube = r.pivot_table(index=["budget", "depth"], columns="seed", values="test_loss")  # (budget*depth, S)
+        budgets = sorted(r.budget.unique())
+        depths = sorted(r.depth.unique())
+        full = cube.reindex(pd.MultiIndex.from_product([budgets, depths])).to_numpy()
+        loss = full.reshape(len(budgets), len(depths), -1)
+        width = r.groupby(["budget", "depth"]).width.first().reindex(
+            pd.MultiIndex.from_product([budgets, depths])).to_numpy().reshape(len(budgets), len(depths))
+        pick = rng.integers(0, loss.shape[-1], size=(n_boot, loss.shape[-1]))
+        boot = np.nanmean(loss[..., pick], axis=-1).transpose(2, 0, 1)  # (n_boot, budgets, depths)
+        boot = np.where(np.isnan(boot), np.inf, boot)
+        best = boot.argmin(-1)  # (n_boot, budgets)
+        L = np.asarray(depths, float)[best]
+        y = np.log(np.take_along_axis(np.broadcast_to(width, boot.shape), best[..., None], -1)[..., 0])
+        Lc = L - L.mean(1, keepdims=True)
+        denom = (Lc**2).sum(1)
+        bs = np.where(denom > 0, (Lc * (y - y.mean(1, keepdims=True))).sum(1) / np.where(denom > 0, denom, 1), np.nan)
+        bs = bs[np.isfinite(bs)]
+        rows.append(dict(task=task, a=a, b=b, b_se=se, b_boot_lo=np.quantile(bs, 0.1) if len(bs) else math.nan,
+                         b_boot_hi=np.quantile(bs, 0.9) if len(bs) else math.nan, paper_a=theory.FIT_A,
                          paper_b=PAPER_B, budgets=len(o)))
     return pd.DataFrame(rows)
 

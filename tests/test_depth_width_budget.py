@@ -7,8 +7,17 @@ import pytest
 import torch
 
 from dynamics.depth_width.tasks import lm_eval_windows, lm_windows, ses_batch
-from dynamics.depth_width.train import TrainSpec, lr_at, ses_task, train
+from dynamics.depth_width.train import ReplicaAdamW, TrainSpec, lr_factor, ses_task, train
 from dynamics.depth_width.transformer import ReplicaTransformer, nonembedding_params, width_for_budget
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These models are tiny: one torch thread is fastest, and more spin on a loaded machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def model(R=2, L=2, d=8, classes=5, causal=False, vocab=4, tokens=8, seed=0):
@@ -59,9 +68,29 @@ def test_lm_windows_are_shifted_targets():
 
 
 def test_lr_schedule():
-    spec = TrainSpec(100, 4, 1.0, 10, 10)
-    assert lr_at(0, spec) == pytest.approx(0.1) and lr_at(10, spec) == pytest.approx(1.0)
-    assert lr_at(99, spec) == pytest.approx(0.1, abs=0.01)
+    spec = TrainSpec(100, 4, (1.0,), 10, 10)
+    assert lr_factor(0, spec) == pytest.approx(0.1) and lr_factor(10, spec) == pytest.approx(1.0)
+    assert lr_factor(99, spec) == pytest.approx(0.1, abs=0.01)
+
+
+def test_replica_adamw_matches_torch_adamw_per_replica():
+    """Replica r with learning rate lr_r takes exactly torch.optim.AdamW's step with lr_r."""
+    torch.manual_seed(0)
+    p = torch.nn.Parameter(torch.randn(2, 3, 4, 5))
+    ref = [torch.nn.Parameter(p.detach()[r].clone()) for r in range(2)]
+    lrs = torch.tensor([1e-2, 3e-3])
+    opt = ReplicaAdamW([(p, 0.01)], lrs)
+    refs = [torch.optim.AdamW([q], lr=float(lrs[r]), betas=(0.9, 0.95), eps=1e-8, weight_decay=0.01)
+            for r, q in enumerate(ref)]
+    for _ in range(3):
+        g = torch.randn(2, 3, 4, 5)
+        p.grad = g.clone()
+        opt.step(1.0)
+        for r in range(2):
+            ref[r].grad = g[r].clone()
+            refs[r].step()
+    for r in range(2):
+        assert torch.allclose(p.detach()[r], ref[r].detach(), atol=1e-6)
 
 
 def test_training_fits_a_fixed_batch():
@@ -73,11 +102,12 @@ def test_training_fits_a_fixed_batch():
         with torch.no_grad():
             logits = mod(x)
             ce = torch.nn.functional.cross_entropy(logits.reshape(-1, 5), y.reshape(-1), reduction="none")
-            return ce.reshape(2, -1).mean(1)
+            loss = ce.reshape(2, -1).mean(1)
+            return loss, loss
 
-    start = evaluate(m)
-    res = train(m, lambda step: (x, y), evaluate, TrainSpec(40, 32, 1e-2, 5, 20))
-    assert res.curve.shape == (2, 2) and (res.diverged < 0).all()
+    start = evaluate(m)[0]
+    res = train(m, lambda step: (x, y), evaluate, TrainSpec(24, 32, (1e-2,), 4, 12))
+    assert res.curve_test.shape == (2, 2) and (res.diverged < 0).all()
     assert (res.test_loss < start.numpy() - 0.2).all()
 
 
@@ -85,4 +115,5 @@ def test_ses_task_shapes():
     sample, evaluate = ses_task(4, 4, 8, 2, 64, 0)
     x, y = sample(0)
     assert x.shape == (2, 8, 8) and y.shape == (2, 8)
-    assert evaluate(model(R=2)).shape == (2,)
+    val, test = evaluate(model(R=2))
+    assert val.shape == test.shape == (2,) and not torch.allclose(val, test)

@@ -35,7 +35,9 @@ def test_budget_smoke_ses(cli, tmp_path):
     code, out, err = cli("run", "depth-width-budget", *sum((["--set", s] for s in sets), []), "--out", str(tmp_path))
     assert code == 0, err
     runs = pd.read_csv(tmp_path / "runs.csv")
-    assert len(runs) == 2 and runs.params.iloc[0] == 12 * runs.width.iloc[0] ** 2 + 13 * runs.width.iloc[0]
+    trials = pd.read_csv(tmp_path / "trials.csv")
+    assert len(runs) == 2 and len(trials) == 4 and trials.selected.sum() == 2
+    assert runs.params.iloc[0] == 12 * runs.width.iloc[0] ** 2 + 13 * runs.width.iloc[0]
 
 
 def test_budget_smoke_wikitext(cli, tmp_path):
