@@ -264,15 +264,20 @@ def plot(tables, out: Path, cfg):
 
     if "equivalence" in tables and len(tables["equivalence"]):
         eq = tables["equivalence"]
-        fig, ax = plt.subplots(figsize=(5.5, 3.8))
-        for d, g in eq.groupby("d_x"):
-            g = g.sort_values("L")
-            ax.plot(g.L, g.width_ratio, "o-", ms=4, label=f"$d_x$={d}")
+        Ns = sorted(eq.positions.unique())
+        fig, axes = plt.subplots(1, len(Ns), figsize=(5 * len(Ns), 3.8), squeeze=False, sharey=True)
         Ls = np.arange(2, max(cfg.depths) + 1)
-        ax.plot(Ls, Ls / (Ls - 1), "k--", lw=1, label="L/(L-1) (deep regime)")
-        ax.set(yscale="log", xlabel="depth L", ylabel="width ratio d'/d_x at depth L-1",
-               title="width a one-layer-shallower net needs (N=2 and 4 pooled)")
-        ax.legend(fontsize=7, ncol=2)
+        for ax, N in zip(axes[0], Ns):
+            for d, g in eq[eq.positions == N].groupby("d_x"):
+                g = g.sort_values("L")
+                exact = g.kind == "exact"
+                line, = ax.plot(g.L, g.width_ratio, "-", lw=1, label=f"$d_x$={d}")
+                ax.plot(g.L[exact], g.width_ratio[exact], "o", ms=4, color=line.get_color())
+                ax.plot(g.L[~exact], g.width_ratio[~exact], "^", ms=5, color=line.get_color(), mfc="none")
+            ax.plot(Ls, Ls / (Ls - 1), "k--", lw=1, label="L/(L-1) (deep regime)")
+            ax.set(yscale="log", xlabel="depth L", ylabel="width ratio d'/d_x at depth L-1",
+                   title=f"N={N}: width a one-layer-shallower net needs (^ lower bound)")
+            ax.legend(fontsize=7, ncol=2)
         paths.append(save(fig, out / "width_equivalence.png"))
     return paths
 
