@@ -35,7 +35,7 @@ import pandas as pd
 import torch
 
 from dynamics import claims as C
-from dynamics.collapse import analysis, data, metrics
+from dynamics.collapse import analysis, data
 from dynamics.collapse import pure_attention as pa
 from dynamics.collapse import train as tr
 from dynamics.collapse.attention import VARIANTS
@@ -447,15 +447,24 @@ def summarize(tables, base: CollapseConfig):
 
 
 def headline(table: pd.DataFrame) -> pd.DataFrame:
-    """Trained models, averaged over widths: accuracy and raw similar blocks, vanilla vs re-attention."""
-    t = table[table.study == "trained"]
-    if t.empty:
+    """Per dataset and depth, averaged over the trained widths: accuracy (vanilla, re-attention), and
+    for vanilla attention the mean adjacent-block raw M and the similar-block count, trained vs init."""
+    trained = table[table.study == "trained"]
+    if trained.empty:
         return pd.DataFrame()
-    g = t.groupby(["dataset", "depth", "variant"]).agg(acc=("acc_test_mean", "mean"),
-                                                        similar=("similar_raw_mean", "mean")).reset_index()
-    h = g.pivot_table(index=["dataset", "depth"], columns="variant", values=["acc", "similar"])
-    h.columns = [f"{'test acc' if a == 'acc' else 'similar blocks'} ({v})" for a, v in h.columns]
-    return h.reset_index()
+    rows = []
+    for (ds, depth), t in trained.groupby(["dataset", "depth"]):
+        widths = t.width.unique()
+        init = table[(table.study == "init") & (table.dataset == ds) & (table.depth == depth)
+                     & table.width.isin(widths) & (table.variant == "vanilla")]
+        van, re = t[t.variant == "vanilla"], t[t.variant == "reattn"]
+        rows.append({"dataset": ds, "depth": depth, "widths": ",".join(map(str, sorted(widths))),
+                     "test acc vanilla": van.acc_test_mean.mean(), "test acc reattn": re.acc_test_mean.mean(),
+                     "adjacent M trained": van.adjacent_M_raw.mean(), "adjacent M init": init.adjacent_M_raw.mean(),
+                     "similar blocks trained": van.similar_raw_mean.mean(),
+                     "similar blocks init": init.similar_raw_mean.mean(),
+                     "similar blocks reattn": re.similar_raw_mean.mean()})
+    return pd.DataFrame(rows)
 
 
 def sensitivity(pairs: pd.DataFrame, base: CollapseConfig) -> pd.DataFrame:
