@@ -102,3 +102,42 @@ def test_records_are_snapshots_not_views_of_the_live_parameters(dtype):
     traj = train(cl, [1.0], [1.0], [0], TrainOptions(steps=6, dtype=dtype), record=[0, 3, 6], record_y=True)
     assert np.all(traj.Z[0] == 0) and np.all(traj.Y[0] == 0)  # zero init, recorded before any step
     assert not np.allclose(traj.Z[1], traj.Z[2]) and not np.allclose(traj.Y[1], traj.Y[2])
+
+
+@pytest.mark.parametrize("normalize", [True, False], ids=["ln", "no-ln"])
+@pytest.mark.parametrize("residual", [True, False], ids=["res", "no-res"])
+def test_class_grouped_kernel_equals_the_dense_one(normalize, residual):
+    """Grouping samples by class (grouped.py) changes only the arithmetic, not the numbers: whole
+    trajectories agree in float64, on classes whose supports differ in size (per-query common tokens)."""
+    cl = build_classes(SyntheticSpec(num_last=3, num_next_per_last=2, num_common=4, num_common_per_last=3,
+                                     num_unique_per_next=5))
+    runs = dict(eta_y=[1.0, 3.0, 0.5], eta_z=[1.0, 0.5, 2.0], run_seed=[0, 1, 0], record=[0, 10, 20], record_y=True)
+    out = {k: train(cl, opts=TrainOptions(steps=20, batch=32, T=16, init="uniform", dtype="float64",
+                                          residual=residual, normalize=normalize, kernel=k), **runs)
+           for k in ("dense", "grouped")}
+    np.testing.assert_allclose(out["grouped"].Z, out["dense"].Z, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(out["grouped"].Y, out["dense"].Y, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(out["grouped"].loss, out["dense"].loss, rtol=1e-12)
+    assert np.ptp(out["dense"].Z[-1]) > 0.1  # the runs moved, so the comparison means something
+
+
+def test_class_layout_groups_every_sample_once():
+    from dynamics.scan_snap import grouped
+    from dynamics.scan_snap.data import Sampler
+    from dynamics.scan_snap.train import input_vocab
+
+    cl = build_classes(SyntheticSpec(num_last=3, num_next_per_last=2, num_common=4, num_common_per_last=3))
+    vocab = input_vocab(cl, False)
+    layout = grouped.ClassLayout(cl, vocab, cl.queries, False, torch.device("cpu"))
+    g = torch.Generator().manual_seed(0)
+    draws = [Sampler(cl).draw(40, 12, g) for _ in range(2)]
+    cls = torch.stack([d[0] for d in draws])
+    col = torch.full((cl.M,), len(vocab), dtype=torch.long)
+    col[torch.as_tensor(vocab)] = torch.arange(len(vocab))
+    counts = model.context_counts(col[torch.stack([d[1] for d in draws])], len(vocab) + 1, torch.float64)
+    grouped_counts, w = layout.arrange(cls, counts, torch.float64)
+    assert w.sum((1, 2)).tolist() == [40.0, 40.0]
+    assert torch.equal(w.sum(2), torch.nn.functional.one_hot(cls, cl.K).sum(1).double())
+    real = grouped_counts[w.bool()]
+    assert (real.sum(-1) == 11).all()  # every real row carries all T-1 keys of one sequence
+    assert real.sum() == counts.sum()

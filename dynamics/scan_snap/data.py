@@ -145,10 +145,14 @@ class Sampler:
         self.K = classes.K
         self.device = device
 
-    def sample(self, batch: int, T: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def draw(self, batch: int, T: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Class index ``(B,)`` and the T-1 contextual keys ``(B, T-1)`` of each sequence."""
         cls = torch.randint(self.K, (batch,), generator=gen)
         u = torch.rand((batch, T - 1), generator=gen, dtype=torch.float64)
         cls, u = cls.to(self.device), u.to(self.device)
-        ctx = torch.searchsorted(self.cdf[cls], u, right=True)
+        return cls, torch.searchsorted(self.cdf[cls], u, right=True)
+
+    def sample(self, batch: int, T: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        cls, ctx = self.draw(batch, T, gen)
         x = torch.cat([ctx, self.query[cls, None]], 1)
         return x, self.next[cls]

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from .. import memory
-from . import model, optim
+from . import grouped, model, optim
 from .data import Sampler, SequenceClasses, seed_generator
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -38,6 +38,7 @@ class TrainOptions:
     dtype: str = "float32"
     device: str = "cpu"
     root_seed: int = 0
+    kernel: str = "auto"  # dense, grouped (samples grouped by class: grouped.py), or auto (grouped when it saves work)
 
 
 @dataclasses.dataclass
@@ -114,6 +115,9 @@ def train(classes: SequenceClasses, eta_y: Sequence[float], eta_z: Sequence[floa
     lr_y = torch.tensor(eta_y, dtype=dtype, device=device)
     lr_z = torch.tensor(eta_z, dtype=dtype, device=device)
     opt = optim.make(opts.optimizer, [lr_y, lr_z], opts.momentum)
+    layout = grouped.ClassLayout(classes, vocab, queries, opts.residual, device) if opts.kernel != "dense" else None
+    if opts.kernel == "auto" and not layout.worthwhile(opts.batch, V):
+        layout = None
 
     record = sorted(set(int(s) for s in record if 0 <= s <= opts.steps))
     rec_Z, rec_Y = [], []
@@ -134,12 +138,17 @@ def train(classes: SequenceClasses, eta_y: Sequence[float], eta_z: Sequence[floa
         if step == opts.steps:
             break
         # one sample stream per seed; counts are computed once per seed and shared by its runs
-        batches = [sampler.sample(opts.batch, opts.T, g) for g in data_gens]
-        x = torch.stack([b[0] for b in batches])
-        counts = model.context_counts(col_of[x[..., :-1]], V + 1, dtype)[..., :V][index]
-        query, label = x[index, :, -1], torch.stack([b[1] for b in batches])[index]
-        qcol = col_of[query] if opts.residual else None
-        loss, gy, gz = model.loss_and_grads(Y, Z, row_of[query], counts, qcol, label, opts.normalize)
+        draws = [sampler.draw(opts.batch, opts.T, g) for g in data_gens]
+        cls = torch.stack([d[0] for d in draws])
+        counts = model.context_counts(col_of[torch.stack([d[1] for d in draws])], V + 1, dtype)
+        if layout is not None:
+            grouped_counts, weight = layout.arrange(cls, counts, dtype)
+            loss, gy, gz = layout.loss_and_grads(Y, Z, grouped_counts[index], weight[index], opts.batch, opts.normalize)
+        else:
+            query, label = sampler.query[cls][index], sampler.next[cls][index]
+            qcol = col_of[query] if opts.residual else None
+            loss, gy, gz = model.loss_and_grads(Y, Z, row_of[query], counts[..., :V][index], qcol, label,
+                                                opts.normalize)
         opt.step([Y, Z], [gy, gz])
         freeze_diverged(loss, [Y, Z], [lr_y, lr_z], opt, alive, diverged, step)
         losses[step] = np.where(alive.cpu().numpy(), loss.double().cpu().numpy(), np.nan)
