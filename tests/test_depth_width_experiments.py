@@ -36,7 +36,7 @@ def test_budget_smoke_ses(cli, tmp_path):
     assert code == 0, err
     runs = pd.read_csv(tmp_path / "runs.csv")
     trials = pd.read_csv(tmp_path / "trials.csv")
-    assert len(runs) == 2 and len(trials) == 4 and trials.selected.sum() == 2
+    assert len(runs) == 2 and len(trials) == 6 and trials.selected.sum() == 2  # 2 seeds x 3 learning rates
     assert runs.params.iloc[0] == 12 * runs.width.iloc[0] ** 2 + 13 * runs.width.iloc[0]
 
 

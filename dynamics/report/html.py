@@ -113,11 +113,12 @@ def build(root: Path) -> tuple[Path, Path]:
 
 
 def run_times(dirs: list[Path]) -> str:
-    """Wall time of each saved run, from its manifest (the README's run-time table)."""
+    """Wall time of each saved run, from its manifest (the README's run-time table).  A run resumed with
+    ``--resume`` timed only the cells it computed, so the table says how many it took from disk."""
     rows = []
     for d in dirs:
         m = json.loads((d / "manifest.json").read_text())
         rows.append({"experiment": d.name, "run": "quick" if m.get("quick") else "full", "cells": m.get("cells"),
-                     "wall time (s)": m.get("wall_time_s"), "torch threads": m.get("machine", {}).get("torch_threads"),
+                     "cells resumed from disk": m.get("resumed_cells", 0), "wall time (s)": m.get("wall_time_s"), "torch threads": m.get("machine", {}).get("torch_threads"),
                      "commit": (m.get("git", {}).get("commit") or "")[:8]})
     return to_markdown(pd.DataFrame(rows))
