@@ -113,6 +113,8 @@ def _do_run(experiment, grid_items, quick, sets, seeds, out, resume, executor, a
     grid = parse_grid(exp.config, list(grid_items))
     p = runner.plan(exp, overrides, grid, quick=quick)
     out = out or default_root / exp.name
+    if executor == "local" and workers is None:
+        workers = exp.local_workers
     pool = make_executor(executor, address, workers)
     root = runner.execute(p, out, resume=resume, executor=pool, argv=sys.argv, wait=not no_wait)
     click.echo(f"{exp.name}: {len(p.ids)} cells -> {root}")

@@ -56,3 +56,6 @@ class Experiment:
     plot: Callable[[Tables, Path, Any], list[Path]] | None = None
     claims: Callable[[Tables, Any], list[Claim]] | None = None
     preflight: Callable[[Any], None] | None = None
+    # default --workers of the local executor (None: automatic); 1 keeps uneven batches in-process,
+    # where each batch uses every core, instead of a pool that waits on its largest batch
+    local_workers: int | None = None

@@ -2,9 +2,10 @@
 
 * ``local`` (default): batches run in a pool of worker processes over the machine's cores, each
   batch itself one tensor program over many runs.  By default the pool is used only when there are
-  at least two batches per core: a batch already keeps every core busy, and on the 2-core machine a
-  pool made the Fig. 6 sweep (4 uneven batches) 2.3x slower than running in-process.  ``--workers N``
-  forces N processes; ``--workers 1`` runs everything in this process.
+  at least two batches per core, since a batch already keeps every core busy; an experiment may set
+  its own default (``Experiment.local_workers``: Fig. 6's four uneven batches run in-process, 12.9 s
+  against 15.1 s with a pool on the 2-core machine).  ``--workers N`` forces N processes;
+  ``--workers 1`` runs everything in this process.
 * ``dask``: batches are submitted to a Dask distributed scheduler (``--address tcp://HOST:PORT``);
   the workers need this package installed (``pip install -e .`` on each machine).
 
