@@ -92,6 +92,7 @@ def execute(p: Plan, out: Path, resume: bool = False, executor=None, argv: Seque
     store = Store(out)
     executor = executor or LocalExecutor(workers=1)
     started = time.time()
+    git = manifest.git_state(Path(__file__).resolve().parent)  # the code that runs, not what is checked out at the end
     lock = store.lock(wait=wait)
     try:
         if not resume:
@@ -129,7 +130,7 @@ def execute(p: Plan, out: Path, resume: bool = False, executor=None, argv: Seque
             "cells": len(p.ids),
             "resumed_cells": len(p.ids) - len(todo),
             "executor": getattr(executor, "name", type(executor).__name__),
-            "git": manifest.git_state(Path(__file__).resolve().parent),
+            "git": git,
             "versions": manifest.versions(),
             "machine": manifest.machine(),
             "wall_time_s": round(time.time() - started, 3),
