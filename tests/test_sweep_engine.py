@@ -85,3 +85,27 @@ def test_unreachable_dask_scheduler_is_a_one_line_error(cli, tmp_path):
 def test_dask_needs_an_address(cli, tmp_path):
     code, _, err = cli("run", "scan-snap-fig4", "--executor", "dask", "--out", str(tmp_path / "x"))
     assert code == 2 and "needs --address" in err
+
+
+def test_manifest_dirty_flag_counts_code_not_results(tmp_path):
+    """A run's own outputs in results/ (e.g. from the previous experiment of `make reproduce`) do not
+    make the next manifest 'dirty'; an edited source file does."""
+    import subprocess
+
+    from dynamics.sweep import manifest
+
+    def git(*args):
+        subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "results").mkdir()
+    (tmp_path / "code.py").write_text("x = 1\n")
+    (tmp_path / "results" / "table.csv").write_text("a\n1\n")
+    git("add", ".")
+    git("commit", "-q", "-m", "init")
+    assert manifest.git_state(tmp_path)["dirty"] is False
+    (tmp_path / "results" / "table.csv").write_text("a\n2\n")
+    assert manifest.git_state(tmp_path / "results")["dirty"] is False
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert manifest.git_state(tmp_path / "results")["dirty"] is True

@@ -17,7 +17,9 @@ def git_state(cwd: Path | None = None) -> dict:
 
     try:
         commit = git("rev-parse", "HEAD")
-        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+        # results/ is excluded: a run that follows another in one `make reproduce` must not count the
+        # first run's fresh outputs as uncommitted code
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no", "--", ":(top,exclude)results"))
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
     return {"commit": commit or None, "dirty": dirty if commit else None}
