@@ -85,8 +85,8 @@ def main() -> None:
     else:
         k = 3.0
     t_sym = times[-1] * (n / sizes[-1]) ** k
-    print(f"sympy   at n={n}: {t_sym:.0f} s (extrapolated from n={sizes[-1]} with fitted exponent {k:.2f})  "
-          f"ratio sympy/flint = {t_sym / t_flint:.0f}x")
+    how = "measured" if sizes[-1] == n else f"extrapolated from n={sizes[-1]} with fitted exponent {k:.2f}"
+    print(f"sympy   at n={n}: {t_sym:.0f} s ({how})  ratio sympy/flint = {t_sym / t_flint:.0f}x")
 
 
 if __name__ == "__main__":
