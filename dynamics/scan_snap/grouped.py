@@ -57,13 +57,13 @@ class ClassLayout:
         self.qslot = as_t([supports[k].index(col[int(classes.query[k])]) for k in range(classes.K)]) \
             if residual else None
 
-    def worthwhile(self, batch: int, V: int) -> bool:
+    def worthwhile(self, batch: int) -> bool:
         """Whether grouping does fewer multiply-adds in the matrix products: K P s against B V, with
         P estimated as the mean class count plus three standard deviations.  (On Fig. 6's sizes the
         grouped form was faster whenever this holds: 1.2x at K = 2, 1.6x at K = 20.)"""
         mean = batch / self.K
         P = mean + 3 * math.sqrt(mean) + 1
-        return self.K * P * self.s < batch * V
+        return self.K * P * self.s < batch * self.V
 
     def arrange(self, cls: torch.Tensor, counts: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """Group one step's samples by class.

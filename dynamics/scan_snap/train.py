@@ -116,7 +116,7 @@ def train(classes: SequenceClasses, eta_y: Sequence[float], eta_z: Sequence[floa
     lr_z = torch.tensor(eta_z, dtype=dtype, device=device)
     opt = optim.make(opts.optimizer, [lr_y, lr_z], opts.momentum)
     layout = grouped.ClassLayout(classes, vocab, queries, opts.residual, device) if opts.kernel != "dense" else None
-    if opts.kernel == "auto" and not layout.worthwhile(opts.batch, V):
+    if opts.kernel == "auto" and not layout.worthwhile(opts.batch):
         layout = None
 
     record = sorted(set(int(s) for s in record if 0 <= s <= opts.steps))
