@@ -8,7 +8,8 @@ An experiment is data plus four functions::
                 ``batch_key`` arrive together so a simulator can advance them as one tensor program
     summarize   all cells' rows (grid values added as columns) -> the tables to save ("table" first)
     plot        saved tables -> figures in the result directory
-    claims      saved tables -> list of Claim for ``dynamics verify``
+    claims      (saved tables, config) -> {claim id: Estimate | (Estimate, note) | None}, decided
+                against ``claim_specs``, the experiment's pre-registered claims (dynamics.claims.ClaimSpec)
     preflight   config -> None, raising UserError for what a run would trip over later (a missing
                 data directory); runs for every cell before anything is written
 
@@ -54,7 +55,8 @@ class Experiment:
     batch_key: Callable[[Any], Hashable] | None = None
     summarize: Callable[[Tables, Any], Tables] | None = None
     plot: Callable[[Tables, Path, Any], list[Path]] | None = None
-    claims: Callable[[Tables, Any], list[Claim]] | None = None
+    claims: Callable[[Tables, Any], Any] | None = None
+    claim_specs: tuple = ()  # pre-registered ClaimSpec definitions, in one reviewable place per experiment
     preflight: Callable[[Any], None] | None = None
     # default --workers of the local executor (None: automatic); 1 keeps uneven batches in-process,
     # where each batch uses every core, instead of a pool that waits on its largest batch

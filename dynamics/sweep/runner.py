@@ -18,7 +18,7 @@ from typing import Any, Mapping, Sequence
 import pandas as pd
 
 from .. import progress
-from ..claims import ROW_COLUMNS
+from ..claims import CLAIM_ROW_COLUMNS, ROW_COLUMNS, evaluate
 from ..config import build
 from ..experiment import Context, Experiment, Tables
 from . import manifest
@@ -118,8 +118,7 @@ def execute(p: Plan, out: Path, resume: bool = False, executor=None, argv: Seque
         if exp.plot:
             written += exp.plot(saved, store.root, p.base)
         if exp.claims:
-            claims = exp.claims(saved, p.base)
-            written += store.write_tables({"claims": pd.DataFrame([c.row() for c in claims], columns=ROW_COLUMNS)})
+            written += store.write_tables({"claims": claims_frame(exp, saved, p.base)})
         written.append(store.write_json("manifest.json", {
             "experiment": exp.name,
             "reference": exp.reference,
@@ -142,6 +141,14 @@ def execute(p: Plan, out: Path, resume: bool = False, executor=None, argv: Seque
         if hasattr(executor, "close"):
             executor.close()
     return store.root
+
+
+def claims_frame(exp: Experiment, tables: Tables, cfg: Any) -> pd.DataFrame:
+    """The experiment's claims decided on saved tables (claims.csv)."""
+    if exp.claim_specs:
+        decided = evaluate(exp.name, exp.claim_specs, exp.claims(tables, cfg), cfg)
+        return pd.DataFrame([d.row() for d in decided], columns=CLAIM_ROW_COLUMNS)
+    return pd.DataFrame([c.row() for c in exp.claims(tables, cfg)], columns=ROW_COLUMNS)  # legacy, being migrated
 
 
 def collect(p: Plan, store: Store) -> Tables:
