@@ -191,7 +191,9 @@ def plot(experiment, directory) -> None:
     if not exp.plot:
         raise UserError(f"{experiment} has no figures")
     base = build(exp.config, store.read_json("manifest.json")["config"])
-    for path in exp.plot(tables, store.root, base):
+    from .report.figures import render, save_all
+
+    for path in save_all(render(exp.plot, tables, base), store.root):
         click.echo(str(path))
 
 

@@ -7,7 +7,7 @@ An experiment is data plus four functions::
     run_batch   (cells, ctx) -> one dict of tidy DataFrames per cell; cells that share
                 ``batch_key`` arrive together so a simulator can advance them as one tensor program
     summarize   all cells' rows (grid values added as columns) -> the tables to save ("table" first)
-    plot        saved tables -> figures in the result directory
+    plot        (saved tables, config) -> {name: matplotlib Figure}; the store writes <name>.png
     claims      (saved tables, config) -> {claim id: Estimate | (Estimate, note) | None}, decided
                 against ``claim_specs``, the experiment's pre-registered claims (dynamics.claims.ClaimSpec)
     preflight   config -> None, raising UserError for what a run would trip over later (a missing
@@ -54,7 +54,7 @@ class Experiment:
     quick_grid: Mapping[str, tuple] = dataclasses.field(default_factory=dict)  # grid overrides for --quick
     batch_key: Callable[[Any], Hashable] | None = None
     summarize: Callable[[Tables, Any], Tables] | None = None
-    plot: Callable[[Tables, Path, Any], list[Path]] | None = None
+    plot: Callable[[Tables, Any], dict] | None = None
     claims: Callable[[Tables, Any], Any] | None = None
     claim_specs: tuple = ()  # pre-registered ClaimSpec definitions, in one reviewable place per experiment
     preflight: Callable[[Any], None] | None = None

@@ -363,23 +363,23 @@ def headline(counts, ap, base) -> pd.DataFrame:
 
 # ------------------------------------------------------------------------------------------- plot
 
-def plot(tables, out: Path, cfg):
-    from dynamics.report.figures import plt, save
+def plot(tables, cfg) -> dict:
+    from dynamics.report.figures import subplots
 
-    written = []
+    written = {}
     if "plane" in tables:
         p = tables["plane"]
-        fig, ax = plt.subplots(figsize=(6.4, 3.2))
+        fig, ax = subplots(figsize=(6.4, 3.2))
         for kind, sub in p.groupby("kind", sort=False):
             ax.errorbar(sub.order, sub.count_mean, yerr=sub.count_se, marker="o", ms=3, capsize=2, label=kind)
         ax.set(xlabel="sublayer boundary (in / sa / ca per layer)", ylabel=f"queries within r={cfg.radius:g} per object",
                title=f"Plane model: {cfg.plane_queries} queries, {cfg.plane_objects} objects, "
                      f"tau={cfg.tau:g}, tau_s={cfg.tau_s:g}, eta={cfg.eta:g}")
         ax.legend(fontsize=7)
-        written.append(save(fig, out / "plane_sawtooth.png"))
+        written["plane_sawtooth"] = fig
         sw = tables["plane_sweep"]
         params = list(dict.fromkeys(sw.parameter))
-        fig, axes = plt.subplots(2, len(params), figsize=(3.0 * len(params), 5.2), sharey="row", squeeze=False)
+        fig, axes = subplots(2, len(params), figsize=(3.0 * len(params), 5.2), sharey="row", squeeze=False)
         for j, par in enumerate(params):
             part = sw[sw.parameter == par]
             for i, (kind, sub) in enumerate(part.groupby("kind", sort=False)):
@@ -400,20 +400,20 @@ def plot(tables, out: Path, cfg):
         axes[0][-1].legend(fontsize=7)
         axes[1][-1].legend(fontsize=6)
         fig.suptitle("Plane model sweeps (one parameter at a time, others at default)")
-        written.append(save(fig, out / "plane_sweeps.png"))
+        written["plane_sweeps"] = fig
         lim = tables["plane_limit"]
-        fig, ax = plt.subplots(figsize=(4.2, 3.0))
+        fig, ax = subplots(figsize=(4.2, 3.0))
         th = lim.groupby("ca_layers").theory.first()
         for tau, sub in lim.groupby("tau"):
             ax.plot(sub.ca_layers, sub.simulation, marker="o", ms=3, label=f"simulation tau={tau:g}")
         ax.plot(th.index, th.values, "k--", lw=1.5, zorder=3, label="tau -> 0 closed form")
         ax.set(xlabel="CA-only layers", ylabel="queries per object", title="C-type decoder: closed form vs simulation")
         ax.legend(fontsize=7)
-        written.append(save(fig, out / "plane_limit.png"))
+        written["plane_limit"] = fig
     if "table" in tables and "model" in tables["table"].columns:
         tab = tables["table"]
         ts = sorted(tab.t.unique())
-        fig, axes = plt.subplots(1, len(ts), figsize=(4.0 * len(ts), 3.2), sharey=False, squeeze=False)
+        fig, axes = subplots(1, len(ts), figsize=(4.0 * len(ts), 3.2), sharey=False, squeeze=False)
         styles = {("detr", "O"): ("C0", "-"), ("dac-detr", "O"): ("C1", "-"), ("dac-detr", "C"): ("C2", "-")}
         for ax, t in zip(axes[0], ts):
             for (model, stream), (col, _) in styles.items():
@@ -429,9 +429,9 @@ def plot(tables, out: Path, cfg):
         handles, labels = axes[0][0].get_legend_handles_labels()
         fig.legend(handles, labels, loc="upper center", ncol=3, fontsize=7, bbox_to_anchor=(0.5, -0.02))
         fig.suptitle("Toy DETR: queries per object at every sublayer boundary (mean ± s.e. over seeds)", y=1.03)
-        written.append(save(fig, out / "detr_sublayers.png"))
+        written["detr_sublayers"] = fig
         ap = tables["ap"]
-        fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.0), squeeze=False)
+        fig, axes = subplots(1, 2, figsize=(8.4, 3.0), squeeze=False)
         ax = axes[0][0]
         models = list(dict.fromkeys(ap.model))
         wide = ap.pivot_table(index="seed", columns="model", values="ap")[models]
@@ -451,7 +451,7 @@ def plot(tables, out: Path, cfg):
                 ax.plot(m.index, m.values, marker="o", ms=3, label=model)
             ax.set(xlabel="step", ylabel="AP (eval subset)", title="learning curves (mean over seeds)")
             ax.legend(fontsize=7)
-        written.append(save(fig, out / "detr_ap.png"))
+        written["detr_ap"] = fig
     return written
 
 

@@ -495,20 +495,22 @@ def sensitivity(pairs: pd.DataFrame, base: CollapseConfig) -> pd.DataFrame:
 # Figures
 
 
-def plot(tables, out: Path, cfg: CollapseConfig) -> list[Path]:
-    from dynamics.report.figures import plt, save
+def plot(tables, cfg: CollapseConfig) -> dict:
+    from matplotlib import colormaps
+
+    from dynamics.report.figures import subplots
 
     table = tables["table"]
-    paths = []
+    paths = {}
     datasets = sorted(table.dataset.unique())
     widths = sorted(table.width.unique())
-    colors = {w: plt.cm.viridis(i / max(1, len(widths) - 1)) for i, w in enumerate(widths)}
+    colors = {w: colormaps['viridis'](i / max(1, len(widths) - 1)) for i, w in enumerate(widths)}
     styles = {"vanilla": "-", "reattn": "--", "reattn-nonorm": ":", "bn-only": "-.", "temperature": (0, (3, 1, 1, 1)),
               "drop": (0, (1, 2))}
 
     # 1. Similar blocks vs depth (lines = widths), raw and centred, init and trained.
     panels = [(s, c) for s in ("init", "trained") for c in ("raw", "centred")]
-    fig, axes = plt.subplots(len(datasets), 4,
+    fig, axes = subplots(len(datasets), 4,
                              figsize=(13, 3.0 * len(datasets)), squeeze=False, sharex=True, layout="constrained")
     for r, ds in enumerate(datasets):
         for ax, (study, cen) in zip(axes[r], panels):
@@ -521,11 +523,11 @@ def plot(tables, out: Path, cfg: CollapseConfig) -> list[Path]:
     axes[0][0].legend(fontsize=6, ncol=2)
     fig.suptitle(f"Similar blocks vs depth (tau={cfg.tau:g}, k={cfg.window}, block_thr={cfg.block_thr:g}); "
                  "mean ± sd over seeds")
-    paths.append(save(fig, out / "similar_blocks_vs_depth.png"))
+    paths["similar_blocks_vs_depth"] = fig
 
     # 2. Depth x width heatmaps of raw similar blocks.
     combos = [("init", "vanilla"), ("trained", "vanilla"), ("trained", "reattn")]
-    fig, axes = plt.subplots(len(datasets), 3,
+    fig, axes = subplots(len(datasets), 3,
                              figsize=(11, 3.2 * len(datasets)), squeeze=False, layout="constrained")
     for r, ds in enumerate(datasets):
         for ax, (study, variant) in zip(axes[r], combos):
@@ -544,12 +546,12 @@ def plot(tables, out: Path, cfg: CollapseConfig) -> list[Path]:
             ax.set(title=f"{ds}: {study} {variant}", xlabel="width d", ylabel="depth L")
             fig.colorbar(im, ax=ax, fraction=0.046)
     fig.suptitle("Raw similar blocks (mean over seeds) against depth and width")
-    paths.append(save(fig, out / "similar_blocks_depth_width.png"))
+    paths["similar_blocks_depth_width"] = fig
 
     # 3. Accuracy vs depth.
     trained = table[table.study == "trained"]
     if not trained.empty:
-        fig, axes = plt.subplots(1, len(datasets),
+        fig, axes = subplots(1, len(datasets),
                                  figsize=(4.2 * len(datasets), 3.2), squeeze=False, layout="constrained")
         for ax, ds in zip(axes[0], datasets):
             for (variant, w), line in trained[trained.dataset == ds].groupby(["variant", "width"]):
@@ -558,11 +560,11 @@ def plot(tables, out: Path, cfg: CollapseConfig) -> list[Path]:
             ax.set(title=f"{ds}: test accuracy", xlabel="depth L", ylabel="accuracy")
         axes[0][0].legend(fontsize=6)
         fig.suptitle(f"Accuracy vs depth ({cfg.steps} AdamW steps, batch {cfg.batch}); mean ± sd over seeds")
-        paths.append(save(fig, out / "accuracy_vs_depth.png"))
+        paths["accuracy_vs_depth"] = fig
 
     # 4. Per-block similarity ratio (DeepViT Fig. 3a) for the deepest trained and the deepest init models.
     curves = tables["curves_fig3"]
-    fig, axes = plt.subplots(len(datasets), 4,
+    fig, axes = subplots(len(datasets), 4,
                              figsize=(13, 3.0 * len(datasets)), squeeze=False, sharey=True, layout="constrained")
     for r, ds in enumerate(datasets):
         for ax, (study, cen) in zip(axes[r], panels):
@@ -581,7 +583,7 @@ def plot(tables, out: Path, cfg: CollapseConfig) -> list[Path]:
                    ylabel=f"similarity ratio r_p (tau={cfg.tau:g})")
     axes[0][0].legend(fontsize=6, ncol=2)
     fig.suptitle("Per-block similarity ratio with the previous block(s) (cf. DeepViT Fig. 3a); band = ± sd over seeds")
-    paths.append(save(fig, out / "similarity_ratio_per_block.png"))
+    paths["similarity_ratio_per_block"] = fig
 
     # 5. Attention-map grids.
     if "maps" in tables:
@@ -594,7 +596,7 @@ def plot(tables, out: Path, cfg: CollapseConfig) -> list[Path]:
                 continue
             L = int(sub.block.max())
             show = list(range(1, L + 1, max(1, L // 12)))
-            fig, axes = plt.subplots(len(models), len(show),
+            fig, axes = subplots(len(models), len(show),
                                      figsize=(1.1 * len(show), 1.25 * len(models)), squeeze=False, layout="constrained")
             for r, (study, variant) in enumerate(models):
                 m = sub[(sub.study == study) & (sub.variant == variant)]
@@ -611,11 +613,11 @@ def plot(tables, out: Path, cfg: CollapseConfig) -> list[Path]:
                 axes[r][0].set_ylabel(f"{study}\n{variant}", fontsize=7)
             fig.suptitle(f"{ds}: head-averaged attention map of one test image (L={L}, d={cfg.map_width}, seed 0; "
                          "rows = queries, columns = keys; re-attention shows the map after BN)", fontsize=8)
-            paths.append(save(fig, out / f"attention_maps_{ds}.png"))
+            paths[f"attention_maps_{ds}"] = fig
 
     # 6. Pure attention: doubly exponential residual decay.
     san = tables["san"]
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2), layout="constrained")
+    fig, axes = subplots(1, 2, figsize=(9, 3.2), layout="constrained")
     one = san[(san.dataset == datasets[0]) & (san.depth == san.depth.max())]
     for w, g in one.groupby("width"):
         m = g.groupby("layer")[["log_ratio", "log_ratio_naive"]].median()
@@ -628,11 +630,11 @@ def plot(tables, out: Path, cfg: CollapseConfig) -> list[Path]:
     axes[1].hist(ratios, bins=40, color="C0")
     axes[1].axvline(3, color="k", lw=0.8)
     axes[1].set(xlabel="Delta_{l+1} / Delta_l", title=f"successive log-decrement ratios (median {ratios.median():.3f})")
-    paths.append(save(fig, out / "pure_attention_rank_collapse.png"))
+    paths["pure_attention_rank_collapse"] = fig
 
     # 7. Random-init ablation of re-attention's parts: token residual and similar blocks at the last block.
     init = table[(table.study == "init") & (table.dataset == datasets[0])]
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2), layout="constrained")
+    fig, axes = subplots(1, 3, figsize=(12, 3.2), layout="constrained")
     w0 = cfg.map_width if cfg.map_width in init.width.values else init.width.min()
     for variant, g in init[init.width == w0].groupby("variant"):
         axes[0].plot(g.depth, g.token_residual_last, ls=styles.get(variant, "-"), marker="o", ms=3, label=variant)
@@ -642,13 +644,13 @@ def plot(tables, out: Path, cfg: CollapseConfig) -> list[Path]:
     axes[1].set(xlabel="depth L", ylabel="# similar blocks (raw M)")
     axes[2].set(xlabel="depth L", ylabel="normalised entropy of softmax maps, block L")
     axes[0].legend(fontsize=7)
-    paths.append(save(fig, out / "init_variants.png"))
+    paths["init_variants"] = fig
 
     # 8. Threshold sensitivity of the three trends (trained, raw M, first dataset, k = window).
     sens = tables["sensitivity"]
     s = sens[(sens.study == "trained") & (~sens.centred) & (sens.k == cfg.window) & (sens.dataset == datasets[0])]
     if not s.empty:
-        fig, axes = plt.subplots(1, 3, figsize=(12, 3.2), layout="constrained")
+        fig, axes = subplots(1, 3, figsize=(12, 3.2), layout="constrained")
         for ax, col in zip(axes, ["t_depth", "t_width", "t_reattn"]):
             grid = s.pivot_table(index="block_thr", columns="tau", values=col)
             vals = np.clip(grid.to_numpy(), -6, 6)
@@ -660,7 +662,7 @@ def plot(tables, out: Path, cfg: CollapseConfig) -> list[Path]:
             ax.set(title=f"{col} ({datasets[0]}, trained, raw M, k={cfg.window})", xlabel="tau", ylabel="block_thr")
         fig.colorbar(im, ax=axes, fraction=0.02)
         fig.suptitle("t statistics of the trends (PASS needs t >= 2)")
-        paths.append(save(fig, out / "threshold_sensitivity.png"))
+        paths["threshold_sensitivity"] = fig
     return paths
 
 

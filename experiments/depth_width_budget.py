@@ -246,12 +246,12 @@ def fit_table(runs: pd.DataFrame, opt: pd.DataFrame, n_boot: int = 1000) -> pd.D
     return pd.DataFrame(rows)
 
 
-def plot(tables, out: Path, cfg):
-    from dynamics.report.figures import plt, save
+def plot(tables, cfg) -> dict:
+    from dynamics.report.figures import subplots
 
     t = tables["table"]
     tasks = sorted(t.task.unique())
-    fig, axes = plt.subplots(1, len(tasks), figsize=(5.2 * len(tasks), 3.8), squeeze=False)
+    fig, axes = subplots(1, len(tasks), figsize=(5.2 * len(tasks), 3.8), squeeze=False)
     for ax, task in zip(axes[0], tasks):
         for budget, g in t[t.task == task].groupby("budget"):
             g = g.sort_values("depth")
@@ -264,10 +264,10 @@ def plot(tables, out: Path, cfg):
         ax.set(xlabel="depth L (width set by budget)", ylabel="held-out loss (nats)",
                title=f"{task}: loss vs depth at fixed budget (* best, x: L < log$_3$ d)")
         ax.legend(fontsize=7)
-    paths = [save(fig, out / "loss_vs_depth.png")]
+    paths = {"loss_vs_depth": fig}
 
     opt = tables["optimum"]
-    fig, ax = plt.subplots(figsize=(5.2, 3.8))
+    fig, ax = subplots(figsize=(5.2, 3.8))
     for task, o in opt.groupby("task"):
         ax.plot(o.opt_depth, np.log(o.opt_width), "o", label=f"{task}: measured optimum")
         f = tables["fit"]
@@ -280,7 +280,7 @@ def plot(tables, out: Path, cfg):
     ax.plot(Ls, np.log(3) * Ls, "k:", lw=1, label="$d_x = 3^L$ (threshold)")
     ax.set(xlabel="loss-minimising depth", ylabel="ln width", title=f"fit ln d_opt = a + bL (paper b = {PAPER_B})")
     ax.legend(fontsize=7)
-    paths.append(save(fig, out / "optimal_width_fit.png"))
+    paths["optimal_width_fit"] = fig
     return paths
 
 

@@ -220,14 +220,14 @@ def summarize(tables, base):
     return out
 
 
-def plot(tables, out: Path, cfg):
-    from dynamics.report.figures import plt, save
+def plot(tables, cfg) -> dict:
+    from dynamics.report.figures import subplots
 
     main = tables["ranks"]
-    paths = []
+    paths = {}
     fams = sorted({(int(h), int(n), bool(r)) for h, n, r in zip(main.heads, main.positions, main.residual)})
     Ns = sorted({f[1] for f in fams})
-    fig, axes = plt.subplots(1, len(Ns), figsize=(5 * len(Ns), 3.8), squeeze=False)
+    fig, axes = subplots(1, len(Ns), figsize=(5 * len(Ns), 3.8), squeeze=False)
     for ax, N in zip(axes[0], Ns):
         sub = main[(main.positions == N) & (main.heads == 1) & (~main.residual.astype(bool))]
         for d, g in sub.groupby("d_x"):
@@ -242,10 +242,10 @@ def plot(tables, out: Path, cfg):
         ax.set(xlabel="depth L", ylabel="ln rank",
                title=f"N={N}, H=1, no residual (dotted: C(d+m_L, d); ^ lower bound)")
         ax.legend(fontsize=7, ncol=2)
-    paths.append(save(fig, out / "rank_vs_depth.png"))
+    paths["rank_vs_depth"] = fig
 
     inc = tables["increments"]
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    fig, ax = subplots(figsize=(5.5, 3.8))
     sub = inc[inc.next_ratio.notna()]
     for (N, H, res), g in sub.groupby(["positions", "heads", "residual"]):
         ax.scatter(g.L - g.log3_dx, g.next_ratio, s=14, label=f"N={N} H={H} res={int(res)}")
@@ -260,12 +260,12 @@ def plot(tables, out: Path, cfg):
     ax.set(xlabel="$L - \\log_3 d_x$", ylabel="$\\Delta_{L+1}/\\Delta_L$", xlim=(thr[0], thr[-1]),
            title="increments accelerate below $\\log_3 d_x$, saturate above")
     ax.legend(fontsize=6)
-    paths.append(save(fig, out / "increment_ratio.png"))
+    paths["increment_ratio"] = fig
 
     if "equivalence" in tables and len(tables["equivalence"]):
         eq = tables["equivalence"]
         Ns = sorted(eq.positions.unique())
-        fig, axes = plt.subplots(1, len(Ns), figsize=(5 * len(Ns), 3.8), squeeze=False, sharey=True)
+        fig, axes = subplots(1, len(Ns), figsize=(5 * len(Ns), 3.8), squeeze=False, sharey=True)
         Ls = np.arange(2, max(cfg.depths) + 1)
         for ax, N in zip(axes[0], Ns):
             for d, g in eq[eq.positions == N].groupby("d_x"):
@@ -278,7 +278,7 @@ def plot(tables, out: Path, cfg):
             ax.set(yscale="log", xlabel="depth L", ylabel="width ratio d'/d_x at depth L-1",
                    title=f"N={N}: width a one-layer-shallower net needs (^ lower bound)")
             ax.legend(fontsize=7, ncol=2)
-        paths.append(save(fig, out / "width_equivalence.png"))
+        paths["width_equivalence"] = fig
     return paths
 
 

@@ -155,12 +155,12 @@ def exact_exponent(exact: pd.DataFrame, below: float = math.log(1e-3)) -> float:
     return float(np.polyfit(xs, ys, 1)[0]) if len(xs) >= 2 else math.nan
 
 
-def plot(tables, out: Path, cfg):
-    from dynamics.report.figures import plt, save
+def plot(tables, cfg) -> dict:
+    from dynamics.report.figures import subplots
 
-    paths = []
+    paths = {}
     tr = tables["dong_trajectory"]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig, axes = subplots(1, 2, figsize=(10, 3.6))
     for v, g in tr.groupby("variant", sort=False):
         m = g.groupby("layer").ratio.apply(lambda s: float(np.exp(np.log(np.maximum(s, 1e-300)).mean())))
         axes[0].semilogy(m.index, np.maximum(m.to_numpy(), 1e-17), "o-", ms=3, label=v)
@@ -175,10 +175,10 @@ def plot(tables, out: Path, cfg):
     axes[1].plot(L, 3.0**L, "k:", lw=1, label="$\\propto 3^l$")
     axes[1].set(yscale="log", xlabel="layer", ylabel="-log10 ||res||", title="pure SAN, 1200-digit arithmetic")
     axes[1].legend(fontsize=7)
-    paths.append(save(fig, out / "dong_collapse.png"))
+    paths["dong_collapse"] = fig
 
     w = tables["wies"]
-    fig, axes = plt.subplots(1, w.L.nunique(), figsize=(3.6 * w.L.nunique(), 3.4), squeeze=False)
+    fig, axes = subplots(1, w.L.nunique(), figsize=(3.6 * w.L.nunique(), 3.4), squeeze=False)
     for ax, (L, g) in zip(axes[0], w.groupby("L")):
         for r, gr in g.groupby("input_rank"):
             ok = gr[gr.status == "exact"]
@@ -188,10 +188,10 @@ def plot(tables, out: Path, cfg):
         ax.semilogy(full.d_x, full.full_input_rank, "k--", lw=1, label="full-rank inputs: C(d+m_L, d)")
         ax.set(xlabel="$d_x$", ylabel="exact grid rank", title=f"Wies et al. bottleneck, L={L}")
         ax.legend(fontsize=6)
-    paths.append(save(fig, out / "wies_bottleneck.png"))
+    paths["wies_bottleneck"] = fig
 
     fit = tables["levine_fit"]
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    fig, ax = subplots(figsize=(5.5, 3.8))
     Ls = np.linspace(5, 110, 200)
     ax.plot([theory.optimal_params(x, cfg.fit_a, cfg.fit_b) for x in Ls], Ls, "k-", lw=1,
             label="fit: $d_x=e^{5.039+0.0555L}$, N=12L$d_x^2$")
@@ -199,7 +199,7 @@ def plot(tables, out: Path, cfg):
     ax.scatter(fit.params, fit.opt_depth, c="C0", s=18, marker="x", label="fit-optimal depth")
     ax.set(xscale="log", xlabel="non-embedding parameters", ylabel="depth L", title="Levine et al. optimal depth")
     ax.legend(fontsize=7)
-    paths.append(save(fig, out / "levine_fit.png"))
+    paths["levine_fit"] = fig
     return paths
 
 

@@ -128,22 +128,22 @@ def summarize(tables, base):
     return {"table": table, "headline": table, **{k: v for k, v in tables.items()}}
 
 
-def plot(tables, out: Path, cfg):
-    from dynamics.report.figures import plt, save
+def plot(tables, cfg) -> dict:
+    from dynamics.report.figures import subplots
 
-    paths = []
+    paths = {}
     fig3 = tables["fig3"]
-    fig, ax = plt.subplots(figsize=(4.6, 3.4), layout="constrained")
+    fig, ax = subplots(figsize=(4.6, 3.4), layout="constrained")
     for k, (ey, sub) in enumerate(fig3.groupby("eta_y")):
         ax.plot(sub.t, sub.chi_upper, color=f"C{k}", label=f"$\\eta_Y$ = {ey:g}")
         ax.axvline(sub.t0.iloc[0], color=f"C{k}", ls=":", lw=0.8)
     ax.set(xlabel="t", ylabel="$e^{2B_n(t)}$ (bound on $\\chi_{l_0}$, Eq. 12)",
            title=f"Fig. 3: K={cfg.fig3_K}, M={cfg.fig3_M}, $\\eta_Z$={cfg.fig3_eta_z:g}, $C_0$={cfg.C0:g}")
     ax.legend(fontsize=7)
-    paths.append(save(fig, out / "fig3_growth_factor.png"))
+    paths["fig3_growth_factor"] = fig
 
     fig8 = tables["fig8"]
-    fig, axes = plt.subplots(1, 2, figsize=(8.5, 3.2), layout="constrained")
+    fig, axes = subplots(1, 2, figsize=(8.5, 3.2), layout="constrained")
     for ax, (M, sub) in zip(axes, fig8.groupby("M")):
         for k, (ey, line) in enumerate(sub.groupby("eta_y")):
             ax.step(line.s, line.h_star, where="post", color=f"C{k}", lw=0.9, label=f"h*, $\\eta_Y$={ey:g}")
@@ -151,10 +151,10 @@ def plot(tables, out: Path, cfg):
             ax.plot(s, th.h(s, M, ey), color=f"C{k}", lw=0.8, ls="--")
         ax.set(xlabel="t", ylabel="h* (steps) / h (dashed)", title=f"Fig. 8: M = {M}")
         ax.legend(fontsize=6)
-    paths.append(save(fig, out / "fig8_h_discrete.png"))
+    paths["fig8_h_discrete"] = fig
 
     fig9, dots = tables["fig9"], tables["fig9_t0"]
-    fig, axes = plt.subplots(1, 2, figsize=(8.5, 3.2), layout="constrained")
+    fig, axes = subplots(1, 2, figsize=(8.5, 3.2), layout="constrained")
     for ax, ((nu, M), sub) in zip(axes, fig9.groupby(["nu", "M"], sort=False)):
         for k, (ez, line) in enumerate(sub.groupby("eta_z")):
             ax.plot(line.t, line.B, color=f"C{k}", label=f"$\\eta_Z$={ez:g}, $\\eta_Y$={ez * nu:g}")
@@ -165,7 +165,7 @@ def plot(tables, out: Path, cfg):
                 ax.plot([d.t0], [d.B_t0], "o", color=f"C{k}", ms=4)
         ax.set(xlabel="t", ylabel="$B_n(t)$", title=f"Fig. 9: $\\nu=\\eta_Y/\\eta_Z$ = {nu:g}, M = {M}, K = {cfg.fig9_K}")
         ax.legend(fontsize=6)
-    paths.append(save(fig, out / "fig9_B.png"))
+    paths["fig9_B"] = fig
     return paths
 
 

@@ -99,13 +99,13 @@ def summarize(tables, base):
             "diverged": tables["diverged"]}
 
 
-def plot(tables, out: Path, cfg):
-    from dynamics.report.figures import plt, save
+def plot(tables, cfg) -> dict:
+    from dynamics.report.figures import subplots
 
     att = tables["attention"]
-    written = []
+    written = {}
     cells = att[["optimizer", "eta_z", "ratio"]].drop_duplicates().itertuples(index=False)
-    fig, axes = plt.subplots(len(att.step.unique()), 0 + len(att[["eta_z", "ratio"]].drop_duplicates()),
+    fig, axes = subplots(len(att.step.unique()), 0 + len(att[["eta_z", "ratio"]].drop_duplicates()),
                              figsize=(4.2 * len(att[["eta_z", "ratio"]].drop_duplicates()), 7.5),
                              sharex=True, squeeze=False)
     for col, (opt, eta_z, ratio) in enumerate(cells):
@@ -121,10 +121,10 @@ def plot(tables, out: Path, cfg):
         axes[-1][col].set_xlabel("contextual token")
     fig.suptitle("Scan & Snap Fig. 4 (Syn-Small): attention $c_n$ of class 1, seed 0\n"
                  "grey: common tokens; orange: distinct tokens, P(l|n) rising to the right")
-    written.append(save(fig, out / "fig4_attention.png"))
+    written["fig4_attention"] = fig
 
     traj = tables["trajectory"]
-    fig, axes = plt.subplots(1, 3, figsize=(11, 3))
+    fig, axes = subplots(1, 3, figsize=(11, 3))
     for (opt, eta_z, ratio), g in traj.groupby(["optimizer", "eta_z", "ratio"]):
         m = g.groupby("step")[["common_mass", "distinct_entropy", "loss"]].mean()
         label = f"{opt} $\\eta_Y$={eta_z * ratio:g}, $\\eta_Z$={eta_z:g}"
@@ -133,7 +133,7 @@ def plot(tables, out: Path, cfg):
     for ax, t in zip(axes, ["attention mass on common tokens", "distinct-token entropy (nats)", "training loss"]):
         ax.set(title=t, xlabel="SGD step", xscale="symlog")
     axes[0].legend(fontsize=7)
-    written.append(save(fig, out / "fig4_dynamics.png"))
+    written["fig4_dynamics"] = fig
     return written
 
 

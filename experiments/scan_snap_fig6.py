@@ -77,12 +77,12 @@ def summarize(tables, base):
     return {"table": table, "runs": runs, "headline": headline.reset_index()}
 
 
-def plot(tables, out: Path, cfg):
-    from dynamics.report.figures import plt, save
+def plot(tables, cfg) -> dict:
+    from dynamics.report.figures import subplots
 
     table = tables["table"]
     panels = sorted(table.num_last.unique())
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.0), sharey=True, squeeze=False)
+    fig, axes = subplots(1, len(panels), figsize=(3.2 * len(panels), 3.0), sharey=True, squeeze=False)
     for ax, nl in zip(axes[0], panels):
         sub = table[table.num_last == nl]
         for eta_z, line in sub.groupby("eta_z"):
@@ -94,7 +94,7 @@ def plot(tables, out: Path, cfg):
     axes[0][0].set_ylabel("distinct-token entropy of $c_n$ (nats)")
     axes[0][-1].legend(fontsize=7)
     fig.suptitle("Scan & Snap Fig. 6 (Syn-Medium): mean ± s.e. over seeds, final step", y=1.04)
-    return [save(fig, out / "fig6_entropy.png")]
+    return {"fig6_entropy": fig}
 
 
 def claims(tables, cfg):

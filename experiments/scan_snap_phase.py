@@ -214,17 +214,19 @@ def summarize(tables, base):
 # ---------------------------------------------------------------------------------------------
 # figures
 # ---------------------------------------------------------------------------------------------
-def plot(tables, out: Path, cfg):
+def plot(tables, cfg) -> dict:
     from matplotlib.colors import LogNorm
 
-    from dynamics.report.figures import plt, save
+    from matplotlib import colormaps
+
+    from dynamics.report.figures import subplots
 
     table = tables["table"]
     datasets = sorted(table.num_last.unique())
-    paths = []
+    paths = {}
     cols = [("t_hat", "measured transition step $\\hat t$", True), ("t0", "predicted $t_0 = 2K\\ln M/\\eta_Y$", True),
             ("entropy", "final distinct-token entropy", False), ("B_final", "predicted $B_n$(end), Eq. 129", False)]
-    fig, axes = plt.subplots(len(datasets), 4, figsize=(14, 3.2 * len(datasets)), squeeze=False, layout="constrained")
+    fig, axes = subplots(len(datasets), 4, figsize=(14, 3.2 * len(datasets)), squeeze=False, layout="constrained")
     for row, nl in zip(axes, datasets):
         sub = table[table.num_last == nl]
         ey, ez = sorted(sub.eta_y.unique()), sorted(sub.eta_z.unique())
@@ -243,10 +245,10 @@ def plot(tables, out: Path, cfg):
             # cells below the diagonal eta_Y/eta_Z = 10 satisfy Assumption 1(c)
             ratio = np.log2(np.array(ey)[:, None] / np.array(ez)[None, :])
             ax.contour(ratio, levels=[np.log2(cfg.assumption_ratio)], colors="w", linewidths=0.8, linestyles="--")
-    paths.append(save(fig, out / "phase_heatmaps.png"))
+    paths["phase_heatmaps"] = fig
 
     fits = tables["fits"]
-    fig, ax = plt.subplots(figsize=(4.6, 4.0), layout="constrained")
+    fig, ax = subplots(figsize=(4.6, 4.0), layout="constrained")
     a1 = table.ratio >= cfg.assumption_ratio
     for nl, marker in zip(datasets, "os^vD"):
         sub = table[table.num_last == nl]
@@ -264,21 +266,21 @@ def plot(tables, out: Path, cfg):
     ax.set(xscale="log", yscale="log", xlabel="$K \\ln M/\\eta_Y$", ylabel="measured transition step $\\hat t$",
            title="Transition step against Theorem 4's scale")
     ax.legend(fontsize=6)
-    paths.append(save(fig, out / "phase_t0_scatter.png"))
+    paths["phase_t0_scatter"] = fig
 
     curves = tables["curves"].merge(table[KEYS + ["ratio", "t0", "t_hat"]], on=KEYS)
     curves = curves[(curves.step > 0) & (curves.ratio >= cfg.assumption_ratio)].sort_values("step")
-    fig, axes = plt.subplots(1, len(datasets), figsize=(4.0 * len(datasets), 3.2), squeeze=False, layout="constrained")
+    fig, axes = subplots(1, len(datasets), figsize=(4.0 * len(datasets), 3.2), squeeze=False, layout="constrained")
     for ax, nl in zip(axes[0], datasets):
         for _, cell in curves[curves.num_last == nl].groupby(["eta_y", "eta_z"]):
             t, z = cell.step.to_numpy(float), cell.z_l0.to_numpy()
             rate = (z[2:] - z[:-2]) / (t[2:] - t[:-2])
             ax.plot(t[1:-1] / cell.t0.iloc[0], rate / rate.max(), lw=0.6, alpha=0.6,
-                    color=plt.cm.viridis(np.log(cell.eta_y.iloc[0] / 0.05) / np.log(2 ** 7)))
+                    color=colormaps['viridis'](np.log(cell.eta_y.iloc[0] / 0.05) / np.log(2 ** 7)))
         ax.axvline(1.0, color="k", lw=0.8, ls="--")
         ax.set(xscale="log", xlabel="$t / t_0$", ylabel="$d\\bar z_{l_0}/dt$ (normalised)",
                title=f"num_last={nl}: growth rate of the dominant logit\n(colour: $\\eta_Y$; cells with ratio $\\geq${cfg.assumption_ratio:g})")
-    paths.append(save(fig, out / "phase_rate_collapse.png"))
+    paths["phase_rate_collapse"] = fig
     return paths
 
 

@@ -283,9 +283,11 @@ def _methods(traj):
     return out + [(f"sgd T={T}", "sgd", T) for T in sorted(traj[traj.method == "sgd"]["T"].unique())]
 
 
-def _panels(traj, quantity, theory_label, ylabel, title, path, plt, save):
+def _panels(traj, quantity, theory_label, ylabel, title):
+    from dynamics.report.figures import subplots
+
     ratios = sorted(traj.ratio.unique())
-    fig, axes = plt.subplots(1, len(ratios), figsize=(3.4 * len(ratios), 3.0), squeeze=False, layout="constrained")
+    fig, axes = subplots(1, len(ratios), figsize=(3.4 * len(ratios), 3.0), squeeze=False, layout="constrained")
     for ax, ratio in zip(axes[0], ratios):
         ode = _series(traj, ratio, "ode", quantity)
         ax.plot(ode.step, ode.theory, "k-", lw=1, label=theory_label)
@@ -299,24 +301,23 @@ def _panels(traj, quantity, theory_label, ylabel, title, path, plt, save):
     axes[0][0].set_ylabel(ylabel)
     axes[0][-1].legend(fontsize=7)
     fig.suptitle(title)
-    return save(fig, path)
+    return fig
 
 
-def plot(tables, out: Path, cfg):
-    from dynamics.report.figures import plt, save
+def plot(tables, cfg) -> dict:
+    from dynamics.report.figures import subplots
 
     traj = tables["trajectory"]
     ratios = sorted(traj.ratio.unique())
-    paths = [
-        _panels(traj, "h", "Eq. 45", "h = w_nn/(M-1)", "Decoder margin against Eq. 45 (population flow, GD, SGD)",
-                out / "theory_h.png", plt, save),
-        _panels(traj, "z_common", "Eq. 122", "common-token logit z",
-                "Common-token logit against $-\\frac{1}{4}\\ln(1+4\\Gamma(t)/C_0)$", out / "theory_common_logit.png",
-                plt, save),
-    ]
+    paths = {
+        "theory_h": _panels(traj, "h", "Eq. 45", "h = w_nn/(M-1)",
+                            "Decoder margin against Eq. 45 (population flow, GD, SGD)"),
+        "theory_common_logit": _panels(traj, "z_common", "Eq. 122", "common-token logit z",
+                                       "Common-token logit against $-\\frac{1}{4}\\ln(1+4\\Gamma(t)/C_0)$"),
+    }
 
     # invariant spread and Eq. 11's error over time
-    fig, axes = plt.subplots(1, 2, figsize=(7.5, 3.0), squeeze=False, layout="constrained")
+    fig, axes = subplots(1, 2, figsize=(7.5, 3.0), squeeze=False, layout="constrained")
     for ax, q, title in zip(axes[0], ["invariant", "relative_gain"],
                             ["distinct-token invariant: relative spread", "Eq. 11: relative error"]):
         for ratio in ratios:
@@ -325,11 +326,11 @@ def plot(tables, out: Path, cfg):
         ax.axhline(cfg.invariant_tolerance, color="grey", lw=0.8, ls="--")
         ax.set(xscale="log", yscale="log", xlabel="step t", title=title)
     axes[0][0].legend(fontsize=6)
-    paths.append(save(fig, out / "theory_invariant.png"))
+    paths["theory_invariant"] = fig
 
     # final distinct-token logits against P(l|n): ordering and the invariant's curve
     fl = tables["final_logits"]
-    fig, axes = plt.subplots(1, len(ratios), figsize=(3.4 * len(ratios), 3.0), squeeze=False, layout="constrained")
+    fig, axes = subplots(1, len(ratios), figsize=(3.4 * len(ratios), 3.0), squeeze=False, layout="constrained")
     for ax, ratio in zip(axes[0], ratios):
         sub = fl[(fl.ratio == ratio) & (fl.cls == 0) & (fl.role == "distinct")]
         ode = sub[(sub.method == "ode") & (sub["T"] == sub["T"].max())].sort_values("p")
@@ -343,7 +344,7 @@ def plot(tables, out: Path, cfg):
         ax.set(xlabel="P(l|n)", title=f"$\\eta_Y/\\eta_Z$ = {ratio:g}, final step")
     axes[0][0].set_ylabel("$z_{ml}$ (class 0, distinct tokens)")
     axes[0][-1].legend(fontsize=7)
-    paths.append(save(fig, out / "theory_distinct_logits.png"))
+    paths["theory_distinct_logits"] = fig
     return paths
 
 

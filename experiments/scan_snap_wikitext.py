@@ -196,13 +196,13 @@ def _trends(t: pd.DataFrame, rise_from: float) -> tuple[float, float]:
     return (float(np.mean(falls)) if falls else np.nan, float(np.mean(rises)) if rises else np.nan)
 
 
-def plot(tables, out: Path, cfg):
-    from dynamics.report.figures import plt, save
+def plot(tables, cfg) -> dict:
+    from dynamics.report.figures import subplots
 
     table, traj, order = tables["table"], tables["trajectory"], tables["order"]
     modes = sorted(table["mode"].unique())
-    paths = []
-    fig, axes = plt.subplots(1, len(modes), figsize=(4.2 * len(modes), 3.2), sharey=True, squeeze=False)
+    paths = {}
+    fig, axes = subplots(1, len(modes), figsize=(4.2 * len(modes), 3.2), sharey=True, squeeze=False)
     for ax, mode in zip(axes[0], modes):
         sub = table[table["mode"] == mode]
         for eta_z, line in sub.groupby("eta_z"):
@@ -214,9 +214,9 @@ def plot(tables, out: Path, cfg):
     axes[0][0].set_ylabel("distinct-token entropy of $c_{\\cdot|m,n}$ (nats)")
     axes[0][-1].legend(fontsize=7)
     fig.suptitle("Y/Z model on WikiText-2 classes (m, n): final attention entropy (mean ± s.e.)", fontsize=9)
-    paths.append(save(fig, out / "entropy_vs_eta.png"))
+    paths["entropy_vs_eta"] = fig
 
-    fig, axes = plt.subplots(1, len(modes), figsize=(4.2 * len(modes), 3.2), sharey=True, squeeze=False)
+    fig, axes = subplots(1, len(modes), figsize=(4.2 * len(modes), 3.2), sharey=True, squeeze=False)
     for ax, mode in zip(axes[0], modes):
         sub = traj[(traj["mode"] == mode) & (traj.step > 0)]
         for (eta_z, ratio), line in sub.groupby(["eta_z", "ratio"]):
@@ -226,12 +226,12 @@ def plot(tables, out: Path, cfg):
     axes[0][0].set_ylabel("distinct-token entropy (nats)")
     axes[0][-1].legend(fontsize=6)
     fig.suptitle("Scan then snap: entropy over training (mean over queries, classes, seeds)", fontsize=9)
-    paths.append(save(fig, out / "entropy_over_training.png"))
+    paths["entropy_over_training"] = fig
 
     sub = order[(order.eta_z == order.eta_z.min()) & (order.ratio == order.ratio.max())]
     if len(sub):
         nexts = list(dict.fromkeys(sub["next"]))
-        fig, axes = plt.subplots(len(modes), len(nexts), figsize=(4 * len(nexts), 3 * len(modes)), squeeze=False)
+        fig, axes = subplots(len(modes), len(nexts), figsize=(4 * len(nexts), 3 * len(modes)), squeeze=False)
         for row, mode in zip(axes, modes):
             for ax, nx in zip(row, nexts):
                 part = sub[(sub["next"] == nx) & (sub["mode"] == mode)]
@@ -246,7 +246,7 @@ def plot(tables, out: Path, cfg):
                      f"$\\eta_Y/\\eta_Z$={sub.ratio.iloc[0]:g}, seed 0; roles with >= {cfg.role_min_count} "
                      "co-occurrences)", fontsize=9)
         fig.tight_layout()
-        paths.append(save(fig, out / "z_vs_cooccurrence.png"))
+        paths["z_vs_cooccurrence"] = fig
     return paths
 
 

@@ -227,12 +227,12 @@ def summarize(tables, base):
     return out
 
 
-def plot(tables, out: Path, cfg):
-    from dynamics.report.figures import plt, save
+def plot(tables, cfg) -> dict:
+    from dynamics.report.figures import subplots
 
-    paths = []
+    paths = {}
     traj, table = tables["trajectory"], tables["table"]
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.3))
+    fig, axes = subplots(1, 2, figsize=(9, 3.3))
     for lr, part in traj.groupby("lr"):
         mean = part.groupby("iter").entropy.mean()
         axes[0].plot(mean.index, mean.values, label=f"$\\eta$={lr:g}")
@@ -242,11 +242,11 @@ def plot(tables, out: Path, cfg):
     axes[1].set(xlabel="learning rate $\\eta$", ylabel="final attention entropy (nats)",
                 title="final entropy vs $\\eta$ (App. G Fig. 10), mean ± std")
     fig.suptitle(f"1-layer Transformer on WikiText-2 ({table['data'].iloc[0]})", fontsize=7)
-    paths.append(save(fig, out / "entropy.png"))
+    paths["entropy"] = fig
     if "maps" in tables:
         maps = tables["maps"]
         iters = sorted(maps["iter"].unique())
-        fig, axes = plt.subplots(1, len(iters), figsize=(2.6 * len(iters), 2.8), squeeze=False)
+        fig, axes = subplots(1, len(iters), figsize=(2.6 * len(iters), 2.8), squeeze=False)
         L = int(maps.query_pos.max()) + 1
         for ax, it in zip(axes[0], iters):
             part = maps[maps["iter"] == it]
@@ -255,7 +255,7 @@ def plot(tables, out: Path, cfg):
             ax.imshow(a, cmap="viridis", vmin=0, vmax=1)
             ax.set(title=f"iteration {it}", xticks=[], yticks=[])
         fig.suptitle(f"attention maps, first evaluation chunk ($\\eta$={cfg.map_lr:g}, seed 0)", fontsize=8)
-        paths.append(save(fig, out / "attention_maps.png"))
+        paths["attention_maps"] = fig
     return paths
 
 

@@ -116,7 +116,9 @@ def execute(p: Plan, out: Path, resume: bool = False, executor=None, argv: Seque
         written = store.write_tables(tables)
         saved = store.load_tables()
         if exp.plot:
-            written += exp.plot(saved, store.root, p.base)
+            from ..report.figures import render, save_all
+
+            written += save_all(render(exp.plot, saved, p.base), store.root)
         if exp.claims:
             written += store.write_tables({"claims": claims_frame(exp, saved, p.base)})
         written.append(store.write_json("manifest.json", {
