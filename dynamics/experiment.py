@@ -20,12 +20,10 @@ executors (in-process, process pool, Dask) see the same behaviour.
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import Any, Callable, Hashable, Mapping, Sequence
 
 import pandas as pd
 
-from .claims import Claim
 
 Tables = dict[str, pd.DataFrame]
 

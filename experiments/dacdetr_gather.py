@@ -25,7 +25,6 @@ reported alongside.
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import Literal
 
 import numpy as np

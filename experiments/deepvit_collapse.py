@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from pathlib import Path
 from typing import Literal
 
 import numpy as np

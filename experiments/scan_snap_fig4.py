@@ -14,7 +14,6 @@ attention stays less sparse.
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import numpy as np
 import pandas as pd

@@ -16,7 +16,6 @@ passes about 2, where Assumption 1(c) (eta_Y >> eta_Z) starts to hold.
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import Literal
 
 import numpy as np

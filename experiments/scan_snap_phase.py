@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -39,7 +38,7 @@ from dynamics import claims as C
 from dynamics.config import field, require
 from dynamics.experiment import Experiment
 from dynamics.scan_snap import data, metrics, theory as th
-from dynamics.scan_snap.population import intra_op_threads
+from dynamics.runtime import threads
 from dynamics.scan_snap.train import TrainOptions, train
 
 NAME = "scan-snap-phase"
@@ -144,7 +143,7 @@ def run_batch(cfgs, ctx):
     eta_z = np.repeat([c.eta_z for c in cfgs], S)
     opts = TrainOptions(steps=first.n_steps, batch=first.batch, T=first.T, optimizer="sgd", momentum=0.0, init="zero",
                         normalize=True, residual=False, dtype=first.dtype, device=first.device, root_seed=first.seed)
-    with intra_op_threads(first.threads):
+    with threads(first.threads):
         traj = train(classes, eta_y.tolist(), eta_z.tolist(), np.tile(np.arange(S), len(cfgs)).tolist(), opts, steps,
                      bar=ctx.bar)
     zbar = dominant_logit(traj, classes)

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -39,7 +38,7 @@ from dynamics.claims import Claim
 from dynamics.config import field, require
 from dynamics.experiment import Experiment
 from dynamics.scan_snap import data, metrics, population as pop, theory as th
-from dynamics.scan_snap.population import intra_op_threads
+from dynamics.runtime import threads
 from dynamics.scan_snap.train import TrainOptions, train
 
 NAME = "scan-snap-theory"
@@ -184,7 +183,7 @@ def run_batch(cfgs, ctx):
         opts = TrainOptions(steps=first.steps, batch=first.batch, T=first.T, optimizer="sgd", momentum=0.0,
                             init="zero", normalize=True, residual=False, dtype="float64", device=first.device,
                             root_seed=first.seed)
-        with intra_op_threads(first.threads):
+        with threads(first.threads):
             sgd = train(classes, np.repeat(eta_y, S).tolist(), np.repeat(eta_z, S).tolist(),
                         np.tile(np.arange(S), len(cfgs)).tolist(), opts, steps, bar=ctx.bar, record_y=True)
         runs["sgd"] = (sgd, cells[:, None] * S + np.arange(S)[None, :], list(range(S)))

@@ -20,7 +20,6 @@ co-occurrence; plain: at least ``role_min_count`` co-occurrences, robust to sing
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import Literal
 
 import numpy as np

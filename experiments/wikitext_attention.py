@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -35,7 +34,7 @@ from dynamics.corpus.cooccurrence import cooccurrence
 from dynamics.corpus.simulate import role_metrics
 from dynamics.experiment import Experiment
 from dynamics.lm import LMSpec, TransformerLM, attention_entropy, batchify, chunk, sgd_step
-from dynamics.scan_snap.data import seed_generator
+from dynamics.runtime import torch_generator
 
 NAME = "wikitext-attention"
 
@@ -118,7 +117,7 @@ def centred_logits(model: TransformerLM, queries: torch.Tensor, support: np.ndar
 
 
 def train_one(cfg: WikiAttnConfig, seed: int, train_src: torch.Tensor, ex, ey, V: int, co, bar, record_maps: bool):
-    gen = seed_generator(cfg.seed, seed, "wikitext-lm-init")
+    gen = torch_generator(cfg.seed, seed, "wikitext-lm-init")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(torch.randint(2**62, (1,), generator=gen)))
         model = TransformerLM(spec_of(cfg, V)).to(cfg.device)

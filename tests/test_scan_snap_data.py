@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from dynamics.errors import UserError
-from dynamics.scan_snap.data import Sampler, SyntheticSpec, build_classes, seed_generator
+from dynamics.runtime import torch_generator
+from dynamics.scan_snap.data import Sampler, SyntheticSpec, build_classes
 
 
 @pytest.mark.parametrize("num_last,nnext,M", [(2, 1, 34), (1, 2, 33), (3, 2, 79), (5, 2, 125), (10, 2, 240)])
@@ -31,7 +32,7 @@ def test_per_query_common_tokens_are_common_only_with_several_next_tokens():
 
 def test_sampler_shapes_and_frequencies():
     cl = build_classes(SyntheticSpec())
-    x, y = Sampler(cl).sample(4000, 65, seed_generator(0, 0, "t"))
+    x, y = Sampler(cl).sample(4000, 65, torch_generator(0, 0, "t"))
     assert x.shape == (4000, 65) and y.shape == (4000,)
     cls = (y - 32).numpy()
     assert set(np.unique(x[:, -1].numpy())) == {30, 31}
@@ -46,9 +47,9 @@ def test_sampler_shapes_and_frequencies():
 
 def test_sampler_is_reproducible_per_seed_and_stream():
     cl = build_classes(SyntheticSpec())
-    a = Sampler(cl).sample(8, 16, seed_generator(0, 3, "data"))[0]
-    b = Sampler(cl).sample(8, 16, seed_generator(0, 3, "data"))[0]
-    c = Sampler(cl).sample(8, 16, seed_generator(0, 4, "data"))[0]
+    a = Sampler(cl).sample(8, 16, torch_generator(0, 3, "data"))[0]
+    b = Sampler(cl).sample(8, 16, torch_generator(0, 3, "data"))[0]
+    c = Sampler(cl).sample(8, 16, torch_generator(0, 4, "data"))[0]
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 

@@ -33,11 +33,9 @@ import numpy as np
 import torch
 
 from ..scan_snap import optim
-from ..scan_snap.data import seed_generator
-from ..scan_snap.train import freeze_diverged
+from ..runtime import torch_generator
+from ..runtime import freeze_diverged, torch_dtype
 from .cooccurrence import Cooccurrence, contexts
-
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,13 +149,13 @@ def train(data: LocalData, query_of_run: Sequence[int], seed_of_run: Sequence[in
     vocabulary (the paper's Y is M x M: every token is a possible output); None or K: only the K next
     tokens.  record: steps at which Z is kept.
     """
-    dt, dev = DTYPES[dtype], torch.device(device)
+    dt, dev = torch_dtype(dtype), torch.device(device)
     R, (Q, K, N, L) = len(eta_y), data.cols.shape
     V = data.V
     q_run = torch.as_tensor(np.asarray(query_of_run), device=dev)
     seeds = sorted(set(int(s) for s in seed_of_run))
     s_run = torch.as_tensor([seeds.index(int(s)) for s in seed_of_run], device=dev)
-    gens = [seed_generator(root_seed, s, "wikitext-windows") for s in seeds]
+    gens = [torch_generator(root_seed, s, "wikitext-windows") for s in seeds]
     n_rest = 0 if outputs is None else int(outputs) - K
     if n_rest < 0:
         raise ValueError(f"outputs={outputs} is smaller than the K={K} next tokens")

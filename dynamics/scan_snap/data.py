@@ -126,12 +126,6 @@ def from_probs(probs: np.ndarray, query: np.ndarray, next_tokens: np.ndarray) ->
                            distinct=support & (omega == 1)[None, :], common=omega > 1)
 
 
-def seed_generator(root: int, seed: int, stream: str) -> torch.Generator:
-    """A torch generator for one (root seed, seed index, purpose): independent of batch layout."""
-    ss = np.random.SeedSequence([root, seed, int.from_bytes(stream.encode()[:8].ljust(8, b"\0"), "little")])
-    return torch.Generator().manual_seed(int(ss.generate_state(1, np.uint64)[0] >> np.uint64(1)))
-
-
 class Sampler:
     """Draws whole batches of length-T sequences at once (inverse-CDF sampling, no Python loop over
     samples): T-1 i.i.d. keys from P(l | n) for a class n drawn uniformly, then the query psi(n).

@@ -24,8 +24,7 @@ query rows), so every metric of the finite-T simulator applies unchanged.
 
 from __future__ import annotations
 
-import contextlib
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -34,22 +33,7 @@ from scipy.integrate import solve_ivp
 from . import model
 from .data import SequenceClasses
 from .train import Trajectory, input_vocab
-
-
-@contextlib.contextmanager
-def intra_op_threads(n: int = 1) -> Iterator[None]:
-    """Run with ``n`` torch intra-op threads, then restore the previous setting.
-
-    The population state is small (R x K x V per operation, far below torch's parallel grain), so extra
-    threads only add synchronisation; on a loaded 2-core machine that synchronisation made each step
-    about 70x slower (120 ms against 1.7 ms for R = 25, V = 102).
-    """
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+from ..runtime import threads
 
 
 class Population:
@@ -148,7 +132,7 @@ def integrate(pop: Population, t_eval: Sequence[float], method: str = "RK45", rt
     progress = bar(len(t_eval), "population ODE", unit="record") if bar else None
     Ys, Zs, losses = [], [], []
     state, t_prev = y0, 0.0
-    with intra_op_threads(1 if pop.device.type == "cpu" else torch.get_num_threads()):
+    with threads(1 if pop.device.type == "cpu" else torch.get_num_threads()):
         for t in t_eval:  # piecewise, so the progress bar moves and every record is exact at t
             if t > t_prev:
                 sol = solve_ivp(pop.rhs, (t_prev, t), state, method=method, rtol=rtol, atol=atol)
@@ -177,7 +161,7 @@ def descend(pop: Population, steps: int, record: Sequence[int], bar: Callable | 
     Ys, Zs = [], []
     losses = np.empty((steps, pop.R))
     progress = bar(steps, "population GD", unit="step") if bar else None
-    with intra_op_threads(1 if pop.device.type == "cpu" else torch.get_num_threads()):
+    with threads(1 if pop.device.type == "cpu" else torch.get_num_threads()):
         for step in range(steps + 1):
             if step in wanted:
                 Ys.append(Y.cpu().numpy().copy())

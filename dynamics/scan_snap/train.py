@@ -20,9 +20,9 @@ import torch
 
 from .. import memory
 from . import grouped, model, optim
-from .data import Sampler, SequenceClasses, seed_generator
-
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
+from ..runtime import freeze_diverged, torch_dtype
+from ..runtime import torch_generator
+from .data import Sampler, SequenceClasses
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,23 +66,6 @@ class Trajectory:
         return out
 
 
-@torch.no_grad()
-def freeze_diverged(loss: torch.Tensor, params: list[torch.Tensor], lrs: list[torch.Tensor], opt,
-                    alive: torch.Tensor, diverged: np.ndarray, step: int) -> None:
-    """Mark runs whose loss or parameters turned non-finite at ``step`` as diverged (``diverged[r] =
-    step + 1``, ``alive`` updated in place) and freeze them: zero parameters, zero learning rates and
-    no optimiser state, so NaN cannot reach the other runs and the sweep goes on."""
-    # a sum is non-finite when any element is, and needs no (R, V, M) boolean temporary
-    ok = torch.isfinite(loss + sum(p.sum(tuple(range(1, p.dim()))) for p in params))
-    newly = alive & ~ok
-    if newly.any():
-        diverged[newly.cpu().numpy()] = step + 1
-        alive &= ok
-        for t in (*params, *lrs):
-            t[~alive] = 0.0
-        opt.forget(~alive)
-
-
 def input_vocab(classes: SequenceClasses, residual: bool) -> np.ndarray:
     """Token ids that can reach the decoder: possible keys, plus the queries with the residual."""
     vocab = np.flatnonzero(classes.probs.sum(0) > 0)
@@ -94,12 +77,12 @@ def train(classes: SequenceClasses, eta_y: Sequence[float], eta_z: Sequence[floa
           record_y: bool = False) -> Trajectory:
     """Train R = len(eta_y) runs; ``run_seed[r]`` is the seed index of run r."""
     memory.keep_freed_memory()
-    dtype, device = DTYPES[opts.dtype], torch.device(opts.device)
+    dtype, device = torch_dtype(opts.dtype), torch.device(opts.device)
     R, M = len(eta_y), classes.M
     seeds = sorted(set(int(s) for s in run_seed))
     index = torch.tensor([seeds.index(int(s)) for s in run_seed], device=device)
-    data_gens = [seed_generator(opts.root_seed, s, "data") for s in seeds]
-    init_gens = [seed_generator(opts.root_seed, s, "init") for s in seeds]
+    data_gens = [torch_generator(opts.root_seed, s, "data") for s in seeds]
+    init_gens = [torch_generator(opts.root_seed, s, "init") for s in seeds]
     sampler = Sampler(classes, device)
     queries, vocab = classes.queries, input_vocab(classes, opts.residual)
     V = len(vocab)
