@@ -5,7 +5,7 @@ P(l|m,n).  Here the classes are the (m, n) pairs of WikiText-2 (:mod:`dynamics.c
 for the most frequent queries m, their ``next_per_query`` most frequent next tokens n, each class
 with the same number of real windows.  Each query is trained on its own (the theory's setting:
 one query, psi^{-1}(m) its next tokens), from Y(0) = Z(0) = 0, plain SGD, in two data modes
-(:mod:`dynamics.corpus.simulate`): ``population`` (mean counts, the T -> infinity input of
+(:mod:`dynamics.scan_snap.text`): ``population`` (mean counts, the T -> infinity input of
 Lemma 2; deterministic) and ``windows`` (real windows, finite T).
 
 Measured at the final step, for two role definitions (``_exact``: the paper's Omega(l) with any
@@ -28,7 +28,7 @@ import pandas as pd
 from dynamics import claims as C
 from dynamics.config import field, require
 from dynamics.corpus import check_wikitext, load_wikitext
-from dynamics.corpus import simulate as sim
+from dynamics.scan_snap import text as sim
 from dynamics.corpus.cooccurrence import cooccurrence, query_table
 from dynamics.experiment import Experiment
 

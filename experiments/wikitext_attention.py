@@ -31,7 +31,7 @@ from dynamics import claims as C
 from dynamics.config import field, require
 from dynamics.corpus import check_wikitext, load_wikitext
 from dynamics.corpus.cooccurrence import cooccurrence
-from dynamics.corpus.simulate import role_metrics
+from dynamics.scan_snap.text import role_metrics
 from dynamics.experiment import Experiment
 from dynamics.lm import LMSpec, TransformerLM, attention_entropy, batchify, chunk, sgd_step
 from dynamics.runtime import torch_generator

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from dynamics.corpus import cooccurrence as CO
-from dynamics.corpus import simulate as S
+from dynamics.scan_snap import text as S
 from dynamics.errors import UserError
 from dynamics.scan_snap import model
 

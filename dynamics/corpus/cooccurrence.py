@@ -20,7 +20,7 @@ Tokens seen fewer than ``min_count`` times with every next token have no role.  
 every class uses the same number of windows (the smallest support, capped), so a next token with
 more windows does not collect more "distinct" tokens by sampling alone.  The residual-free theory
 (Lemma 4) couples classes through the shared decoder, so per-query roles are exact when each query
-is simulated on its own, as :mod:`dynamics.corpus.simulate` does.
+is simulated on its own, as :mod:`dynamics.scan_snap.text` does.
 """
 
 from __future__ import annotations

@@ -12,22 +12,32 @@ import numpy as np
 from .data import SequenceClasses
 
 
-def attention(Z: np.ndarray, classes: SequenceClasses) -> np.ndarray:
-    """c_n for every class: (..., K, M), rows summing to 1 over the class's contextual tokens."""
-    Z = np.asarray(Z, dtype=np.float64)
-    logits = Z[..., classes.query, :]  # (..., K, M)
-    logits = np.where(classes.probs > 0, logits, -np.inf)
+def _eq5(logits: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    logits = np.where(probs > 0, logits, -np.inf)
     logits = logits - logits.max(-1, keepdims=True)
-    c = classes.probs * np.exp(logits)
+    c = probs * np.exp(logits)
     return c / c.sum(-1, keepdims=True)
 
 
+def attention(Z: np.ndarray, classes: SequenceClasses) -> np.ndarray:
+    """c_n for every class: (..., K, M), rows summing to 1 over the class's contextual tokens."""
+    return _eq5(np.asarray(Z, dtype=np.float64)[..., classes.query, :], classes.probs)
+
+
+def attention_rows(z: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """Eq. 5 from one query's logit row per run: z (..., V), probs (..., K, V) P(l|n) -> (..., K, V)."""
+    return _eq5(np.asarray(z, dtype=np.float64)[..., None, :], probs)
+
+
 def entropy(p: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Entropy (nats) of ``p`` restricted to ``mask`` and renormalised, over the last axis."""
+    """Entropy (nats) of ``p`` restricted to ``mask`` and renormalised, over the last axis; NaN
+    where the mask is empty."""
     q = np.where(mask, p, 0.0)
-    q = q / q.sum(-1, keepdims=True)
+    total = q.sum(-1, keepdims=True)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return -np.where(q > 0, q * np.log(q), 0.0).sum(-1)
+        q = q / total
+        h = -np.where(q > 0, q * np.log(q), 0.0).sum(-1)
+    return np.where(total[..., 0] > 0, h, np.nan)
 
 
 def distinct_entropy(c: np.ndarray, classes: SequenceClasses) -> np.ndarray:

@@ -1,5 +1,7 @@
 """The Y/Z model of Scan and Snap driven by real WikiText windows instead of synthetic classes.
 
+Attention and entropy are those of :mod:`dynamics.scan_snap.metrics` (one definition of Eq. 5).
+
 Tian et al. 2023, Sec. 3 (model, Lemma 1) with the data of :mod:`dynamics.corpus.cooccurrence`:
 each run trains one query m on its K classes (m, n), so the query's next tokens are the whole label
 set (the paper's "next token in [K]", psi^{-1}(m) = N(m)) and the per-query token roles are the
@@ -32,10 +34,11 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from ..scan_snap import optim
-from ..runtime import torch_generator
-from ..runtime import freeze_diverged, torch_dtype
-from .cooccurrence import Cooccurrence, contexts
+from ..corpus.cooccurrence import Cooccurrence, contexts
+from ..runtime import freeze_diverged, torch_dtype, torch_generator
+from . import optim
+from .metrics import attention_rows as attention
+from .metrics import entropy
 
 
 @dataclasses.dataclass(frozen=True)
@@ -213,27 +216,6 @@ def train(data: LocalData, query_of_run: Sequence[int], seed_of_run: Sequence[in
     if progress is not None:
         progress.close()
     return TextTrajectory(np.array(record), np.stack(rec) if rec else np.zeros((0, R, V)), losses, diverged)
-
-
-def attention(z: np.ndarray, probs: np.ndarray) -> np.ndarray:
-    """c_{l|m,n} = P(l|m,n) e^{z_ml} / sum_l' P(l'|m,n) e^{z_ml'} (Tian et al. 2023, Eq. 5).
-
-    z: (..., V) one query row per run; probs: (..., K, V) -> (..., K, V)."""
-    logits = np.where(probs > 0, z[..., None, :], -np.inf)
-    logits = logits - logits.max(-1, keepdims=True)
-    c = probs * np.exp(logits)
-    return c / c.sum(-1, keepdims=True)
-
-
-def entropy(p: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Entropy (nats) of ``p`` restricted to ``mask`` and renormalised, over the last axis; NaN when
-    the mask is empty."""
-    q = np.where(mask, p, 0.0)
-    total = q.sum(-1, keepdims=True)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        q = q / total
-        h = -np.where(q > 0, q * np.log(q), 0.0).sum(-1)
-    return np.where(total[..., 0] > 0, h, np.nan)
 
 
 def role_metrics(z: np.ndarray, z0: np.ndarray, probs: np.ndarray, distinct: np.ndarray,
