@@ -409,7 +409,9 @@ class Store:
     # -- replacing the directory as a unit ---------------------------------------------------
     def staging(self) -> Path:
         """A fresh sibling directory to write a run's outputs into before :meth:`commit`."""
-        return Path(tempfile.mkdtemp(prefix=f".{self.name}.new-", dir=self.root.parent))
+        d = Path(tempfile.mkdtemp(prefix=f".{self.name}.new-", dir=self.root.parent))
+        os.chmod(d, 0o777 & ~_UMASK)  # mkdtemp creates 0700; a result directory is an ordinary one
+        return d
 
     def commit(self, staging: Path, manifest: dict, written: Iterable[Path]) -> None:
         """Finish ``staging`` (its manifest lists ``written`` with sizes and hashes) and put it in place
