@@ -203,8 +203,12 @@ def sweep(experiment, grid_items, quick, sets, seeds, out, resume, executor, add
 def _store(experiment: str, directory: Path | None):
     from .sweep.store import Store
 
-    _experiment(experiment)
-    return Store(directory or RESULTS / experiment)
+    exp = _experiment(experiment)
+    store = Store(directory or RESULTS / exp.name, exp.name)
+    manifest = store.manifest() if store.root.is_dir() else None
+    if manifest is not None and manifest["experiment"] != exp.name:
+        raise UserError(f"{store.root} holds results of {manifest['experiment']!r}, not {exp.name!r}")
+    return store
 
 
 @cli.command()

@@ -123,17 +123,24 @@ def estimate_work(exp: Experiment, configs: Sequence[Any]) -> tuple[float, str]:
     fields relative to their defaults (``steps=1000`` against a default of 100 counts 10), and a default
     run counts its number of cells.  Returns (work, the largest factor as ``key=value``)."""
     fields = _size_fields(exp.config)
-    default_cells = max(1, math.prod(len(v) for v in exp.grid.values()))
-    total, worst, worst_f = 0.0, "", 1.0
-    for cfg in configs:
-        w = 1.0
+
+    def work(cfg) -> tuple[float, str, float]:
+        w, worst, worst_f = 1.0, "", 1.0
         for name, default in fields:
             f = max(1.0, getattr(cfg, name) / default)
             w *= f
             if f > worst_f:
                 worst, worst_f = f"{name}={getattr(cfg, name)} is {f:.3g} x its default {default}", f
+        return w, worst, worst_f
+
+    default = sum(work(build(exp.config, cell))[0] for cell in expand(dict(exp.grid))) or 1.0
+    total, worst, worst_f = 0.0, "", 1.0
+    for cfg in configs:
+        w, why, f = work(cfg)
         total += w
-    return total / default_cells, worst
+        if f > worst_f:
+            worst, worst_f = why, f
+    return total / default, worst
 
 
 def check_size(exp: Experiment, configs: Sequence[Any], max_work: float) -> None:

@@ -171,13 +171,24 @@ def _check_against_manifest(path: Path, expected: dict | None) -> None:
         raise UserError(f"{path}: does not match its manifest (truncated or edited since the run); rerun the experiment")
 
 
+def check_files(directory: Path, manifest: dict) -> None:
+    """Every file the manifest lists is present and unchanged (a UserError naming the first that is not)."""
+    files = manifest.get("files")
+    if isinstance(files, dict):
+        for name, entry in sorted(files.items()):
+            if not isinstance(name, str) or not _TABLE_NAME.fullmatch(name) or not isinstance(entry, dict):
+                raise UserError(f"{Path(directory) / 'manifest.json'}: corrupt manifest (file entry {name!r})")
+            _check_against_manifest(Path(directory) / name, entry)
+
+
 class Store:
     """One experiment's result directory."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, experiment: str | None = None):
         self.root = Path(os.path.abspath(root))
         self.cells = self.root / ".cells"
         self.name = self.root.name
+        self.experiment = experiment or self.name  # for messages
 
     # -- locking ---------------------------------------------------------------------------
     def lock(self, wait: bool = True) -> FileLock:
@@ -381,7 +392,7 @@ class Store:
         """Every saved table (claims excepted), each checked against the manifest when there is one."""
         d = Path(directory) if directory is not None else self.root
         if not d.is_dir() or not (d / "table.csv").exists():
-            raise UserError(f"no results in {d}: run `dynamics run {self.name}` first")
+            raise UserError(f"no results in {d}: run `dynamics run {self.experiment}` first")
         manifest_path = d / "manifest.json"
         files = read_manifest(manifest_path).get("files") if manifest_path.exists() else None
         files = files if isinstance(files, dict) else None
@@ -395,7 +406,7 @@ class Store:
             entry = files.get(name) if files is not None else None
             tables[stem] = read_csv_checked(path, entry) if suffix == ".csv" else read_parquet_checked(path, entry)
         if "table" not in tables:
-            raise UserError(f"no results in {d}: run `dynamics run {self.name}` first")
+            raise UserError(f"no results in {d}: run `dynamics run {self.experiment}` first")
         return tables
 
     def write_json(self, name: str, obj: dict) -> Path:
