@@ -96,7 +96,8 @@ def _run_options(fn):
                       help="Refuse runs estimated at more than this many times the default run's work "
                            "[default: $DYNAMICS_MAX_WORK or 1000].")(fn)
     fn = click.option("--threads", type=int, default=None,
-                      help="torch threads per worker process when batches run in parallel [default: 1].")(fn)
+                      help="torch threads per worker process when batches run in parallel [default: 1]; "
+                           "with one worker, the threads of this process [default: torch's].")(fn)
     fn = click.option("--dask-tls", nargs=3, type=click.Path(dir_okay=False, path_type=Path), default=None,
                       metavar="CA CERT KEY",
                       help="TLS for --executor dask: CA certificate, client certificate and key (PEM); "

@@ -259,7 +259,7 @@ def _cls():
 
 INT_KEYS = ["steps", "batch", "T", "num_common", "seed"]
 FLOAT_KEYS = ["eta_z", "ratio", "momentum", "common_unnormalized_prob"]
-PROPS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PROPS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @PROPS

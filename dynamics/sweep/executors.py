@@ -53,6 +53,7 @@ class LocalExecutor:
         # one torch thread per worker process: N processes x default threads oversubscribe the cores,
         # and under contention from another job torch's spinning threads slow a sweep by 10x or more
         self.threads = threads or 1
+        self.explicit_threads = threads is not None  # in-process runs keep torch's default unless asked
 
     def processes(self, n_jobs: int) -> int:
         if self.workers is None:
@@ -62,6 +63,8 @@ class LocalExecutor:
     def map(self, fn: Callable[[Sequence[Any]], Any], jobs: Sequence[Job]) -> Iterator[tuple[int, Any]]:
         n = self.processes(len(jobs))
         if n <= 1:
+            if self.explicit_threads:
+                _init_worker(self.threads)
             for index, cfgs in jobs:
                 yield index, fn(cfgs)
             return
