@@ -241,7 +241,7 @@ def plot(experiment, directory) -> None:
     import tempfile
 
     from .config import build
-    from .sweep.store import Store, atomic_write_text, read_manifest, sha256
+    from .sweep.store import atomic_write_text, read_manifest, sha256
 
     exp = _experiment(experiment)
     store = _store(experiment, directory)

@@ -25,7 +25,14 @@ from dynamics.experiment import Experiment
 from dynamics.scan_snap import metrics
 from dynamics.sweep.grid import POOLED_KEYS, group_keys
 
-from .scan_snap_common import NOTES, SynConfig, attention_at, simulate, simulation_key
+from .scan_snap_common import (
+    NOTES,
+    SynConfig,
+    attention_at,
+    memory_bytes,
+    simulate,
+    simulation_key,
+)
 
 NAME = "scan-snap-fig4"
 SNAPSHOTS = (0, 2, 4, 6, 8, 10)
@@ -198,6 +205,7 @@ EXPERIMENT = Experiment(
     grid={"ratio": (1.0, 10.0)},
     quick={"seeds": 2, "steps": 40},
     batch_key=simulation_key,
+    memory=lambda c: memory_bytes(c, records=c[0].steps + 1),
     summarize=summarize,
     plot=plot,
     claims=claims,

@@ -28,7 +28,14 @@ from dynamics.experiment import Experiment
 from dynamics.scan_snap import metrics
 from dynamics.sweep.grid import group_keys
 
-from .scan_snap_common import NOTES, SynConfig, attention_at, simulate, simulation_key
+from .scan_snap_common import (
+    NOTES,
+    SynConfig,
+    attention_at,
+    memory_bytes,
+    simulate,
+    simulation_key,
+)
 
 NAME = "scan-snap-fig6"
 
@@ -136,6 +143,7 @@ EXPERIMENT = Experiment(
     quick={"seeds": 3},
     quick_grid={"num_last": (1, 3)},
     batch_key=simulation_key,
+    memory=lambda c: memory_bytes(c, records=1),
     summarize=summarize,
     plot=plot,
     claims=claims,

@@ -344,3 +344,10 @@ def test_grid_parsing_is_typed_or_a_user_error(values):
         return
     assert all(isinstance(v, float) and math.isfinite(v) for v in grid["eta_z"])
     assert all(isinstance(v, int) for v in grid["steps"])
+
+
+def test_a_run_that_would_not_fit_in_memory_is_refused_with_the_estimate(cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("DYNAMICS_MAX_MEMORY_GB", "0.001")
+    code, _, err = cli("run", "scan-snap-fig4", "--set", "steps=500", "--out", str(tmp_path / "o"))
+    assert code == 2 and one_line(err) and "a batch needs about" in err and "DYNAMICS_MAX_MEMORY_GB" in err
+    assert not (tmp_path / "o").exists()

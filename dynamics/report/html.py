@@ -20,7 +20,13 @@ from urllib.parse import quote
 import pandas as pd
 
 from ..errors import UserError
-from ..sweep.store import atomic_write_text, check_files, read_csv_checked, read_manifest, to_markdown
+from ..sweep.store import (
+    atomic_write_text,
+    check_files,
+    read_csv_checked,
+    read_manifest,
+    to_markdown,
+)
 
 MAX_ROWS = 40  # longer tables are cut in the report; the full table is linked
 

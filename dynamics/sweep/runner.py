@@ -150,11 +150,16 @@ def check_size(exp: Experiment, configs: Sequence[Any], max_work: float) -> None
         raise UserError(f"{exp.name}: estimated at {work:.3g} x the work of its default run"
                         f"{' (' + worst + ')' if worst else ''}, more than the limit of {max_work:g} x; "
                         "raise it with --max-work or DYNAMICS_MAX_WORK")
-    memory = getattr(exp, "memory_bytes", None)
-    if memory is not None:
+    if exp.memory is not None:
         gib_env = os.environ.get("DYNAMICS_MAX_MEMORY_GB")
-        limit = float(gib_env) * 2 ** 30 if gib_env else MAX_MEMORY_FRACTION * _physical_memory()
-        peak = max(memory(cfg) for cfg in {repr(c): c for c in configs}.values())
+        try:
+            limit = float(gib_env) * 2 ** 30 if gib_env else MAX_MEMORY_FRACTION * _physical_memory()
+        except ValueError:
+            raise UserError(f"DYNAMICS_MAX_MEMORY_GB={gib_env!r}: expected a number") from None
+        groups: OrderedDict[Any, list] = OrderedDict()
+        for i, cfg in enumerate(configs):
+            groups.setdefault(exp.batch_key(cfg) if exp.batch_key else i, []).append(cfg)
+        peak = max(exp.memory(b) for b in groups.values())
         if peak > limit:
             raise UserError(f"{exp.name}: a batch needs about {peak / 2 ** 30:.3g} GiB, more than the limit of "
                             f"{limit / 2 ** 30:.3g} GiB; raise it with DYNAMICS_MAX_MEMORY_GB")
