@@ -235,13 +235,11 @@ def plot(experiment, directory) -> None:
     Tables that no longer match their manifest (truncated, edited) are refused.  Figures are drawn
     into a scratch directory first and replace only figures this program wrote.
     """
-    import json
-    import os
     import shutil
     import tempfile
 
     from .config import build
-    from .sweep.store import atomic_write_text, read_manifest, sha256
+    from .sweep.store import read_manifest
 
     exp = _experiment(experiment)
     store = _store(experiment, directory)
@@ -255,25 +253,17 @@ def plot(experiment, directory) -> None:
     if not isinstance(config, dict):
         raise UserError(f"{store.root / 'manifest.json'}: corrupt manifest (no config)")
     base = build(exp.config, config)
-    owned = store.owned_files(manifest)
     lock = store.lock()
     scratch = Path(tempfile.mkdtemp(prefix=f".{store.name}.plot-", dir=store.root.parent))
     try:
         drawn = exp.plot(tables, scratch, base)
-        for path in drawn:
+        owned = store.owned_files(manifest)
+        for path in drawn:  # check every figure before replacing any
             target = store.root / Path(path).name
             if target.exists() and target.name not in owned:
                 raise UserError(f"{target} was not written by this program: not replaced")
-        files = manifest.get("files") if isinstance(manifest.get("files"), dict) else None
         for path in drawn:
-            target = store.root / Path(path).name
-            os.replace(path, target)
-            if files is not None:
-                files[target.name] = {"bytes": target.stat().st_size, "sha256": sha256(target)}
-            click.echo(str(target))
-        if files is not None:
-            atomic_write_text(store.root / "manifest.json",
-                              json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n")
+            click.echo(str(store.rewrite(Path(path).name, Path(path).read_bytes())))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
         lock.release()

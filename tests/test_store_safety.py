@@ -241,3 +241,23 @@ def test_no_pickle_or_torch_load_of_files():
                 if ("pickle.load" in line or "torch.load" in line) and "weights_only=True" not in line:
                     hits.append(f"{path.relative_to(root)}:{i}: {line.strip()}")
     assert not hits, hits
+
+
+def test_plot_redraws_into_the_result_and_keeps_the_manifest_checks(cli, previous):
+    (previous / "fig6_entropy.png").unlink()
+    code, out, err = cli("plot", EXP, "--dir", str(previous))
+    assert code == 0, err
+    assert "fig6_entropy.png" in out
+    assert cli("table", EXP, "--dir", str(previous))[0] == 0
+    manifest = json.loads((previous / "manifest.json").read_text())
+    assert manifest["files"]["fig6_entropy.png"]["bytes"] == (previous / "fig6_entropy.png").stat().st_size
+
+
+def test_plot_never_replaces_a_figure_it_did_not_write(cli, previous):
+    manifest = json.loads((previous / "manifest.json").read_text())
+    del manifest["files"]["fig6_entropy.png"]  # as if the user had put their own figure there
+    (previous / "manifest.json").write_text(json.dumps(manifest))
+    (previous / "fig6_entropy.png").write_bytes(b"mine")
+    code, _, err = cli("plot", EXP, "--dir", str(previous))
+    assert code == 2 and "was not written by this program" in err
+    assert (previous / "fig6_entropy.png").read_bytes() == b"mine"

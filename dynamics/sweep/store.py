@@ -358,11 +358,6 @@ class Store:
             out[name] = df
         return out
 
-    def clear_cells(self) -> None:
-        if self.cells.is_dir():
-            self.start_cells("", {}, {}, resume=False)
-            (self.cells / "run.json").unlink()
-
     # -- tables (into any directory: the staging directory during a run) -----------------------
     @staticmethod
     def write_tables_into(directory: Path, tables: dict[str, pd.DataFrame]) -> list[Path]:
@@ -409,9 +404,23 @@ class Store:
             raise UserError(f"no results in {d}: run `dynamics run {self.experiment}` first")
         return tables
 
-    def write_json(self, name: str, obj: dict) -> Path:
+    def rewrite(self, name: str, data: bytes) -> Path:
+        """Replace one file of a finished result (``plot`` redrawing a figure, ``verify --redecide``
+        rewriting claims.csv) and record its new size and hash in the manifest, so later reads still
+        check it.  Only a file the manifest lists, or a new one, may be written; call under :meth:`lock`."""
+        manifest = self.manifest()
+        if manifest is None:
+            raise UserError(f"{self.root}: no manifest.json, so no result of this program to update")
+        if not _TABLE_NAME.fullmatch(name) or name == "manifest.json":
+            raise ValueError(f"{name!r} is not a result file name")
         path = self.root / name
-        atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+        if path.exists() and name not in self.owned_files(manifest):
+            raise UserError(f"{path} was not written by this program: not replaced")
+        atomic_write_bytes(path, data)
+        files = manifest.get("files")
+        if isinstance(files, dict):
+            files[name] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+            atomic_write_text(self.root / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n")
         return path
 
     def read_json(self, name: str) -> dict:
