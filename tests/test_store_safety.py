@@ -261,3 +261,24 @@ def test_plot_never_replaces_a_figure_it_did_not_write(cli, previous):
     code, _, err = cli("plot", EXP, "--dir", str(previous))
     assert code == 2 and "was not written by this program" in err
     assert (previous / "fig6_entropy.png").read_bytes() == b"mine"
+
+
+def test_a_nested_run_and_its_lock_survive_a_rerun_of_the_outer_result(cli, previous):
+    """As `make ablations` writes results/dacdetr-gather/ia-bce inside results/dacdetr-gather."""
+    nested = previous / "ablation"
+    assert cli("sweep", EXP, *TINY, "--set", "steps=3", "--out", str(nested))[0] == 0
+    assert (previous / ".ablation.lock").exists()
+    nested_before = snapshot(nested)
+    code, _, err = cli("sweep", EXP, *TINY, "--out", str(previous))
+    assert code == 0, err
+    assert snapshot(nested) == nested_before and "warning" not in err
+    assert not [p for p in previous.parent.iterdir() if ".old-" in p.name or ".new-" in p.name]
+
+
+def test_a_symlinked_out_is_refused(cli, previous, tmp_path):
+    link = tmp_path / "link"
+    link.symlink_to(previous)
+    before = snapshot(previous)
+    code, _, err = cli("sweep", EXP, *TINY, "--out", str(link))
+    assert code == 2 and "symbolic link" in err
+    assert snapshot(previous) == before

@@ -250,6 +250,8 @@ class Store:
             return
         if not root.is_dir():
             raise UserError(f"{root} is a file, not a directory: choose another --out")
+        if root.is_symlink():
+            raise UserError(f"{root} is a symbolic link: pass the directory it points to as --out")
         manifest = self.manifest()
         run = self._cells_owner()
         owner = manifest or run
@@ -265,6 +267,8 @@ class Store:
                 continue
             if entry.is_dir() and not entry.is_symlink() and (entry / "manifest.json").is_file():
                 continue  # a nested result directory: kept, never touched
+            if _is_lock_file(entry):
+                continue  # the lock of a nested result directory
             foreign.append(entry.name)
         if foreign:
             more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
@@ -497,6 +501,11 @@ class Store:
             elif entry.is_dir() and not entry.is_symlink() and (entry / "manifest.json").is_file():
                 if not (self.root / entry.name).exists():
                     os.rename(entry, self.root / entry.name)
+            elif _is_lock_file(entry):
+                if not (self.root / entry.name).exists():
+                    os.rename(entry, self.root / entry.name)
+                else:
+                    entry.unlink()
             elif entry.name in owned and entry.is_file():
                 entry.unlink()
         left = list(old.iterdir())
@@ -506,6 +515,12 @@ class Store:
             return
         old.rmdir()
         backup.rmdir()
+
+
+def _is_lock_file(p: Path) -> bool:
+    """``.<name>.lock``: the (empty) lock file of a nested result directory."""
+    return (p.name.startswith(".") and p.name.endswith(".lock") and p.is_file() and not p.is_symlink()
+            and p.stat().st_size == 0)
 
 
 def glob_escape(name: str) -> str:
