@@ -1,12 +1,20 @@
 """The ``dynamics`` command line.
 
-Every user error (unknown experiment, bad key or value, missing data) is printed as one line
-starting with ``dynamics: error:`` and exits with code 2, before any result file is touched.
+Every fault is one line on stderr:
+
+* exit 2, ``dynamics: error: ...``: a problem with what was asked (unknown experiment, bad key or
+  value, missing or corrupt data, a directory this program may not write, a full disk), reported
+  before any result file is touched;
+* exit 3, ``dynamics: internal error: ...``: a bug; ``dynamics --debug ...`` shows the traceback;
+* exit 1 is ``verify``'s "a claim failed", and 130 an interrupt.
 """
 
 from __future__ import annotations
 
+import errno
+import os
 import sys
+import traceback
 from pathlib import Path
 
 import click
@@ -14,6 +22,7 @@ import click
 from .errors import UserError
 
 RESULTS = Path("results")
+RUNS = Path("runs")
 
 
 def _experiment(name: str):
@@ -22,20 +31,29 @@ def _experiment(name: str):
     return experiments.get(name)
 
 
+EXIT_USER, EXIT_INTERNAL = 2, 3
+_DEBUG = {"on": False}
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="dynamics")
-def cli() -> None:
+@click.option("--debug", is_flag=True, help="Show the full traceback of an internal error (exit code 3).")
+def cli(debug: bool) -> None:
     """Simulate attention training dynamics and depth efficiency, next to the papers' closed forms.
 
     \b
     Typical session:
       dynamics list                          experiments and what they reproduce
       dynamics describe scan-snap-fig6       config keys, defaults and the default grid
-      dynamics run scan-snap-fig6 --quick    a small version in seconds
+      dynamics run scan-snap-fig6 --quick    a small version in seconds, into runs/scan-snap-fig6/
       dynamics run scan-snap-fig6            the full reproduction into results/scan-snap-fig6/
       dynamics verify                        every claim, PASS or FAIL, into results/VERIFICATION.md
       dynamics report                        one HTML page with every table, figure and verdict
+
+    Errors are one line: exit 2 for a problem with the input, 3 for an internal error
+    (`dynamics --debug ...` shows its traceback).
     """
+    _DEBUG["on"] = _DEBUG["on"] or debug
 
 
 @cli.command("list")
@@ -68,8 +86,22 @@ def describe(experiment: str) -> None:
 
 
 def _run_options(fn):
-    fn = click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-                      help="Result directory [default: results/EXP for run, runs/EXP for sweep].")(fn)
+    fn = click.option("--out", type=click.Path(path_type=Path), default=None,
+                      help="Result directory [default: results/EXP for `run` with the default config; runs/EXP "
+                           "with --quick, --set, --seeds, and for `sweep`].  Reused only when it holds this "
+                           "experiment's results; refused when it holds files this program did not write.")(fn)
+    fn = click.option("--max-cells", type=int, default=None,
+                      help="Refuse grids with more cells [default: $DYNAMICS_MAX_CELLS or 10000].")(fn)
+    fn = click.option("--max-work", type=float, default=None,
+                      help="Refuse runs estimated at more than this many times the default run's work "
+                           "[default: $DYNAMICS_MAX_WORK or 1000].")(fn)
+    fn = click.option("--threads", type=int, default=None,
+                      help="torch threads per worker process when batches run in parallel [default: 1]; "
+                           "with one worker, the threads of this process [default: torch's].")(fn)
+    fn = click.option("--dask-tls", nargs=3, type=click.Path(dir_okay=False, path_type=Path), default=None,
+                      metavar="CA CERT KEY",
+                      help="TLS for --executor dask: CA certificate, client certificate and key (PEM); "
+                           "the address must then be tls://HOST:PORT.")(fn)
     fn = click.option("--resume", is_flag=True, help="Skip cells already finished in the result directory.")(fn)
     fn = click.option("--seeds", type=int, default=None, help="Seeds per cell (sets the `seeds` key).")(fn)
     fn = click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
@@ -92,7 +124,7 @@ def _run_options(fn):
 
 
 def _do_run(experiment, grid_items, quick, sets, seeds, out, resume, executor, address, workers, no_wait,
-            data_dir, default_root):
+            data_dir, default_root, max_cells=None, max_work=None, threads=None, dask_tls=None):
     from .config import parse_assignments
     from .sweep import runner
     from .sweep.executors import make_executor
@@ -110,19 +142,28 @@ def _do_run(experiment, grid_items, quick, sets, seeds, out, resume, executor, a
         if "data_dir" not in {f.name for f in dataclasses.fields(exp.config)}:
             raise UserError(f"{exp.name} reads no data: --data-dir does not apply")
         overrides["data_dir"] = str(data_dir)
+    for name, value in (("--max-cells", max_cells), ("--max-work", max_work), ("--threads", threads)):
+        if value is not None and not value >= 1:
+            raise UserError(f"{name} must be at least 1, got {value}")
     grid = parse_grid(exp.config, list(grid_items))
-    p = runner.plan(exp, overrides, grid, quick=quick)
-    out = out or default_root / exp.name
+    p = runner.plan(exp, overrides, grid, quick=quick, max_cells=max_cells, max_work=max_work)
+    if out is None:
+        # results/ holds the committed reproduction: only the default config goes there
+        custom = quick or sets or seeds is not None or grid_items
+        out = (RUNS if custom else default_root) / exp.name
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a directory")
     if executor == "local" and workers is None:
         workers = exp.local_workers
-    pool = make_executor(executor, address, workers)
+    pool = make_executor(executor, address, workers, threads=threads, tls=dask_tls)
     root = runner.execute(p, out, resume=resume, executor=pool, argv=sys.argv, wait=not no_wait)
     click.echo(f"{exp.name}: {len(p.ids)} cells -> {root}")
     claims = root / "claims.csv"
     if claims.exists():
-        import pandas as pd
+        from .sweep.store import read_csv_checked, read_manifest
 
-        table = pd.read_csv(claims)
+        entry = read_manifest(root / "manifest.json").get("files", {}).get("claims.csv")
+        table = read_csv_checked(claims, entry)
         if len(table):
             click.echo(f"claims: {(table.status == 'PASS').sum()} of {len(table)} pass (dynamics verify {exp.name})")
 
@@ -130,13 +171,16 @@ def _do_run(experiment, grid_items, quick, sets, seeds, out, resume, executor, a
 @cli.command()
 @click.argument("experiment")
 @_run_options
-def run(experiment, quick, sets, seeds, out, resume, executor, address, workers, no_wait, data_dir) -> None:
+def run(experiment, quick, sets, seeds, out, resume, executor, address, workers, no_wait, data_dir, max_cells,
+        max_work, threads, dask_tls) -> None:
     """Run EXPERIMENT over its default grid and write tables, figures, claims and a manifest.
 
-    Results go to results/EXPERIMENT/ unless --out is given.  Same seeds on the same machine give an
-    identical table.
+    With the default config, results go to results/EXPERIMENT/ (the committed reproduction); with
+    --quick, --set or --seeds they go to runs/EXPERIMENT/, unless --out is given.  Same seeds on the
+    same machine give an identical table.
     """
-    _do_run(experiment, [], quick, sets, seeds, out, resume, executor, address, workers, no_wait, data_dir, RESULTS)
+    _do_run(experiment, [], quick, sets, seeds, out, resume, executor, address, workers, no_wait, data_dir, RESULTS,
+            max_cells, max_work, threads, dask_tls)
 
 
 @cli.command()
@@ -145,7 +189,7 @@ def run(experiment, quick, sets, seeds, out, resume, executor, address, workers,
               help="Sweep KEY over the listed values; repeatable (replaces that key in the default grid).")
 @_run_options
 def sweep(experiment, grid_items, quick, sets, seeds, out, resume, executor, address, workers, no_wait,
-          data_dir) -> None:
+          data_dir, max_cells, max_work, threads, dask_tls) -> None:
     """Run EXPERIMENT over a grid of config values (cells), one result table for the whole grid.
 
     Sweeps write to runs/EXPERIMENT/ by default so the committed results/ are not overwritten;
@@ -154,14 +198,18 @@ def sweep(experiment, grid_items, quick, sets, seeds, out, resume, executor, add
         dynamics sweep scan-snap-fig6 --grid eta_z=0.5,1 --grid ratio=1,10 --seeds 3
     """
     _do_run(experiment, grid_items, quick, sets, seeds, out, resume, executor, address, workers, no_wait,
-            data_dir, Path("runs"))
+            data_dir, RUNS, max_cells, max_work, threads, dask_tls)
 
 
 def _store(experiment: str, directory: Path | None):
     from .sweep.store import Store
 
-    _experiment(experiment)
-    return Store(directory or RESULTS / experiment)
+    exp = _experiment(experiment)
+    store = Store(directory or RESULTS / exp.name, exp.name)
+    manifest = store.manifest() if store.root.is_dir() else None
+    if manifest is not None and manifest["experiment"] != exp.name:
+        raise UserError(f"{store.root} holds results of {manifest['experiment']!r}, not {exp.name!r}")
+    return store
 
 
 @cli.command()
@@ -182,19 +230,45 @@ def table(experiment, fmt, directory) -> None:
 @click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Result directory [default: results/EXPERIMENT].")
 def plot(experiment, directory) -> None:
-    """Redraw EXPERIMENT's figures from its saved tables (no simulation)."""
+    """Redraw EXPERIMENT's figures from its saved tables (no simulation).
+
+    Tables that no longer match their manifest (truncated, edited) are refused.  Figures are drawn
+    into a scratch directory first and replace only figures this program wrote.
+    """
+    import shutil
+    import tempfile
+
     from .config import build
+    from .sweep.store import read_manifest
 
     exp = _experiment(experiment)
     store = _store(experiment, directory)
     tables = store.load_tables()
     if not exp.plot:
         raise UserError(f"{experiment} has no figures")
-    base = build(exp.config, store.read_json("manifest.json")["config"])
-    from .report.figures import render, save_all
+    manifest = read_manifest(store.root / "manifest.json")
+    if manifest["experiment"] != exp.name:
+        raise UserError(f"{store.root} holds results of {manifest['experiment']!r}, not {exp.name!r}")
+    config = manifest.get("config")
+    if not isinstance(config, dict):
+        raise UserError(f"{store.root / 'manifest.json'}: corrupt manifest (no config)")
+    base = build(exp.config, config)
+    lock = store.lock()
+    scratch = Path(tempfile.mkdtemp(prefix=f".{store.name}.plot-", dir=store.root.parent))
+    try:
+        from .report.figures import render, save_all
 
-    for path in save_all(render(exp.plot, tables, base), store.root):
-        click.echo(str(path))
+        drawn = save_all(render(exp.plot, tables, base), scratch)
+        owned = store.owned_files(manifest)
+        for path in drawn:  # check every figure before replacing any
+            target = store.root / Path(path).name
+            if target.exists() and target.name not in owned:
+                raise UserError(f"{target} was not written by this program: not replaced")
+        for path in drawn:
+            click.echo(str(store.rewrite(Path(path).name, Path(path).read_bytes())))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+        lock.release()
 
 
 @cli.command()
@@ -243,22 +317,53 @@ def readme(readme) -> None:
         click.echo(path)
 
 
+# OS errors that describe the machine or the user's paths, not a bug: one line, exit 2
+_ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR,
+                       errno.EISDIR, errno.ENAMETOOLONG, errno.EMFILE, errno.ENFILE, errno.EIO, errno.ENOENT,
+                       errno.ELOOP, errno.EXDEV}
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: click's own usage errors and UserError become one line and exit code 2."""
+    """Entry point: every fault becomes one line; see the module docstring for the exit codes."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    _DEBUG["on"] = bool(os.environ.get("DYNAMICS_DEBUG")) or "--debug" in args[:1]
     try:
-        cli.main(args=argv, prog_name="dynamics", standalone_mode=False)
+        cli.main(args=args, prog_name="dynamics", standalone_mode=False)
     except UserError as exc:
-        click.echo(f"dynamics: error: {exc}", err=True)
-        sys.exit(2)
+        click.echo(f"dynamics: error: {_one_line(exc)}", err=True)
+        sys.exit(EXIT_USER)
     except click.ClickException as exc:
-        click.echo(f"dynamics: error: {exc.format_message()}", err=True)
-        sys.exit(2)
-    except click.exceptions.Abort:
+        click.echo(f"dynamics: error: {_one_line(exc.format_message())}", err=True)
+        sys.exit(EXIT_USER)
+    except (click.exceptions.Abort, KeyboardInterrupt):
         click.echo("dynamics: aborted", err=True)
         sys.exit(130)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
+    except OSError as exc:
+        if exc.errno not in _ENVIRONMENT_ERRNOS:
+            _internal(exc)
+        where = exc.filename if exc.filename is not None else ""
+        click.echo(f"dynamics: error: {exc.strerror or exc}{': ' + str(where) if where else ''}", err=True)
+        sys.exit(EXIT_USER)
+    except SystemExit:
+        raise
+    except Exception as exc:  # a bug: one line, the traceback on request
+        _internal(exc)
     sys.exit(0)
+
+
+def _internal(exc: BaseException) -> None:
+    if _DEBUG["on"]:
+        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+        sys.exit(EXIT_INTERNAL)
+    message = _one_line(f"{type(exc).__name__}: {exc}")[:300]
+    click.echo(f"dynamics: internal error: {message} (run `dynamics --debug ...` for the traceback)", err=True)
+    sys.exit(EXIT_INTERNAL)
 
 
 if __name__ == "__main__":

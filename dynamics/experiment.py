@@ -12,6 +12,7 @@ An experiment is data plus four functions::
                 against ``claim_specs``, the experiment's pre-registered claims (dynamics.claims.ClaimSpec)
     preflight   config -> None, raising UserError for what a run would trip over later (a missing
                 data directory); runs for every cell before anything is written
+    memory      a batch's configs -> rough peak bytes, so a run that cannot fit is refused up front
 
 Nothing in an experiment writes files itself: the store does, atomically, so ``--resume`` and the
 executors (in-process, process pool, Dask) see the same behaviour.
@@ -56,6 +57,7 @@ class Experiment:
     claims: Callable[[Tables, Any], Any] | None = None
     claim_specs: tuple = ()  # pre-registered ClaimSpec definitions, in one reviewable place per experiment
     preflight: Callable[[Any], None] | None = None
+    memory: Callable[[Sequence[Any]], float] | None = None
     # default --workers of the local executor (None: automatic); 1 keeps uneven batches in-process,
     # where each batch uses every core, instead of a pool that waits on its largest batch
     local_workers: int | None = None

@@ -1,10 +1,23 @@
-"""Progress bars with elapsed time and ETA, silent when stderr is not a terminal (CI, pipes)."""
+"""Progress: bars with elapsed time and ETA on a terminal, a heartbeat line everywhere else.
+
+A bar is silent when stderr is not a terminal (CI, pipes, log files); there a :class:`Heartbeat`
+prints one line every 30 s instead (``DYNAMICS_HEARTBEAT_S`` changes the interval), so a run logged
+to a file still says where it is::
+
+    dynamics: scan-snap-fig6: cell 12 of 64, 0:01:30 elapsed, ETA 0:06:00
+"""
 
 from __future__ import annotations
 
+import os
 import sys
+import threading
+import time
+from datetime import timedelta
 
 from tqdm.auto import tqdm
+
+HEARTBEAT_S = 30.0
 
 
 def bar(total: int | None, desc: str, unit: str = "it"):
@@ -15,3 +28,58 @@ def bar(total: int | None, desc: str, unit: str = "it"):
 def silent(total: int | None = None, desc: str = "", unit: str = "it"):
     """A bar that shows nothing (inside worker processes, whose output nobody watches)."""
     return tqdm(total=total, disable=True)
+
+
+def _hms(seconds: float) -> str:
+    return str(timedelta(seconds=int(round(seconds))))
+
+
+class Heartbeat:
+    """A background thread printing ``desc: cell i of n, elapsed, ETA`` every ``interval`` seconds to
+    ``stream`` when it is not a terminal.  ETA extrapolates the cells finished in this run."""
+
+    def __init__(self, desc: str, total: int, done: int = 0, interval: float | None = None, stream=None):
+        self.desc, self.total, self.start_done, self.done = desc, total, done, done
+        env = os.environ.get("DYNAMICS_HEARTBEAT_S")
+        try:
+            self.interval = float(interval if interval is not None else env or HEARTBEAT_S)
+        except ValueError:
+            self.interval = HEARTBEAT_S
+        self.stream = stream or sys.stderr
+        self.started = time.monotonic()
+        self._stop = threading.Event()
+        self._thread = None
+
+    def line(self) -> str:
+        elapsed = time.monotonic() - self.started
+        new = self.done - self.start_done
+        if new > 0 and self.done < self.total:
+            eta = _hms(elapsed / new * (self.total - self.done))
+        else:
+            eta = "0:00:00" if self.done >= self.total else "unknown"
+        return f"dynamics: {self.desc}: cell {self.done} of {self.total}, {_hms(elapsed)} elapsed, ETA {eta}"
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                print(self.line(), file=self.stream, flush=True)
+            except (OSError, ValueError):  # the stream went away; the run goes on
+                return
+
+    def __enter__(self) -> "Heartbeat":
+        try:
+            tty = self.stream.isatty()
+        except (AttributeError, ValueError):
+            tty = False
+        if not tty and self.interval > 0:
+            self._thread = threading.Thread(target=self._run, name="dynamics-heartbeat", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=1)

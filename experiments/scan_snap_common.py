@@ -86,5 +86,16 @@ def attention_at(traj: Trajectory, classes: data.SequenceClasses) -> np.ndarray:
     return metrics.attention(traj.full_Z(classes.M), classes)
 
 
+def memory_bytes(cfgs: Sequence[SynConfig], records: int) -> float:
+    """Rough peak bytes of one batched simulation recording ``records`` steps: the recorded logits, the
+    full attention rows and the per-step metrics derived from them (float64, R x K x M each), the loss
+    log (steps x R) and one step's sampled batch per seed."""
+    c = cfgs[0]
+    K = c.num_last * c.num_next_per_last
+    M = c.num_common + c.num_last * (c.num_common_per_last + 1) + K * (c.num_unique_per_next + 1)
+    R = len(cfgs) * c.seeds
+    return 8.0 * (4 * records * R * K * M + c.steps * R + 3 * c.seeds * c.batch * c.T)
+
+
 NOTES = {"common_random_numbers": "runs with the same seed index share init and sample stream across "
                                   "learning rates (as one seed does in the official sweep)"}

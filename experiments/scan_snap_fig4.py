@@ -22,8 +22,16 @@ from dynamics import claims as C
 from dynamics.config import field
 from dynamics.experiment import Experiment
 from dynamics.scan_snap import metrics
+from dynamics.sweep.grid import POOLED_KEYS, group_keys
 
-from .scan_snap_common import NOTES, SynConfig, attention_at, simulate, simulation_key
+from .scan_snap_common import (
+    NOTES,
+    SynConfig,
+    attention_at,
+    memory_bytes,
+    simulate,
+    simulation_key,
+)
 
 NAME = "scan-snap-fig4"
 SNAPSHOTS = (0, 2, 4, 6, 8, 10)
@@ -72,9 +80,17 @@ def run_batch(cfgs, ctx):
 
 def summarize(tables, base):
     traj = tables["trajectory"]
-    keys = ["optimizer", "eta_z", "ratio"]
-    per_seed = traj.groupby(keys + ["seed_index", "step"], sort=True)[
-        ["common_mass", "top_distinct_weight", "distinct_entropy", "loss"]].mean().reset_index()
+    keys = group_keys(traj, Fig4Config, ["optimizer", "eta_z", "ratio"])
+    run = keys + [k for k in POOLED_KEYS if k in traj.columns] + ["seed_index"]  # one training run
+    metrics_ = ["common_mass", "top_distinct_weight", "distinct_entropy", "loss"]
+    # a diverged run contributes NaN from its divergence step on (its frozen parameters are not a
+    # measurement), and any non-finite metric is NaN: both are counted in n_diverged, never averaged
+    div = tables["diverged"][run + ["diverged_step"]]
+    masked = traj.merge(div, on=run, how="left", validate="many_to_one")
+    gone = (masked.diverged_step >= 0) & (masked.step >= masked.diverged_step)
+    masked.loc[gone, metrics_] = np.nan
+    masked[metrics_] = masked[metrics_].where(np.isfinite(masked[metrics_]))
+    per_seed = masked.groupby(run + ["step"], sort=True)[metrics_].mean().reset_index()
     rows = []
     for key, g in per_seed.groupby(keys, sort=True):
         row = dict(zip(keys, key))
@@ -88,10 +104,12 @@ def summarize(tables, base):
         mean_loss = g.groupby("step").loss.mean()
         below = mean_loss.index[mean_loss < base.loss_target]
         row["steps_to_loss_target"] = int(below.min()) if len(below) else np.nan
-        row["n_seeds"] = g.seed_index.nunique()
+        final = g[g.step == base.steps]
+        row["n_seeds"] = len(final)
+        row["n_diverged"] = int(final.distinct_entropy.isna().sum())  # diverged or non-finite by the end
         rows.append(row)
     table = pd.DataFrame(rows)
-    headline = table[["optimizer", "eta_y", "eta_z", "common_mass_init", f"common_mass_step{base.early_step}",
+    headline = table[keys[3:] + ["optimizer", "eta_y", "eta_z", "common_mass_init", f"common_mass_step{base.early_step}",
                       "common_mass_final", "top_distinct_weight_final", "distinct_entropy_final",
                       "steps_to_loss_target", "final_loss"]]
     return {"table": table, "headline": headline, "trajectory": traj, "attention": tables["attention"],
@@ -186,6 +204,7 @@ EXPERIMENT = Experiment(
     grid={"ratio": (1.0, 10.0)},
     quick={"seeds": 2, "steps": 40},
     batch_key=simulation_key,
+    memory=lambda c: memory_bytes(c, records=c[0].steps + 1),
     summarize=summarize,
     plot=plot,
     claims=claims,

@@ -25,8 +25,16 @@ from dynamics import claims as C
 from dynamics.config import field
 from dynamics.experiment import Experiment
 from dynamics.scan_snap import metrics
+from dynamics.sweep.grid import group_keys
 
-from .scan_snap_common import NOTES, SynConfig, attention_at, simulate, simulation_key
+from .scan_snap_common import (
+    NOTES,
+    SynConfig,
+    attention_at,
+    memory_bytes,
+    simulate,
+    simulation_key,
+)
 
 NAME = "scan-snap-fig6"
 
@@ -59,19 +67,22 @@ def run_batch(cfgs, ctx):
 def summarize(tables, base):
     """One row per cell: entropy over the seeds that did not diverge (sample s.d. and s.e.)."""
     runs = tables["runs"]
+    keys = group_keys(runs, Fig6Config, ["num_last", "eta_z", "ratio"])
     rows = []
-    for (num_last, eta_z, ratio), g in runs.groupby(["num_last", "eta_z", "ratio"], sort=True):
-        ok = g[g.diverged_step < 0]
+    for key, g in runs.groupby(keys, sort=True):
+        # a diverged run, or one whose metric is not finite, counts as diverged and never as a value
+        ok = g[(g.diverged_step < 0) & np.isfinite(g.entropy)]
         n = len(ok)
         std = ok.entropy.std() if n > 1 else np.nan
-        rows.append({"num_last": num_last, "eta_z": eta_z, "ratio": ratio,
+        rows.append({**dict(zip(keys, key)),
                      "entropy_mean": ok.entropy.mean() if n else np.nan, "entropy_std": std,
                      "entropy_se": std / np.sqrt(n) if n > 1 else np.nan, "n_seeds": n,
                      "M": int(g.M.iloc[0]), "K": int(g.K.iloc[0]),
                      "common_mass_mean": ok.common_mass.mean() if n else np.nan,
                      "final_loss_mean": ok.final_loss.mean() if n else np.nan, "n_diverged": len(g) - n})
     table = pd.DataFrame(rows)
-    headline = table.pivot_table(index=["eta_z", "ratio"], columns="num_last", values="entropy_mean", dropna=False)
+    headline = table.pivot_table(index=["eta_z", "ratio"] + keys[3:], columns="num_last", values="entropy_mean",
+                                 dropna=False)
     headline.columns = [f"entropy (#last={k})" for k in headline.columns]
     return {"table": table, "runs": runs, "headline": headline.reset_index()}
 
@@ -131,6 +142,7 @@ EXPERIMENT = Experiment(
     quick={"seeds": 3},
     quick_grid={"num_last": (1, 3)},
     batch_key=simulation_key,
+    memory=lambda c: memory_bytes(c, records=1),
     summarize=summarize,
     plot=plot,
     claims=claims,

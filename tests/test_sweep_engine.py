@@ -22,20 +22,29 @@ def sweep(out: Path, *extra: str, cmd=SWEEP) -> subprocess.CompletedProcess:
     return subprocess.run([*cmd, "--out", str(out), *extra], capture_output=True, text=True, timeout=300)
 
 
+def done(out: Path) -> int:
+    """Finished cells: directories renamed into place (a ``.tmp-*`` one is still being written)."""
+    cells = out / ".cells"
+    return len([p for p in cells.glob("*/index.json") if not p.parent.name.startswith(".")]) if cells.is_dir() else 0
+
+
 def test_sigkill_halfway_then_resume_gives_the_uninterrupted_table(tmp_path):
     reference = tmp_path / "reference"
     assert sweep(reference, cmd=SLOW).returncode == 0
     out = tmp_path / "killed"
     proc = subprocess.Popen([*SLOW, "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
-    while time.time() < deadline and len(list((out / ".cells").glob("*.pkl"))) < 3:
+    while time.time() < deadline and done(out) < 3:
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    finished = len(list((out / ".cells").glob("*.pkl")))
+    finished = done(out)
     assert 3 <= finished < 10, f"kill landed after {finished} of 10 cells"
     assert not (out / "table.csv").exists()
-    assert not [p for p in (out / ".cells").iterdir() if not p.name.endswith(".pkl")], "a half-written cell"
+    # a cell is a directory renamed into place whole; only a temporary directory can be half-written
+    half = [p for p in (out / ".cells").iterdir() if p.is_dir() and not (p / "index.json").exists()
+            and not p.name.startswith(".tmp-")]
+    assert not half, "a half-written cell"
     resumed = sweep(out, "--resume", cmd=SLOW)
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads((out / "manifest.json").read_text())["resumed_cells"] == finished

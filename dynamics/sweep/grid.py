@@ -31,3 +31,19 @@ def cell_id(experiment: str, config: Mapping[str, Any]) -> str:
     """A stable name for a cell: the hash of its full config (so a changed default is a new cell)."""
     blob = json.dumps({"experiment": experiment, "config": config}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# Root seeds are replicates: cells that differ only in ``seed`` are pooled into one row, their runs
+# counted as further seeds.  Every other config key that varies over the grid gets its own rows.
+POOLED_KEYS = ("seed",)
+
+
+def group_keys(df, cls: type, keys: list[str]) -> list[str]:
+    """``keys`` plus every other config field of ``cls`` that appears as a column of ``df`` (the runner
+    adds each grid key as a column), so a table never merges cells of a grid the experiment did not
+    foresee (``--grid seeds=1,2``, ``--grid steps=10,100``)."""
+    from ..config import field_types
+
+    fields = field_types(cls)
+    extra = [c for c in df.columns if c in fields and c not in keys and c not in POOLED_KEYS]
+    return list(keys) + extra

@@ -1,14 +1,19 @@
 """Run an experiment's grid into its store: validate, expand, batch, execute, save, plot, claim.
 
 Every config is built (and so validated) before the result directory is touched, so a bad value
-writes nothing.  Each finished cell is saved atomically as soon as its batch returns, so a crash
-loses at most the batches in flight and ``--resume`` continues from there.
+writes nothing; so is the size of the run (:func:`check_size`).  Each finished cell is checkpointed
+atomically as soon as its batch returns, so a crash loses at most the batches in flight and
+``--resume`` continues from there.  The tables, figures, claims and manifest are written into a
+staging directory that then replaces the result directory as a unit (:meth:`Store.commit`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import math
+import os
+import shutil
 import sys
 import time
 from collections import OrderedDict
@@ -19,7 +24,8 @@ import pandas as pd
 
 from .. import progress
 from ..claims import CLAIM_ROW_COLUMNS, ROW_COLUMNS, evaluate
-from ..config import build
+from ..config import build, field_types
+from ..errors import UserError
 from ..experiment import Context, Experiment, Tables
 from . import manifest
 from .executors import LocalExecutor
@@ -40,10 +46,31 @@ class Plan:
     quick: bool
 
 
+MAX_CELLS = 10_000  # cells in one run; DYNAMICS_MAX_CELLS or --max-cells raise it
+MAX_WORK = 1_000.0  # estimated work, in multiples of the experiment's default run; DYNAMICS_MAX_WORK or --max-work
+MAX_MEMORY_FRACTION = 0.5  # of this machine's memory, for experiments that estimate their peak (DYNAMICS_MAX_MEMORY_GB)
+
+
+def _limit(value, env: str, default: float) -> float:
+    if value is not None:
+        return float(value)
+    raw = os.environ.get(env)
+    if raw:
+        try:
+            out = float(raw)
+        except ValueError:
+            raise UserError(f"{env}={raw!r}: expected a number") from None
+        if not math.isfinite(out) or out <= 0:
+            raise UserError(f"{env}={raw!r}: expected a positive number")
+        return out
+    return default
+
+
 def plan(exp: Experiment, overrides: Mapping[str, Any] = (), grid: Mapping[str, tuple] | None = None,
-         quick: bool = False) -> Plan:
+         quick: bool = False, max_cells: int | None = None, max_work: float | None = None) -> Plan:
     """Build and validate every cell's config.  ``overrides`` fix keys (removing them from the grid);
-    ``grid`` replaces or adds grid entries."""
+    ``grid`` replaces or adds grid entries.  A run larger than the limits (see :func:`check_size`)
+    is refused here, before anything is allocated."""
     overrides = dict(overrides)
     full_grid = dict(exp.grid)
     base_over: dict[str, Any] = {}
@@ -57,13 +84,92 @@ def plan(exp: Experiment, overrides: Mapping[str, Any] = (), grid: Mapping[str, 
     for key in full_grid:
         base_over.pop(key, None)
     base = build(exp.config, base_over)
+    n_cells = math.prod(len(v) for v in full_grid.values())
+    limit = _limit(max_cells, "DYNAMICS_MAX_CELLS", MAX_CELLS)
+    if n_cells > limit:
+        sizes = " x ".join(f"{len(v)} {k}" for k, v in full_grid.items())
+        raise UserError(f"{exp.name}: the grid has {n_cells:,} cells ({sizes}), more than the limit of {int(limit):,}; "
+                        "raise it with --max-cells or DYNAMICS_MAX_CELLS")
     cells = expand(full_grid)
     configs = [build(exp.config, cell, base) for cell in cells]
+    check_size(exp, configs, _limit(max_work, "DYNAMICS_MAX_WORK", MAX_WORK))
     if exp.preflight:
         for cfg in {repr(c): c for c in configs}.values():
             exp.preflight(cfg)
     ids = [cell_id(exp.name, dataclasses.asdict(c)) for c in configs]
     return Plan(exp, base, full_grid, cells, configs, ids, quick)
+
+
+def _size_fields(cls: type) -> list[tuple[str, int]]:
+    """Integer fields whose growth makes a run longer or larger (counts, lengths, sizes), with defaults.
+
+    Excluded: seeds' values (``seed``), intervals (``*_every``: larger is cheaper), indices (``*_step``),
+    lower bounds (``min_*``) and thread counts."""
+    types = field_types(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        name = f.name
+        if types[name] is not int or f.default is dataclasses.MISSING or isinstance(f.default, bool):
+            continue
+        if (name == "seed" or name.endswith("_seed") or name.endswith("_every") or name.endswith("_step")
+                or name.startswith("min_") or name == "threads"):
+            continue
+        out.append((name, max(int(f.default), 1)))
+    return out
+
+
+def estimate_work(exp: Experiment, configs: Sequence[Any]) -> tuple[float, str]:
+    """Rough work of a run in multiples of the default run: each cell counts the product of its size
+    fields relative to their defaults (``steps=1000`` against a default of 100 counts 10), and a default
+    run counts its number of cells.  Returns (work, the largest factor as ``key=value``)."""
+    fields = _size_fields(exp.config)
+
+    def work(cfg) -> tuple[float, str, float]:
+        w, worst, worst_f = 1.0, "", 1.0
+        for name, default in fields:
+            f = max(1.0, getattr(cfg, name) / default)
+            w *= f
+            if f > worst_f:
+                worst, worst_f = f"{name}={getattr(cfg, name)} is {f:.3g} x its default {default}", f
+        return w, worst, worst_f
+
+    default = sum(work(build(exp.config, cell))[0] for cell in expand(dict(exp.grid))) or 1.0
+    total, worst, worst_f = 0.0, "", 1.0
+    for cfg in configs:
+        w, why, f = work(cfg)
+        total += w
+        if f > worst_f:
+            worst, worst_f = why, f
+    return total / default, worst
+
+
+def check_size(exp: Experiment, configs: Sequence[Any], max_work: float) -> None:
+    """Refuse a run whose estimated work or memory is past the limits, with the estimate."""
+    work, worst = estimate_work(exp, configs)
+    if work > max_work:
+        raise UserError(f"{exp.name}: estimated at {work:.3g} x the work of its default run"
+                        f"{' (' + worst + ')' if worst else ''}, more than the limit of {max_work:g} x; "
+                        "raise it with --max-work or DYNAMICS_MAX_WORK")
+    if exp.memory is not None:
+        gib_env = os.environ.get("DYNAMICS_MAX_MEMORY_GB")
+        try:
+            limit = float(gib_env) * 2 ** 30 if gib_env else MAX_MEMORY_FRACTION * _physical_memory()
+        except ValueError:
+            raise UserError(f"DYNAMICS_MAX_MEMORY_GB={gib_env!r}: expected a number") from None
+        groups: OrderedDict[Any, list] = OrderedDict()
+        for i, cfg in enumerate(configs):
+            groups.setdefault(exp.batch_key(cfg) if exp.batch_key else i, []).append(cfg)
+        peak = max(exp.memory(b) for b in groups.values())
+        if peak > limit:
+            raise UserError(f"{exp.name}: a batch needs about {peak / 2 ** 30:.3g} GiB, more than the limit of "
+                            f"{limit / 2 ** 30:.3g} GiB; raise it with DYNAMICS_MAX_MEMORY_GB")
+
+
+def _physical_memory() -> float:
+    try:
+        return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return float(16 * 2 ** 30)
 
 
 def batches(p: Plan, todo: Sequence[int]) -> list[tuple[int, list[int]]]:
@@ -86,21 +192,28 @@ def execute(p: Plan, out: Path, resume: bool = False, executor=None, argv: Seque
     """Run the plan into ``out`` and return it.  See the module docstring for the guarantees.
 
     Another run writing ``out`` holds its lock: with ``wait`` this run waits for it, else it stops
-    with a UserError.
+    with a UserError.  A directory this run may not write (another experiment's, or holding files the
+    store did not write) is refused before anything runs; see :mod:`dynamics.sweep.store`.
     """
     exp = p.experiment
     store = Store(out)
     executor = executor or LocalExecutor(workers=1)
     started = time.time()
     git = manifest.git_state(Path(__file__).resolve().parent)  # the code that runs, not what is checked out at the end
+    config = dataclasses.asdict(p.base)
+    grid = {k: list(v) for k, v in p.grid.items()}
+    store.check_target(exp.name, config, grid, resume)  # before the lock: a refused run creates nothing
     lock = store.lock(wait=wait)
+    staging = None
     try:
-        if not resume:
-            store.clear_cells()
+        store.recover()
+        store.check_target(exp.name, config, grid, resume)  # again: another run may have written it meanwhile
         todo = [i for i, cid in enumerate(p.ids) if not (resume and store.has_cell(cid))]
+        store.start_cells(exp.name, config, grid, resume)
         notes: dict = {}
         jobs = batches(p, todo)
-        with progress.bar(len(p.ids), exp.name, unit="cell") as pbar:
+        with progress.bar(len(p.ids), exp.name, unit="cell") as pbar, \
+                progress.Heartbeat(exp.name, len(p.ids), done=len(p.ids) - len(todo)) as beat:
             pbar.update(len(p.ids) - len(todo))
             in_process = isinstance(executor, LocalExecutor) and executor.processes(len(jobs)) <= 1
             fn = functools.partial(_run_batch, exp, in_process)
@@ -110,24 +223,26 @@ def execute(p: Plan, out: Path, resume: bool = False, executor=None, argv: Seque
                     store.write_cell(p.ids[i], tables)
                 notes.update(batch_notes)
                 pbar.update(len(members[index]))
+                beat.update(len(members[index]))
         tables = collect(p, store)
         if exp.summarize:
             tables = exp.summarize(tables, p.base)
-        written = store.write_tables(tables)
-        saved = store.load_tables()
+        staging = store.staging()
+        written = store.write_tables_into(staging, tables)
+        saved = store.load_tables(staging)
         if exp.plot:
             from ..report.figures import render, save_all
 
-            written += save_all(render(exp.plot, saved, p.base), store.root)
+            written += save_all(render(exp.plot, saved, p.base), staging)
         if exp.claims:
-            written += store.write_tables({"claims": claims_frame(exp, saved, p.base)})
-        written.append(store.write_json("manifest.json", {
+            written += store.write_tables_into(staging, {"claims": claims_frame(exp, saved, p.base)})
+        store.commit(staging, {
             "experiment": exp.name,
             "reference": exp.reference,
             "argv": list(argv if argv is not None else sys.argv),
             "quick": p.quick,
-            "config": dataclasses.asdict(p.base),
-            "grid": {k: list(v) for k, v in p.grid.items()},
+            "config": config,
+            "grid": grid,
             "cells": len(p.ids),
             "resumed_cells": len(p.ids) - len(todo),
             "executor": getattr(executor, "name", type(executor).__name__),
@@ -136,9 +251,11 @@ def execute(p: Plan, out: Path, resume: bool = False, executor=None, argv: Seque
             "machine": manifest.machine(),
             "wall_time_s": round(time.time() - started, 3),
             "notes": notes,
-        }))
-        store.remove_stale(written)
+        }, written)
+        staging = None
     finally:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)  # our own unfinished outputs; the old result stays
         lock.release()
         if hasattr(executor, "close"):
             executor.close()
