@@ -249,3 +249,20 @@ def verdict(est: Estimate, band: Band) -> Verdict:
     if est.high < band.low or est.low > band.high:
         return "FAIL"
     return "INCONCLUSIVE"
+
+
+def spearman_by_unit(df, unit: str, series: list[str], x: str, y: str, min_points: int = 2) -> np.ndarray:
+    """Per independent unit (a seed): the mean over ``series`` groups of Spearman's rho between ``x`` and
+    ``y`` (groups with fewer than ``min_points`` rows or one ``x`` value are skipped).  Feed the result
+    to :func:`t_interval`: a trend claimed across many series becomes one number per seed, so the
+    interval is over seeds, not over series that share a seed's noise.  NaN for a unit with no series.
+    """
+    out = []
+    for _, by_unit in df.groupby(unit, sort=True):
+        rhos = []
+        for _, s in by_unit.groupby(series):
+            if len(s) >= min_points and s[x].nunique() > 1 and s[y].nunique() > 1:
+                rhos.append(_st.spearmanr(s[x], s[y]).statistic)
+        rhos = [r for r in rhos if np.isfinite(r)]
+        out.append(float(np.mean(rhos)) if rhos else math.nan)
+    return np.array(out)
