@@ -180,11 +180,14 @@ def decide(experiment: str, spec: ClaimSpec, measured: Measured, cfg: Any = None
                        note=note or "not measured: this run's grid or config lacks the claim's inputs")
     v = _verdict(measured, spec.band)
     need = measured.seeds_needed(spec.band) if v == "INCONCLUSIVE" else None
-    if v == "INCONCLUSIVE" and not note:
+    if v == "INCONCLUSIVE":
         if measured.n < 2 and measured.method != "exact":
-            note = f"n = {measured.n}: no interval"
+            auto = f"n = {measured.n}: no interval"
         elif need is not None:
-            note = f"interval straddles the band; about {need} seeds would decide it at 80% power"
+            auto = f"interval straddles the band; about {need} seeds would decide it at 80% power"
+        else:
+            auto = "interval straddles the band"
+        note = f"{auto}. {note}" if note else auto
     return Decided(**common, estimate=measured.value, ci_low=measured.low, ci_high=measured.high,
                    n=measured.n, verdict=v, mde=measured.mde(), method=measured.method,
                    excluded=measured.excluded, seeds_needed=float(need) if need is not None else math.nan,
