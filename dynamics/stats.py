@@ -166,6 +166,16 @@ def t_interval(x, level: float = 0.95) -> Estimate:
     return Estimate(m, m - half, m + half, n, "t", s, level, dropped)
 
 
+def t_from_summary(mean: float, se: float, n: int, level: float = 0.95) -> Estimate:
+    """Student-t interval from a saved mean, standard error and n (when per-unit values were not kept):
+    ``mean ± t_{1-a/2, n-1} se``.  n < 2 or a non-finite se gives no interval."""
+    m, se = float(mean), float(se)
+    if n < 2 or not math.isfinite(se):
+        return Estimate(m, math.nan, math.nan, int(n), "t", level=level)
+    half = float(_st.t.ppf(1 - (1 - level) / 2, n - 1)) * se
+    return Estimate(m, m - half, m + half, int(n), "t", se * math.sqrt(n), level)
+
+
 def paired(a, b, level: float = 0.95) -> Estimate:
     """Paired-t interval on ``mean(a_i - b_i)`` for two arms that share seeds (pairs with a
     non-finite member are excluded)."""

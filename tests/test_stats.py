@@ -100,3 +100,10 @@ def test_absent_inputs_are_said():
     spec = C.ClaimSpec("a", "reproduction", "s", "r", S.Band.above(0))
     d = C.decide("exp", spec, None)
     assert d.verdict == "INCONCLUSIVE" and "not measured" in d.note
+
+
+def test_t_from_summary_matches_t_interval():
+    e = S.t_interval(X)
+    f = S.t_from_summary(X.mean(), X.std(ddof=1) / np.sqrt(len(X)), len(X))
+    assert (f.low, f.high, f.n) == pytest.approx((e.low, e.high, e.n))
+    assert not S.t_from_summary(1.0, 0.1, 1).has_interval
