@@ -181,8 +181,8 @@ def decide(experiment: str, spec: ClaimSpec, measured: Measured, cfg: Any = None
     v = _verdict(measured, spec.band)
     need = measured.seeds_needed(spec.band) if v == "INCONCLUSIVE" else None
     if v == "INCONCLUSIVE":
-        if measured.n < 2 and measured.method != "exact":
-            auto = f"n = {measured.n}: no interval"
+        if not measured.has_interval and measured.method != "exact":
+            auto = f"n = {measured.n}: too few for a {measured.method} interval, undecidable with these seeds"
         elif need is not None:
             auto = f"interval straddles the band; about {need} seeds would decide it at 80% power"
         else:

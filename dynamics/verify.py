@@ -168,17 +168,21 @@ def check(name: str, exp: Experiment, root: Path) -> list[dict]:
     return rows
 
 
-def redecide(name: str, exp: Experiment, root: Path, reason: str, today: str | None = None) -> list[dict]:
+def redecide(name: str, exp: Experiment, root: Path, reason: str, today: str | None = None,
+             directory: Path | None = None) -> list[dict]:
     """Decide the current definitions on the saved tables, rewrite claims.csv, log changed definitions.
 
-    Returns the change-log rows appended to ``<root>/claims-changes.csv``."""
-    store = Store(root / name)
+    ``directory`` (default ``root / name``) may hold another run of the same experiment (an ablation
+    written with --out); the log then names that directory.  Returns the change-log rows appended to
+    ``<root>/claims-changes.csv``."""
+    store = Store(directory or root / name)
+    label = store.root.name
     cfg, why = _saved_config(exp, store)
     if cfg is None:
-        raise UserError(f"{name}: cannot re-decide, {why}")
+        raise UserError(f"{label}: cannot re-decide, {why}")
     path = store.root / "claims.csv"
     saved = _read_claims(path) if path.exists() else pd.DataFrame(columns=["claim"])
-    decided = evaluate(name, exp.claim_specs, exp.claims(store.load_tables(), cfg), cfg)
+    decided = evaluate(label, exp.claim_specs, exp.claims(store.load_tables(), cfg), cfg)
     table = pd.DataFrame([d.row() for d in decided], columns=CLAIM_ROW_COLUMNS)
     today = today or _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d")
     legacy = "fingerprint" not in saved.columns
@@ -189,11 +193,11 @@ def redecide(name: str, exp: Experiment, root: Path, reason: str, today: str | N
         old_def = "" if old is None else (_legacy_definition(old) if legacy else old["definition"])
         old_verdict = "" if old is None else str(old["status"] if legacy else old["verdict"])
         if old_def != d.definition:
-            changes.append({"experiment": name, "claim": d.claim, "old_definition": old_def or "(new claim)",
+            changes.append({"experiment": label, "claim": d.claim, "old_definition": old_def or "(new claim)",
                             "new_definition": d.definition, "old_verdict": old_verdict, "new_verdict": d.verdict,
                             "date": today, "reason": reason})
     for claim, old in by_id.items():
-        changes.append({"experiment": name, "claim": claim,
+        changes.append({"experiment": label, "claim": claim,
                         "old_definition": _legacy_definition(old) if legacy else old["definition"],
                         "new_definition": "(removed)", "old_verdict": str(old["status"] if legacy else old["verdict"]),
                         "new_verdict": "", "date": today, "reason": reason})
