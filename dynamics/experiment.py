@@ -25,8 +25,6 @@ from typing import Any, Callable, Hashable, Mapping, Sequence
 
 import pandas as pd
 
-from .claims import Claim
-
 Tables = dict[str, pd.DataFrame]
 
 

@@ -34,12 +34,12 @@ import torch
 
 from dynamics import stats as S
 from dynamics.claims import ClaimSpec
-from dynamics.stats import Band
 from dynamics.config import field, require
 from dynamics.detr import analytic, evaluate, metrics, scenes
 from dynamics.detr import train as detr_train
 from dynamics.detr.model import ModelSpec
 from dynamics.experiment import Experiment
+from dynamics.stats import Band
 
 NAME = "dacdetr-gather"
 REF = "Hu et al. 2023 (DAC-DETR), Sec. 1 / README fig. analyse"

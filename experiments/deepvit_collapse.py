@@ -36,7 +36,6 @@ import torch
 
 from dynamics import stats as S
 from dynamics.claims import ClaimSpec
-from dynamics.stats import Band
 from dynamics.collapse import analysis, data
 from dynamics.collapse import pure_attention as pa
 from dynamics.collapse import train as tr
@@ -44,6 +43,7 @@ from dynamics.collapse.attention import VARIANTS
 from dynamics.collapse.vit import ViTSpec, check_patch, check_shape, init_params
 from dynamics.config import field, require
 from dynamics.experiment import Experiment
+from dynamics.stats import Band
 
 NAME = "deepvit-collapse"
 REF = "Zhou et al. 2021 (DeepViT)"

@@ -32,13 +32,13 @@ import torch
 
 from dynamics import stats as S
 from dynamics.claims import ClaimSpec
-from dynamics.stats import Band
 from dynamics.config import field, require
 from dynamics.depth_width import theory
 from dynamics.depth_width.tasks import ses_class_rank
 from dynamics.depth_width.train import TrainSpec, lm_task, ses_task, train
 from dynamics.depth_width.transformer import ReplicaTransformer, width_for_budget
 from dynamics.experiment import Experiment
+from dynamics.stats import Band
 
 NAME = "depth-width-budget"
 PAPER_B = theory.FIT_B

@@ -24,7 +24,6 @@ import pandas as pd
 
 from dynamics import stats as S
 from dynamics.claims import ClaimSpec
-from dynamics.stats import Band
 from dynamics.config import field, require
 from dynamics.depth_width import theory
 from dynamics.depth_width.modular import P1, P2, check_prime, matrix_bytes
@@ -32,6 +31,7 @@ from dynamics.depth_width.rank_sweep import sweep_family
 from dynamics.depth_width.seprank import RankSpec, grid_rank, validate
 from dynamics.errors import UserError
 from dynamics.experiment import Experiment
+from dynamics.stats import Band
 
 NAME = "depth-width-rank"
 REF = "Levine et al. 2020 (arXiv 2006.12467): depth threshold log_3 d_x, two regimes"

@@ -24,12 +24,12 @@ import pandas as pd
 
 from dynamics import stats as S
 from dynamics.claims import ClaimSpec
-from dynamics.stats import Band
 from dynamics.config import field, require
 from dynamics.depth_width import collapse, theory
 from dynamics.depth_width.modular import P1, check_prime
 from dynamics.depth_width.seprank import RankSpec, grid_rank
 from dynamics.experiment import Experiment
+from dynamics.stats import Band
 
 NAME = "depth-width-theory"
 

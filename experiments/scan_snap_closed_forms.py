@@ -16,7 +16,6 @@ prints it (without the -1/4 ln C_0 offset, which is 0 for C_0 = 1).
 from __future__ import annotations
 
 import dataclasses
-import math
 from pathlib import Path
 
 import numpy as np
@@ -24,10 +23,11 @@ import pandas as pd
 
 from dynamics import stats as S
 from dynamics.claims import ClaimSpec
-from dynamics.stats import Band
 from dynamics.config import field, require
 from dynamics.experiment import Experiment
-from dynamics.scan_snap import symbolic, theory as th
+from dynamics.scan_snap import symbolic
+from dynamics.scan_snap import theory as th
+from dynamics.stats import Band
 
 NAME = "scan-snap-closed-forms"
 REF = "Tian et al. 2023"

@@ -21,10 +21,10 @@ import pandas as pd
 
 from dynamics import stats as S
 from dynamics.claims import ClaimSpec
-from dynamics.stats import Band
 from dynamics.config import field
 from dynamics.experiment import Experiment
 from dynamics.scan_snap import metrics
+from dynamics.stats import Band
 
 from .scan_snap_common import NOTES, SynConfig, attention_at, simulate, simulation_key
 

@@ -37,12 +37,13 @@ import pandas as pd
 
 from dynamics import stats as S
 from dynamics.claims import ClaimSpec
-from dynamics.stats import Band
 from dynamics.config import field, require
 from dynamics.experiment import Experiment
-from dynamics.scan_snap import data, metrics, theory as th
+from dynamics.scan_snap import data, metrics
+from dynamics.scan_snap import theory as th
 from dynamics.scan_snap.population import intra_op_threads
 from dynamics.scan_snap.train import TrainOptions, train
+from dynamics.stats import Band
 
 NAME = "scan-snap-phase"
 REF = "Tian et al. 2023"

@@ -37,12 +37,14 @@ import pandas as pd
 
 from dynamics import stats as S
 from dynamics.claims import ClaimSpec
-from dynamics.stats import Band
 from dynamics.config import field, require
 from dynamics.experiment import Experiment
-from dynamics.scan_snap import data, metrics, population as pop, theory as th
+from dynamics.scan_snap import data, metrics
+from dynamics.scan_snap import population as pop
+from dynamics.scan_snap import theory as th
 from dynamics.scan_snap.population import intra_op_threads
 from dynamics.scan_snap.train import TrainOptions, train
+from dynamics.stats import Band
 
 NAME = "scan-snap-theory"
 METHODS = ("ode", "ode-lemma3", "gd", "sgd")

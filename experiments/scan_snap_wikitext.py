@@ -28,12 +28,12 @@ import pandas as pd
 
 from dynamics import stats as S
 from dynamics.claims import ClaimSpec
-from dynamics.stats import Band
 from dynamics.config import field, require
 from dynamics.corpus import check_wikitext, load_wikitext
 from dynamics.corpus import simulate as sim
 from dynamics.corpus.cooccurrence import cooccurrence, query_table
 from dynamics.experiment import Experiment
+from dynamics.stats import Band
 
 NAME = "scan-snap-wikitext"
 RECORD = (0, 1, 2, 5, 10, 20, 50, 100, 200, 300, 500, 1000, 2000)

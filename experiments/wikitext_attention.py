@@ -30,14 +30,21 @@ import torch
 
 from dynamics import stats as S
 from dynamics.claims import ClaimSpec
-from dynamics.stats import Band
 from dynamics.config import field, require
 from dynamics.corpus import check_wikitext, load_wikitext
 from dynamics.corpus.cooccurrence import cooccurrence
 from dynamics.corpus.simulate import role_metrics
 from dynamics.experiment import Experiment
-from dynamics.lm import LMSpec, TransformerLM, attention_entropy, batchify, chunk, sgd_step
+from dynamics.lm import (
+    LMSpec,
+    TransformerLM,
+    attention_entropy,
+    batchify,
+    chunk,
+    sgd_step,
+)
 from dynamics.scan_snap.data import seed_generator
+from dynamics.stats import Band
 
 NAME = "wikitext-attention"
 

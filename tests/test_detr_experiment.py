@@ -20,7 +20,7 @@ def test_smoke_run_writes_tables_figures_and_claims(cli, tmp_path):
         assert (tmp_path / name).exists(), name
     claims = pd.read_csv(tmp_path / "claims.csv")
     assert len(claims) == 13
-    assert set(claims.status) <= {"PASS", "FAIL"}
+    assert set(claims.verdict) <= {"PASS", "FAIL", "INCONCLUSIVE"}
     ap = pd.read_csv(tmp_path / "ap.csv")
     assert set(ap.model) == {"detr", "dac-detr"} and ap.seed.nunique() == 2
     assert ap.ap.between(0, 1).all()

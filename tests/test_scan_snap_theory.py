@@ -214,7 +214,7 @@ def test_closed_forms_experiment(cli, tmp_path):
     code, _, err = cli("run", "scan-snap-closed-forms", "--set", "gap_horizon=500", "--out", str(tmp_path))
     assert code == 0, err
     claims = pd.read_csv(tmp_path / "claims.csv")
-    assert (claims.status == "PASS").all(), claims[["claim", "measured"]]
+    assert (claims.verdict == "PASS").all(), claims[["claim", "estimate"]]
     fig9 = pd.read_csv(tmp_path / "fig9_t0.csv")
     assert np.allclose(fig9.groupby("nu").B_t0.std(), 0, atol=1e-12)
     for png in ("fig3_growth_factor.png", "fig8_h_discrete.png", "fig9_B.png"):
