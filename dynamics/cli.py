@@ -249,6 +249,11 @@ def verify(experiment, run_missing, quick, redecide, reason, out) -> None:
         c = outcome.counts(name)
         fmt = lambda d: " ".join(f"{v} {k}" for k, v in d.items() if v) or "none"
         click.echo(f"{name:26s} reproductions: {fmt(c['reproduction']):40s} consistency: {fmt(c['consistency'])}")
+        rows = outcome.table[(outcome.table.experiment == name) & (outcome.table.kind == "reproduction")]
+        for verdict in ("FAIL", "STALE"):
+            ids = rows[rows.verdict == verdict].claim.tolist()
+            if ids:
+                click.echo(f"{'':26s}   {verdict}: {', '.join(ids)}")
     for name, why in outcome.skipped.items():
         click.echo(f"{name:26s} skipped: {why}")
     rep = outcome.table[outcome.table.experiment.isin(outcome.verified) & (outcome.table.kind == "reproduction")]

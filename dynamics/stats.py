@@ -71,10 +71,10 @@ class Band:
     def text(self) -> str:
         if math.isinf(self.low) and math.isinf(self.high):
             return "any"
-        if math.isinf(self.high):
-            return f"> {self.low:g}"
+        if math.isinf(self.high):  # the edges belong to the band (see verdict), hence >= and <=
+            return f">= {self.low:g}"
         if math.isinf(self.low):
-            return f"< {self.high:g}"
+            return f"<= {self.high:g}"
         return f"in [{self.low:g}, {self.high:g}]"
 
     def contains(self, x: float) -> bool:
