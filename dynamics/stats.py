@@ -250,10 +250,13 @@ def exact(value: float) -> Estimate:
 def verdict(est: Estimate, band: Band) -> Verdict:
     """PASS if the interval lies inside ``band``, FAIL if wholly outside, else INCONCLUSIVE.
 
-    No interval (n too small, all units diverged, a non-finite value) is INCONCLUSIVE.
+    No interval (n too small, all units diverged, a non-finite value) is INCONCLUSIVE, and so is a
+    sampled interval that rests on an edge of the band; an ``exact`` value on the edge belongs to the band.
     """
     if not (math.isfinite(est.value) and est.has_interval):
         return "INCONCLUSIVE"
+    if est.method != "exact" and (est.low == band.low or est.high == band.high):
+        return "INCONCLUSIVE"  # a sampled interval resting on the edge (e.g. every seed exactly 0) decides nothing
     if est.low >= band.low and est.high <= band.high:
         return "PASS"
     if est.high < band.low or est.low > band.high:
