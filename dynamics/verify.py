@@ -176,7 +176,10 @@ def redecide(name: str, exp: Experiment, root: Path, reason: str, today: str | N
     written with --out); the log then names that directory.  Returns the change-log rows appended to
     ``<root>/claims-changes.csv``."""
     store = Store(directory or root / name)
-    label = store.root.name
+    try:
+        label = store.root.relative_to(root).as_posix()  # "dacdetr-gather/ia-bce" for a nested ablation
+    except ValueError:
+        label = store.root.name
     cfg, why = _saved_config(exp, store)
     if cfg is None:
         raise UserError(f"{label}: cannot re-decide, {why}")
