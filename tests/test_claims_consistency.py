@@ -113,3 +113,14 @@ def test_plane_sweep_signs(over):
     d = _deltas("o-rep", spec)
     assert sum(m for (_, p), m, _ in d if p == "ca") > 0
     assert sum(m for (_, p), m, _ in d if p == "sa") < 0
+
+
+def test_claim_inputs_are_config_keys():
+    """A pre-registered input that is not a config key would silently drop out of the fingerprint."""
+    import dataclasses
+
+    for name in experiments.names():
+        exp = experiments.get(name)
+        keys = {f.name for f in dataclasses.fields(exp.config)}
+        for spec in exp.claim_specs:
+            assert set(spec.inputs) <= keys, (name, spec.id, set(spec.inputs) - keys)
