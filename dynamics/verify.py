@@ -299,7 +299,7 @@ def counts_table(table: pd.DataFrame, kind: str) -> pd.DataFrame:
 
 def write(table: pd.DataFrame, root: Path) -> None:
     root.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(root / "verification.csv", table.to_csv(index=False, float_format="%.6g"))
+    atomic_write_text(root / "verification.csv", table.to_csv(index=False, float_format="%.10g"))
     rep, con = table[table.kind == "reproduction"], table[table.kind == "consistency"]
     cov = _coverage.coverage(table)
     tally = {v: int((rep.verdict == v).sum()) for v in VERDICT_ORDER}
