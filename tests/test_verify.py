@@ -155,3 +155,10 @@ def test_exit_codes(cli, tmp_path, tiny_registry):
     assert code == 2 and "unknown experiment" in err
     code, _, err = cli("verify", "--reason", "x", "--out", str(tmp_path))
     assert code == 2
+
+
+def test_cli_skips_missing_results_unless_run_is_asked(cli, tmp_path, tiny_registry):
+    code, text, _ = cli("verify", "--out", str(tmp_path))
+    assert code == 0 and "skipped: no saved results" in text and not (tmp_path / "tiny").exists()
+    code, text, _ = cli("verify", "tiny", "--run", "--out", str(tmp_path))
+    assert code == 0 and (tmp_path / "tiny" / "claims.csv").exists() and "reproductions: 1 PASS" in text
