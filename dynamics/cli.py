@@ -165,7 +165,8 @@ def _do_run(experiment, grid_items, quick, sets, seeds, out, resume, executor, a
         entry = read_manifest(root / "manifest.json").get("files", {}).get("claims.csv")
         table = read_csv_checked(claims, entry)
         if len(table):
-            click.echo(f"claims: {(table.status == 'PASS').sum()} of {len(table)} pass (dynamics verify {exp.name})")
+            col = "verdict" if "verdict" in table.columns else "status"
+            click.echo(f"claims: {(table[col] == 'PASS').sum()} of {len(table)} pass (dynamics verify {exp.name})")
 
 
 @cli.command()
@@ -273,26 +274,69 @@ def plot(experiment, directory) -> None:
 
 @cli.command()
 @click.argument("experiment", nargs=-1)
-@click.option("--quick", is_flag=True, help="Run each experiment's quick configuration into runs/verify-quick/.")
-@click.option("--rerun", is_flag=True, help="Rerun experiments even where results/ already has them.")
+@click.option("--run", "run_missing", is_flag=True,
+              help="Run (default config) each named experiment that has no saved results, instead of skipping it.")
+@click.option("--quick", is_flag=True, help="Run each experiment's quick configuration into runs/verify-quick/ "
+              "and verify those results (the committed results/ are not touched).")
+@click.option("--redecide", is_flag=True, help="Re-evaluate EXPERIMENT's claims on its saved tables under the current "
+              "definitions (no simulation), rewrite its claims.csv and log changed definitions in claims-changes.csv.")
+@click.option("--reason", default=None, help="Why the definitions changed (required with --redecide; logged).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Root for results and the verification table [default: results, or runs/verify-quick].")
-def verify(experiment, quick, rerun, out) -> None:
-    """Check the papers' claims against measurements; exit 0 if all pass, 1 if any fails.
+              help="Results root to read and write [default: results, or runs/verify-quick with --quick].")
+def verify(experiment, run_missing, quick, redecide, reason, out) -> None:
+    """Collect the papers' claims from saved results; nothing is simulated unless --run or --quick.
 
-    Writes VERIFICATION.md and verification.csv (experiment, claim, reference, predicted, measured,
-    rel_error, tolerance, status) into the results root.  With no EXPERIMENT, every experiment with
-    claims is checked.
+    Each claim is a reproduction (a paper's prediction that could fail) or a consistency check (a
+    test of the code); verdicts PASS, FAIL, INCONCLUSIVE (the 95% interval straddles the band) or
+    STALE (the claim's definition changed since its result was produced: rerun the experiment).
+    Merges EXPERIMENT's rows into verification.csv and writes VERIFICATION.md, verification-summary.md
+    and coverage.md.  Exit 0 when no reproduction FAILs or is STALE, 1 otherwise, 2 on a user error.
     """
-    from .sweep.store import to_markdown
+    import experiments
+
     from .verify import verify as run_verify
 
+    if redecide and not experiment:
+        raise UserError("--redecide needs the experiments to re-decide, e.g. `dynamics verify --redecide EXP --reason ...`")
+    if redecide and not (reason and reason.strip()):
+        raise UserError("--redecide needs --reason \"...\": the change log records why definitions changed")
+    if reason is not None and not redecide:
+        raise UserError("--reason only goes with --redecide")
+    if quick and redecide:
+        raise UserError("--quick and --redecide do not combine: re-decide saved results, or run quick ones")
+    names = list(experiment) or experiments.names()
+    registry = {n: experiments.get(n) for n in names}  # unknown names fail here, before anything is read
+    registry = {n: experiments.get(n) for n in experiments.names()} | registry
     root = out or (Path("runs/verify-quick") if quick else RESULTS)
-    table = run_verify(experiment, root, quick=quick, rerun=rerun)
-    click.echo(to_markdown(table[["experiment", "claim", "predicted", "measured", "rel_error", "status"]]), nl=False)
-    n_fail = int((table.status != "PASS").sum())
-    click.echo(f"{len(table) - n_fail} of {len(table)} claims pass -> {root / 'VERIFICATION.md'}")
-    sys.exit(1 if n_fail else 0)
+    runner_fn = None
+    if quick or run_missing:
+        from .sweep import runner
+
+        def runner_fn(name):
+            p = runner.plan(registry[name], quick=quick)
+            runner.execute(p, root / name, argv=["dynamics", "verify", name] + (["--quick"] if quick else ["--run"]))
+        if quick:
+            for name in names:
+                if registry[name].claims:
+                    runner_fn(name)
+    outcome = run_verify(registry, root, list(experiment), run=runner_fn,
+                         redecide_reason=reason.strip() if redecide else None)
+    for name in outcome.verified:
+        c = outcome.counts(name)
+        fmt = lambda d: " ".join(f"{v} {k}" for k, v in d.items() if v) or "none"
+        click.echo(f"{name:26s} reproductions: {fmt(c['reproduction']):40s} consistency: {fmt(c['consistency'])}")
+        rows = outcome.table[(outcome.table.experiment == name) & (outcome.table.kind == "reproduction")]
+        for verdict in ("FAIL", "STALE"):
+            ids = rows[rows.verdict == verdict].claim.tolist()
+            if ids:
+                click.echo(f"{'':26s}   {verdict}: {', '.join(ids)}")
+    for name, why in outcome.skipped.items():
+        click.echo(f"{name:26s} skipped: {why}")
+    rep = outcome.table[outcome.table.experiment.isin(outcome.verified) & (outcome.table.kind == "reproduction")]
+    click.echo(f"{len(rep)} reproductions: " + ", ".join(
+        f"{int((rep.verdict == v).sum())} {v}" for v in ("PASS", "FAIL", "INCONCLUSIVE", "STALE"))
+        + f" -> {root / 'VERIFICATION.md'}")
+    sys.exit(1 if outcome.failed else 0)
 
 
 @cli.command()

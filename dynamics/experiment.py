@@ -25,7 +25,6 @@ from typing import Any, Callable, Hashable, Mapping, Sequence
 
 import pandas as pd
 
-
 Tables = dict[str, pd.DataFrame]
 
 

@@ -71,10 +71,10 @@ class Band:
     def text(self) -> str:
         if math.isinf(self.low) and math.isinf(self.high):
             return "any"
-        if math.isinf(self.high):
-            return f"> {self.low:g}"
+        if math.isinf(self.high):  # the edges belong to the band (see verdict), hence >= and <=
+            return f">= {self.low:g}"
         if math.isinf(self.low):
-            return f"< {self.high:g}"
+            return f"<= {self.high:g}"
         return f"in [{self.low:g}, {self.high:g}]"
 
     def contains(self, x: float) -> bool:
@@ -166,6 +166,16 @@ def t_interval(x, level: float = 0.95) -> Estimate:
     return Estimate(m, m - half, m + half, n, "t", s, level, dropped)
 
 
+def t_from_summary(mean: float, se: float, n: int, level: float = 0.95) -> Estimate:
+    """Student-t interval from a saved mean, standard error and n (when per-unit values were not kept):
+    ``mean ± t_{1-a/2, n-1} se``.  n < 2 or a non-finite se gives no interval."""
+    m, se = float(mean), float(se)
+    if n < 2 or not math.isfinite(se):
+        return Estimate(m, math.nan, math.nan, int(n), "t", level=level)
+    half = float(_st.t.ppf(1 - (1 - level) / 2, n - 1)) * se
+    return Estimate(m, m - half, m + half, int(n), "t", se * math.sqrt(n), level)
+
+
 def paired(a, b, level: float = 0.95) -> Estimate:
     """Paired-t interval on ``mean(a_i - b_i)`` for two arms that share seeds (pairs with a
     non-finite member are excluded)."""
@@ -240,12 +250,32 @@ def exact(value: float) -> Estimate:
 def verdict(est: Estimate, band: Band) -> Verdict:
     """PASS if the interval lies inside ``band``, FAIL if wholly outside, else INCONCLUSIVE.
 
-    No interval (n too small, all units diverged, a non-finite value) is INCONCLUSIVE.
+    No interval (n too small, all units diverged, a non-finite value) is INCONCLUSIVE, and so is a
+    sampled interval that rests on an edge of the band; an ``exact`` value on the edge belongs to the band.
     """
     if not (math.isfinite(est.value) and est.has_interval):
         return "INCONCLUSIVE"
+    if est.method != "exact" and (est.low == band.low or est.high == band.high):
+        return "INCONCLUSIVE"  # a sampled interval resting on the edge (e.g. every seed exactly 0) decides nothing
     if est.low >= band.low and est.high <= band.high:
         return "PASS"
     if est.high < band.low or est.low > band.high:
         return "FAIL"
     return "INCONCLUSIVE"
+
+
+def spearman_by_unit(df, unit: str, series: list[str], x: str, y: str, min_points: int = 2) -> np.ndarray:
+    """Per independent unit (a seed): the mean over ``series`` groups of Spearman's rho between ``x`` and
+    ``y`` (groups with fewer than ``min_points`` rows or one ``x`` value are skipped).  Feed the result
+    to :func:`t_interval`: a trend claimed across many series becomes one number per seed, so the
+    interval is over seeds, not over series that share a seed's noise.  NaN for a unit with no series.
+    """
+    out = []
+    for _, by_unit in df.groupby(unit, sort=True):
+        rhos = []
+        for _, s in by_unit.groupby(series):
+            if len(s) >= min_points and s[x].nunique() > 1 and s[y].nunique() > 1:
+                rhos.append(_st.spearmanr(s[x], s[y]).statistic)
+        rhos = [r for r in rhos if np.isfinite(r)]
+        out.append(float(np.mean(rhos)) if rhos else math.nan)
+    return np.array(out)

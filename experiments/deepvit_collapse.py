@@ -33,7 +33,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from dynamics import claims as C
+from dynamics import stats as S
+from dynamics.claims import ClaimSpec
 from dynamics.collapse import analysis, data
 from dynamics.collapse import pure_attention as pa
 from dynamics.collapse import train as tr
@@ -41,6 +42,7 @@ from dynamics.collapse.attention import VARIANTS
 from dynamics.collapse.vit import ViTSpec, check_patch, check_shape, init_params
 from dynamics.config import field, require
 from dynamics.experiment import Experiment
+from dynamics.stats import Band
 
 NAME = "deepvit-collapse"
 REF = "Zhou et al. 2021 (DeepViT)"
@@ -370,6 +372,12 @@ def _slopes(x: np.ndarray, y: np.ndarray, groups: np.ndarray) -> np.ndarray:
 
 def _trend_stats(depth, width, seed, variant, n_similar, frac_similar) -> dict[str, tuple]:
     """Numpy core of :func:`trends`; all arguments are aligned arrays (one entry per run)."""
+    return {k: _t(v) for k, v in _trend_values(depth, width, seed, variant, n_similar, frac_similar).items()}
+
+
+def _trend_values(depth, width, seed, variant, n_similar, frac_similar) -> dict[str, np.ndarray]:
+    """Per independent unit: depth slopes per (width, seed), minus width slopes per (depth, seed), and the
+    vanilla - re-attention differences paired by (depth, width, seed)."""
     van = variant == "vanilla"
     d_slopes = _slopes(depth[van].astype(float), frac_similar[van], _codes(width[van], seed[van]))
     w_slopes = _slopes(np.log2(width[van].astype(float)), n_similar[van].astype(float), _codes(depth[van], seed[van]))
@@ -379,7 +387,7 @@ def _trend_stats(depth, width, seed, variant, n_similar, frac_similar) -> dict[s
     kv, kr = key(van), key(re)
     common, iv, ir = np.intersect1d(kv, kr, return_indices=True)
     diffs = n_similar[van][iv].astype(float) - n_similar[re][ir].astype(float)
-    return {"depth": _t(d_slopes), "width": _t(-w_slopes), "reattn": _t(diffs)}
+    return {"depth": d_slopes, "width": -w_slopes, "reattn": diffs}
 
 
 def trends(counts: pd.DataFrame, study: str = "trained", dataset: str | None = None) -> dict[str, tuple]:
@@ -669,74 +677,92 @@ def plot(tables, cfg: CollapseConfig) -> dict:
 # Claims
 
 
-def claims(tables, cfg: CollapseConfig) -> list[C.Claim]:
-    out = []
+_THR = ("tau", "window", "block_thr")
+_TRAIN = ("seeds", "seed", "steps", "train_depths", "train_widths", "glyph_train_widths") + _THR
+
+
+def _trained_specs(ds: str) -> tuple:
+    return (
+        ClaimSpec(f"similar-blocks-grow-with-depth[{ds}]", "reproduction",
+                  f"Trained vanilla ViTs on {ds}: the share of similar blocks grows with depth: per (width, seed) "
+                  "run group, the slope of the share against depth; t over those independent groups, predicted "
+                  "positive (raw M, default thresholds).",
+                  f"{REF}, Fig. 3b and README table (5/16, 11/24, 15/32 blocks)", Band.above(0.0), _TRAIN),
+        ClaimSpec(f"similar-blocks-fall-with-width[{ds}]", "reproduction",
+                  f"Trained vanilla ViTs on {ds}: similar blocks fall as width grows: per (depth, seed), minus the "
+                  "slope of the similar-block count against log2 width; t over groups, predicted positive.",
+                  f"{REF}, Sec. 4.1 (embedding 256 -> 768 reduces similar blocks)", Band.above(0.0), _TRAIN),
+        ClaimSpec(f"reattention-fewer-similar-blocks[{ds}]", "reproduction",
+                  f"Trained on {ds}: re-attention has fewer similar blocks than vanilla attention: vanilla minus "
+                  "re-attention count, paired by (depth, width, seed) (shared init); paired t, predicted positive.",
+                  f"{REF}, README table (DeepViT: 0 similar blocks)", Band.above(0.0), _TRAIN),
+    )
+
+
+CLAIMS = _trained_specs("digits") + _trained_specs("glyphs") + (
+    ClaimSpec("reattention-fewer-similar-blocks-at-init", "consistency",
+              "At random init (all datasets, depths, widths): re-attention has fewer similar blocks than vanilla "
+              "attention (paired t over (dataset, depth, width, seed), predicted positive): the consequence of BN's "
+              "removal of the uniform component, i.e. of the construction.",
+              "Re-attention BN identity (docs/deepvit.md); Wang et al. 2022", Band.above(0.0),
+              ("init_seeds", "seed", "init_variants") + _THR),
+    ClaimSpec("reattention-bn-removes-uniform-component", "consistency",
+              "With batch statistics, every image's re-attention map (BN(Theta^T A + b)) has uniform component exactly "
+              "beta_g: max |DC - beta| / rms over all runs, blocks, images, heads (float64) <= 1e-10 (an algebraic "
+              "identity).", "Official ReAttention (Conv2d + BatchNorm2d); identity in docs/deepvit.md",
+              Band.below(1e-10)),
+    ClaimSpec("pure-attention-doubly-exponential", "consistency",
+              "Pure self-attention (no skip/MLP/LN): successive log-decrements of the token residual grow by a factor "
+              "near 3 (median ratio in [2, 4], residual <= 1e-2 and >= 1e-150, exact centred float64): the Taylor "
+              "order of the layer the code builds.", "Dong, Cordonnier & Loukas 2021, Thm. 2.2", Band.between(2.0, 4.0),
+              ("san_inputs",)),
+)
+
+
+def claims(tables, cfg: CollapseConfig) -> dict:
+    out: dict = {}
     counts = similar_counts(tables["pairs"], cfg.tau, cfg.window, cfg.block_thr)
     raw = counts[~counts.centred]
-    thr = f"tau={cfg.tau:g}, k={cfg.window}, block_thr={cfg.block_thr:g}, raw M"
     for ds in sorted(raw.dataset.unique()):
-        t = trends(raw, "trained", ds)
-        if t["depth"][3] == 0:
+        c = raw[(raw.study == "trained") & (raw.dataset == ds)]
+        if c.empty:
             continue
+        v = _trend_values(c.depth.to_numpy(), c.width.to_numpy(), c.seed.to_numpy(), c.variant.to_numpy(),
+                          c.n_similar.to_numpy(), c.frac_similar.to_numpy())
         cen = trends(counts[counts.centred], "trained", ds)
         sens = tables["sensitivity"]
         s = sens[(sens.dataset == ds) & (sens.study == "trained") & (~sens.centred)]
 
-        def note(key, label):
-            m, se, tt, n = t[key]
+        def note(key):
             robust = (s[f"t_{key}"] >= 2).mean() if not s.empty else np.nan
-            return (f"{label}: mean {m:.4g} ± {se:.2g} (s.e., n={n}); centred M: t={cen[key][2]:.3g}; "
-                    f"t >= 2 in {robust:.0%} of {len(s)} threshold settings ({thr} is the default)")
+            return (f"centred M: t={cen[key][2]:.3g}; t >= 2 in {robust:.0%} of {len(s)} threshold settings "
+                    f"(tau={cfg.tau:g}, k={cfg.window}, block_thr={cfg.block_thr:g} is the default)")
 
-        out.append(C.at_least(
-            NAME, f"similar-blocks-grow-with-depth[{ds}]",
-            f"Trained vanilla ViTs on {ds}: the share of similar blocks grows with depth (t statistic of the "
-            f"per-(width, seed) slope vs depth >= 2; {thr}).",
-            f"{REF}, Fig. 3b and README table (5/16, 11/24, 15/32 blocks)", 2.0, t["depth"][2],
-            note("depth", "slope of the similar share per block of depth")))
-        out.append(C.at_least(
-            NAME, f"similar-blocks-fall-with-width[{ds}]",
-            f"Trained vanilla ViTs on {ds}: similar blocks fall as width grows (t statistic of minus the "
-            f"per-(depth, seed) slope vs log2 width >= 2; {thr}).",
-            f"{REF}, Sec. 4.1 (embedding 256 -> 768 reduces similar blocks)", 2.0, t["width"][2],
-            note("width", "fall in similar blocks per doubling of width")))
-        out.append(C.at_least(
-            NAME, f"reattention-fewer-similar-blocks[{ds}]",
-            f"Trained on {ds}: re-attention has fewer similar blocks than vanilla attention (paired t "
-            f"statistic over (depth, width, seed) >= 2; {thr}).",
-            f"{REF}, README table (DeepViT: 0 similar blocks)", 2.0, t["reattn"][2],
-            note("reattn", "vanilla minus re-attention similar blocks")))
-    init_t = trends(raw, "init")
-    if init_t["reattn"][3]:
-        m, se, tt, n = init_t["reattn"]
-        out.append(C.at_least(
-            NAME, "reattention-fewer-similar-blocks-at-init",
-            f"At random init (all datasets, depths, widths): re-attention has fewer similar blocks than vanilla "
-            f"attention (paired t >= 2; {thr}) - the consequence of BN's DC removal.",
-            "Re-attention BN identity (docs/deepvit.md); Wang et al. 2022", 2.0, tt,
-            f"mean difference {m:.3g} ± {se:.2g} blocks (n={n})"))
+        out[f"similar-blocks-grow-with-depth[{ds}]"] = (S.t_interval(v["depth"]), note("depth"))
+        out[f"similar-blocks-fall-with-width[{ds}]"] = (S.t_interval(v["width"]), note("width"))
+        out[f"reattention-fewer-similar-blocks[{ds}]"] = (
+            dataclasses.replace(S.t_interval(v["reattn"]), method="paired-t"), note("reattn"))
+    init = raw[raw.study == "init"]
+    if len(init):
+        seed = init.seed.to_numpy() + 1000 * _codes(init.dataset.to_numpy())
+        v = _trend_values(init.depth.to_numpy(), init.width.to_numpy(), seed, init.variant.to_numpy(),
+                          init.n_similar.to_numpy(), init.frac_similar.to_numpy())
+        if len(v["reattn"]):
+            out["reattention-fewer-similar-blocks-at-init"] = dataclasses.replace(S.t_interval(v["reattn"]),
+                                                                                  method="paired-t")
     if "bn" in tables:
         bn = tables["bn"]
-        worst = float(bn.dc_dev_batch_stats.max())
         trained_bn = bn[bn.study == "trained"]
         running = trained_bn.dc_dev_running_stats.median() if len(trained_bn) else float("nan")
-        out.append(C.close(
-            NAME, "reattention-bn-removes-uniform-component",
-            "With batch statistics, every image's re-attention map (BN(Theta^T A + b)) has uniform component "
-            "exactly beta_g: max |DC - beta| / rms over all runs, blocks, images, heads (float64) <= 1e-10.",
-            "Official ReAttention (Conv2d + BatchNorm2d); identity in docs/deepvit.md", 0.0, worst, 1e-10,
-            f"closed form Theta^T(A - 11^T/T) gamma/sigma + beta: max rel. error "
-            f"{bn.closed_form_rel_err.max():.2g}; with running statistics (eval mode) the DC offset is "
-            f"{running:.2g} (median, trained): exact only in training mode"))
-    san = tables["san"]
-    ratios = san.decrement_ratio.dropna()
-    out.append(C.within(
-        NAME, "pure-attention-doubly-exponential",
-        "Pure self-attention (no skip/MLP/LN): successive log-decrements of the token residual grow by a "
-        "factor near 3 (median ratio in [2, 4], residual <= 1e-2 and >= 1e-150, exact centred float64).",
-        "Dong, Cordonnier & Loukas 2021, Thm. 2.2", 2.0, 4.0, float(ratios.median()) if len(ratios) else np.nan,
-        f"{len(ratios)} ratios; 10-90% range {ratios.quantile(0.1):.3f}-{ratios.quantile(0.9):.3f}"
-        if len(ratios) else "no ratio in the resolved window"))
+        out["reattention-bn-removes-uniform-component"] = (
+            S.exact(bn.dc_dev_batch_stats.max()),
+            f"closed form Theta^T(A - 11^T/T) gamma/sigma + beta: max rel. error {bn.closed_form_rel_err.max():.2g}; "
+            f"with running statistics (eval mode) the DC offset is {running:.2g} (median, trained): exact only in "
+            "training mode")
+    ratios = tables["san"].decrement_ratio.dropna()
+    out["pure-attention-doubly-exponential"] = (
+        (S.exact(ratios.median()), f"{len(ratios)} ratios; 10-90% range {ratios.quantile(0.1):.3f}-"
+         f"{ratios.quantile(0.9):.3f}") if len(ratios) else None)
     return out
 
 
@@ -755,4 +781,5 @@ EXPERIMENT = Experiment(
     summarize=summarize,
     plot=plot,
     claims=claims,
+    claim_specs=CLAIMS,
 )

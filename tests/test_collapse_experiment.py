@@ -26,7 +26,7 @@ def test_tiny_sweep_writes_tables_figures_claims(cli, tmp_path):
     claims = pd.read_csv(out / "claims.csv")
     assert {"reattention-bn-removes-uniform-component", "pure-attention-doubly-exponential"} <= set(claims.claim)
     bn = claims.set_index("claim").loc["reattention-bn-removes-uniform-component"]
-    assert bn.status == "PASS"  # exact identity: holds at any size
+    assert bn.verdict == "PASS"  # exact identity: holds at any size
     # A similar-block count can never exceed the L - 1 comparable blocks.
     per_run = pd.read_csv(out / "per_run.csv")
     assert (per_run.n_similar_raw <= per_run.depth - 1).all()

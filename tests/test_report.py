@@ -35,7 +35,7 @@ def test_report_is_self_contained_with_every_figure_and_claim(report):
     figures = sorted(p.name for p in (report / "scan-snap-fig4").glob("*.png"))
     assert figures and page.count('src="data:image/png;base64,') == len(figures)
     assert not re.search(r'src="(?!data:)', page), "a resource that is not embedded"
-    assert "scan-snap-fig4/manifest.json" in page and "claims pass" in page and "common-mass-falls" in page
+    assert "scan-snap-fig4/manifest.json" in page and "reproductions pass" in page and "common-mass-falls" in page
     md = (report / "REPORT.md").read_text()
     assert all(f"scan-snap-fig4/{f}" in md for f in figures)
 

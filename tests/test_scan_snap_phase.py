@@ -34,7 +34,7 @@ def test_phase_grid_smoke(cli, tmp_path):
     claims = pd.read_csv(tmp_path / "claims.csv")
     assert set(claims.claim) == {"t0-scaling", "t0-scaling-assumption1", "thm4a-earlier", "thm4b-sparser",
                                  "thm4c-denser"}
-    assert set(claims.status) <= {"PASS", "FAIL"}
+    assert set(claims.verdict) <= {"PASS", "FAIL", "INCONCLUSIVE"}
     for png in ("phase_heatmaps.png", "phase_t0_scatter.png", "phase_rate_collapse.png"):
         assert (tmp_path / png).stat().st_size > 0
 

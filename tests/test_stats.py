@@ -100,3 +100,17 @@ def test_absent_inputs_are_said():
     spec = C.ClaimSpec("a", "reproduction", "s", "r", S.Band.above(0))
     d = C.decide("exp", spec, None)
     assert d.verdict == "INCONCLUSIVE" and "not measured" in d.note
+
+
+def test_t_from_summary_matches_t_interval():
+    e = S.t_interval(X)
+    f = S.t_from_summary(X.mean(), X.std(ddof=1) / np.sqrt(len(X)), len(X))
+    assert (f.low, f.high, f.n) == pytest.approx((e.low, e.high, e.n))
+    assert not S.t_from_summary(1.0, 0.1, 1).has_interval
+
+
+def test_a_sampled_interval_on_the_edge_is_inconclusive_but_an_exact_value_is_in_the_band():
+    zeros = S.t_interval([0.0, 0.0, 0.0])  # every seed exactly 0: no evidence of a positive sign
+    assert S.verdict(zeros, S.Band.above(0.0)) == "INCONCLUSIVE"
+    assert S.verdict(S.exact(1.0), S.Band.above(1.0)) == "PASS"
+    assert S.verdict(S.t_interval([2.0, 2.0, 2.0]), S.Band.above(0.0)) == "PASS"

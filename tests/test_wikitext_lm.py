@@ -119,7 +119,7 @@ def test_scan_snap_wikitext_smoke(cli, tmp_path, monkeypatch):
     co = pd.read_csv(out / "cooccurrence.csv")
     assert list(co["query"]) == ["q", "q"] and set(co["next"]) == {"A", "B"}
     claims = pd.read_csv(out / "claims.csv")
-    assert len(claims) == 10 and set(claims.status) <= {"PASS", "FAIL"}
+    assert len(claims) == 10 and set(claims.verdict) <= {"PASS", "FAIL", "INCONCLUSIVE"}
     for png in ("entropy_vs_eta.png", "entropy_over_training.png", "z_vs_cooccurrence.png"):
         assert (out / png).stat().st_size > 0
     manifest = json.loads((out / "manifest.json").read_text())

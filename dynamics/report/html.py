@@ -81,6 +81,10 @@ def _csv(path: Path, manifest: dict | None = None) -> pd.DataFrame:
     return read_csv_checked(path, files.get(path.name) if isinstance(files, dict) else None)
 
 
+VERIFY_COLUMNS = ["experiment", "claim", "kind", "reference", "prediction", "estimate", "ci_low", "ci_high", "n",
+                  "verdict", "mde"]
+
+
 def build(root: Path) -> tuple[Path, Path]:
     """Write ``root/report.html`` and ``root/REPORT.md``; returns both paths.
 
@@ -102,12 +106,17 @@ def build(root: Path) -> tuple[Path, Path]:
     verification = root / "verification.csv"
     if verification.exists():
         ver = _csv(verification)
-        if "status" not in ver.columns:
-            raise UserError(f"{verification}: corrupt verification table (no status column)")
-        n_pass = int((ver.status == "PASS").sum())
-        parts.append(f"<h2 id=verification>Verification: {n_pass} of {len(ver)} claims pass</h2>"
-                     + _status_cells(_table(ver)) + '<p class=meta>Details: <a href="VERIFICATION.md">VERIFICATION.md</a></p>')
-        md += [f"## Verification: {n_pass} of {len(ver)} claims pass", "", to_markdown(ver), "See VERIFICATION.md.", ""]
+        if "verdict" not in ver.columns:
+            raise UserError(f"{verification}: corrupt verification table (no verdict column)")
+        ver = ver[[c for c in VERIFY_COLUMNS if c in ver.columns]]  # the headline columns; extras in the csv
+        rep = ver[ver.kind == "reproduction"] if "kind" in ver.columns else ver
+        n_pass = int((rep.get("verdict", rep.get("status")) == "PASS").sum())
+        title = f"Verification: {n_pass} of {len(rep)} reproductions pass"
+        parts.append(f"<h2 id=verification>{title}</h2>"
+                     + _status_cells(_table(ver)) + '<p class=meta>Details: <a href="VERIFICATION.md">VERIFICATION.md</a>'
+                     ' (consistency checks in their own section); coverage of the papers: '
+                     '<a href="coverage.md">coverage.md</a></p>')
+        md += [f"## {title}", "", to_markdown(ver), "See VERIFICATION.md and coverage.md.", ""]
     for d, manifest in manifests.items():
         rel = d.relative_to(root).as_posix()
         meta = (f"{manifest.get('reference', '')} · {manifest.get('cells', '?')} cells · "
@@ -134,7 +143,8 @@ def build(root: Path) -> tuple[Path, Path]:
         if claims.exists():
             cl = _csv(claims, manifest)
             if len(cl):
-                cols = [c for c in ["claim", "reference", "predicted", "measured", "rel_error", "status"] if c in cl.columns]
+                cols = [c for c in ("claim", "kind", "reference", "prediction", "estimate", "ci_low", "ci_high", "n",
+                                    "verdict") if c in cl.columns]
                 body.append("<h3>claims</h3>" + _status_cells(_table(cl[cols])))
                 md += [to_markdown(cl[cols]), ""]
         parts.append("\n".join(body))

@@ -23,7 +23,7 @@ from typing import Any, Mapping, Sequence
 import pandas as pd
 
 from .. import progress
-from ..claims import CLAIM_ROW_COLUMNS, ROW_COLUMNS, evaluate
+from ..claims import CLAIM_ROW_COLUMNS, evaluate
 from ..config import build, field_types
 from ..errors import UserError
 from ..experiment import Context, Experiment, Tables
@@ -264,10 +264,8 @@ def execute(p: Plan, out: Path, resume: bool = False, executor=None, argv: Seque
 
 def claims_frame(exp: Experiment, tables: Tables, cfg: Any) -> pd.DataFrame:
     """The experiment's claims decided on saved tables (claims.csv)."""
-    if exp.claim_specs:
-        decided = evaluate(exp.name, exp.claim_specs, exp.claims(tables, cfg), cfg)
-        return pd.DataFrame([d.row() for d in decided], columns=CLAIM_ROW_COLUMNS)
-    return pd.DataFrame([c.row() for c in exp.claims(tables, cfg)], columns=ROW_COLUMNS)  # legacy, being migrated
+    decided = evaluate(exp.name, exp.claim_specs, exp.claims(tables, cfg), cfg)
+    return pd.DataFrame([d.row() for d in decided], columns=CLAIM_ROW_COLUMNS)
 
 
 def collect(p: Plan, store: Store) -> Tables:

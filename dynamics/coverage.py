@@ -1,0 +1,232 @@
+"""Coverage map: for each paper, every main theorem, lemma with a numeric consequence, figure and table,
+and what this package's reproduction claims say about it.
+
+One :class:`Item` per row, listed from the papers (their theorem, figure and table numbering; arXiv
+versions: Scan and Snap 2305.16380, Levine et al. 2006.12467 v3 / NeurIPS 2020, DeepViT 2103.11886,
+DAC-DETR NeurIPS 2023, JoMA 2310.00535).  ``claims`` names the claims behind a row as
+``experiment/claim``; the row's status is derived from their verdicts in the verification table,
+counting **reproductions only** (a consistency check is a test of the code, not evidence about the paper):
+
+* reproduced: every reproduction behind the row PASSes;
+* contradicted: at least one FAILs (the detail column says how many PASS beside it);
+* inconclusive: none FAILs but at least one is INCONCLUSIVE or STALE;
+* not attempted: no reproduction claim stands behind the row; ``reason`` says why.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pandas as pd
+
+from .sweep.store import to_markdown
+
+SCAN = "Tian et al. 2023, Scan and Snap"
+LEVINE = "Levine et al. 2020, Limits to Depth Efficiencies of Self-Attention"
+DEEPVIT = "Zhou et al. 2021, DeepViT"
+DAC = "Hu et al. 2023, DAC-DETR"
+JOMA = "Tian et al. 2023, JoMA"
+PAPERS = (SCAN, LEVINE, DEEPVIT, DAC, JOMA)
+STATUSES = ("reproduced", "contradicted", "inconclusive", "not attempted")
+
+
+@dataclasses.dataclass(frozen=True)
+class Item:
+    paper: str
+    item: str  # "Thm. 2", "Fig. 6", "Table 1"
+    states: str  # what the paper states, in a line
+    claims: tuple[str, ...] = ()  # experiment/claim ids behind the row
+    reason: str = ""  # why nothing (or nothing that could fail) tests it
+
+
+ITEMS: tuple[Item, ...] = (
+    # --- Scan and Snap ---------------------------------------------------------------------------
+    Item(SCAN, "Lemma 1", "exact gradient dynamics of Y and Z (batch 1)", (),
+         "an identity the simulator implements; checked by tests, not a prediction"),
+    Item(SCAN, "Lemma 2 / Eq. 5", "attention in the T -> infinity limit", ("scan-snap-theory/h-sgd-T512",
+         "scan-snap-theory/h-sgd-T4096")),
+    Item(SCAN, "Lemma 3", "W = F^T Y follows w_j' = eta_Y 1[j=n](e_n - alpha_n) under the modified gradient",
+         ("scan-snap-theory/eq122-common-logit-ode-lemma3",)),
+    Item(SCAN, "Lemma 5 / Eq. 33", "discrete-step h*(t) of the query-key logit growth",
+         ("scan-snap-theory/h-gd",)),
+    Item(SCAN, "Lemma 6 / Eq. 45", "continuous h(t) solved by Lambert W", ("scan-snap-theory/h-ode",)),
+    Item(SCAN, "Lemma 7", "gap between the discrete h* and the continuous h stays in [0, 2 eta_Y / M]",
+         ("scan-snap-closed-forms/lemma7-gap",)),
+    Item(SCAN, "Thm. 1", "form of the back-propagated gradient to Z at t >> K^2", (),
+         "no experiment measures the gradient's form against the theorem"),
+    Item(SCAN, "Thm. 2 (a)", "scan: the logit of a distinct token grows", (
+        "scan-snap-theory/thm2-signs-ode", "scan-snap-theory/thm2-signs-sgd-T512",
+        "scan-snap-theory/thm2-signs-sgd-T4096", "scan-snap-wikitext/thm2a-distinct-up-population",
+        "scan-snap-wikitext/thm2a-distinct-up-windows")),
+    Item(SCAN, "Thm. 2 (b) / Cor. 2", "scan: the logit of a common token falls", (
+        "scan-snap-wikitext/thm2b-common-down-population", "scan-snap-wikitext/thm2b-common-down-windows",
+        "scan-snap-fig4/common-mass-falls")),
+    Item(SCAN, "Thm. 3 / Eq. 11", "distinct tokens grow in the order of their co-occurrence P(l|n)", (
+        "scan-snap-theory/thm3-ordering", "scan-snap-theory/thm3-relative-gain",
+        "scan-snap-wikitext/thm3-order-population", "scan-snap-wikitext/thm3-order-windows",
+        "wikitext-attention/attention-orders-by-cooccurrence")),
+    Item(SCAN, "Thm. 3 corollary (Eq. 98)", "an invariant of the distinct-token logits", (
+        "scan-snap-theory/thm3-invariant",)),
+    Item(SCAN, "Thm. 4 (t_0)", "snap: the phase transition at t_0 = 2 K ln M / eta_Y", (
+        "scan-snap-phase/t0-scaling", "scan-snap-phase/t0-scaling-assumption1", "scan-snap-phase/thm4a-earlier")),
+    Item(SCAN, "Thm. 4 (b, c)", "larger rates give sparser attention; larger eta_Y at fixed eta_Z denser", (
+        "scan-snap-phase/thm4b-sparser", "scan-snap-phase/thm4c-denser")),
+    Item(SCAN, "Thm. 4 / Eq. 13, 122", "the common-token logit after the transition", (
+        "scan-snap-theory/eq122-common-logit-ode",)),
+    Item(SCAN, "Cor. 1", "reaching ||e_n - alpha_n|| <= eps takes O(K / (eps eta_Y) log(M / eps)) steps", (),
+         "no experiment measures the convergence time against the bound"),
+    Item(SCAN, "Fig. 3", "the bound e^{2 B_n} on the growth factor is larger for smaller eta_Y", (
+        "scan-snap-closed-forms/fig3-ordering",)),
+    Item(SCAN, "Fig. 4", "Syn-Small, SGD: common weight falls and c_n concentrates within ~10 steps; "
+         "eta_Y = 10 eta_Z converges faster and stays less sparse", (
+             "scan-snap-fig4/common-mass-falls", "scan-snap-fig4/distinct-concentrates",
+             "scan-snap-fig4/top-distinct-grows", "scan-snap-fig4/faster-convergence", "scan-snap-fig4/less-sparse")),
+    Item(SCAN, "Fig. 5", "Syn-Small with Adam: learning rates select different distinct tokens", (),
+         "no committed Adam results or claims (the sweep command exists; Adam is not analysed by the paper)"),
+    Item(SCAN, "Fig. 6", "Syn-Medium: entropy falls with eta_Z and rises with eta_Y / eta_Z past about 2", (
+        "scan-snap-fig6/entropy-falls-with-eta_z", "scan-snap-fig6/entropy-rises-with-eta_y",
+        "scan-snap-wikitext/entropy-falls-with-eta_z-population", "scan-snap-wikitext/entropy-rises-with-eta_y-population",
+        "scan-snap-wikitext/entropy-falls-with-eta_z-windows", "scan-snap-wikitext/entropy-rises-with-eta_y-windows")),
+    Item(SCAN, "Fig. 7", "WikiText-2: lowest-layer attention becomes sparse and then freezes", (
+        "wikitext-attention/attention-sparsifies", "wikitext-attention/attention-freezes")),
+    Item(SCAN, "Fig. 8", "discrete h* against continuous h", ("scan-snap-closed-forms/lemma7-gap",)),
+    Item(SCAN, "Fig. 9", "B_n(t_0) depends only on K, M and nu", ("scan-snap-closed-forms/fig9-b-t0",)),
+    Item(SCAN, "Fig. 10 (App. G)", "WikiText: attention entropy falls as the learning rate grows", (
+        "wikitext-attention/entropy-falls-with-lr",)),
+    # --- Levine et al. 2020 ----------------------------------------------------------------------
+    Item(LEVINE, "Thm. 1", "upper bound on the separation rank: past L = log_3 d_x depth and width are "
+         "interchangeable", ("depth-width-rank/below-degree-bound", "depth-width-rank/layer-worth-shrinks-with-depth")),
+    Item(LEVINE, "Thm. 2", "lower bound: below L = log_3 d_x depth is exponentially more efficient than width", (
+        "depth-width-rank/layer-worth-grows-with-width", "depth-width-rank/increment-ratio-regimes",
+        "depth-width-budget/ses-shallow-loses", "depth-width-budget/wikitext-shallow-loses")),
+    Item(LEVINE, "Sec. 4 (grid tensors)", "the grid-tensor matricization rank lower-bounds the separation rank", (
+        "depth-width-rank/ranks-agree-primes-seeds", "depth-width-rank/rank-stable-when-templates-grow")),
+    Item(LEVINE, "Transition L = log_3 d_x", "the depth threshold grows as log_3 of the width", (
+        "depth-width-rank/stop-depth-tracks-log3", "depth-width-rank/threshold-slope-closed-form")),
+    Item(LEVINE, "Table 1", "minimal depth for an efficient parameter distribution per width", (
+        "depth-width-rank/threshold-slope-closed-form",)),
+    Item(LEVINE, "Fig. 1", "Kaplan et al.'s loss against size for L = 1, 2, 3, 6, > 6 departs at L = 6", (),
+         "needs Kaplan et al.'s language-model training at scale; not attempted on this machine"),
+    Item(LEVINE, "Sec. 5 experiments (depth 6-48)", "at a fixed size the best depth grows with the size; "
+         "past the threshold the shape matters little", (
+             "depth-width-budget/ses-best-depth-rises-with-budget", "depth-width-budget/wikitext-best-depth-rises-with-budget",
+             "depth-width-budget/ses-flat-above-threshold", "depth-width-budget/wikitext-flat-above-threshold")),
+    Item(LEVINE, "Optimal-width fit (v3)", "d_x^opt = exp(5.039 + 0.0555 L)", (
+        "depth-width-budget/ses-fit-b-positive", "depth-width-budget/wikitext-fit-b-positive",
+        "depth-width-budget/ses-fit-b-matches-paper", "depth-width-budget/wikitext-fit-b-matches-paper")),
+    Item(LEVINE, "1T projection (v3 abstract)", "width 30K optimal for a 1-trillion-parameter network", (
+        "depth-width-theory/fit-1T-width", "depth-width-theory/fit-1T-depth")),
+    Item(LEVINE, "GPT-3 projection (v3 abstract)", "GPT-3 175B is too deep for its size", (
+        "depth-width-theory/gpt3-175B-too-deep",)),
+    Item(LEVINE, "Table 2 / App. (model shapes)", "depth-width allocations of existing networks against the fit", (
+        "depth-width-theory/fit-bigscience-70-layers",)),
+    # --- DeepViT ---------------------------------------------------------------------------------
+    Item(DEEPVIT, "Fig. 1", "ImageNet top-1 of ViT saturates with depth; DeepViT keeps improving", (),
+         "ImageNet training at 16-32 blocks is beyond this machine; the small-data accuracy curve has no claim"),
+    Item(DEEPVIT, "Fig. 2 / Sec. 3", "attention maps of deep blocks become similar (attention collapse)", (
+        "deepvit-collapse/similar-blocks-grow-with-depth[digits]", "deepvit-collapse/similar-blocks-grow-with-depth[glyphs]")),
+    Item(DEEPVIT, "Fig. 3 (a)", "cross-layer similarity ratio above 90% after block 17 of 32", (),
+         "the per-block ratio is plotted (similarity_ratio_per_block.png) but no claim was registered"),
+    Item(DEEPVIT, "Fig. 3 (b)", "the share of similar blocks grows with depth", (
+        "deepvit-collapse/similar-blocks-grow-with-depth[digits]", "deepvit-collapse/similar-blocks-grow-with-depth[glyphs]")),
+    Item(DEEPVIT, "Fig. 3 (c)", "similarity between heads of one block stays below about 30%", (),
+         "inter-head similarity is not measured"),
+    Item(DEEPVIT, "Sec. 4.1 (wider embedding)", "a wider embedding (256 -> 768) reduces the similar blocks", (
+        "deepvit-collapse/similar-blocks-fall-with-width[digits]", "deepvit-collapse/similar-blocks-fall-with-width[glyphs]")),
+    Item(DEEPVIT, "Sec. 4.2 / Eq. 4 (Re-attention)", "mixing heads with a learnable Theta regenerates diverse maps", (
+        "deepvit-collapse/reattention-fewer-similar-blocks[digits]", "deepvit-collapse/reattention-fewer-similar-blocks[glyphs]",
+        "deepvit-collapse/reattention-fewer-similar-blocks-at-init")),
+    Item(DEEPVIT, "Table 1", "ViT with 16/24/32 blocks: similar blocks and ImageNet top-1", (
+        "deepvit-collapse/similar-blocks-grow-with-depth[digits]", "deepvit-collapse/similar-blocks-grow-with-depth[glyphs]")),
+    Item(DEEPVIT, "Re-attention vs ViT table (README)", "DeepViT has 0 similar blocks where ViT has 5-15", (
+        "deepvit-collapse/reattention-fewer-similar-blocks[digits]", "deepvit-collapse/reattention-fewer-similar-blocks[glyphs]")),
+    Item(DEEPVIT, "ImageNet comparison tables", "DeepViT-S/L top-1 against ViT, DeiT and CNNs", (),
+         "ImageNet-scale training is beyond this machine"),
+    Item(DEEPVIT, "Ablations (Sec. 5)", "Re-attention against other ways to diversify attention", (),
+         "the alternatives (temperature, dropping attention) were not implemented"),
+    Item(DEEPVIT, "Attention-map figures", "visualised maps of ViT and DeepViT blocks", (),
+         "qualitative; the maps are drawn (attention_maps_*.png) without a claim"),
+    # --- DAC-DETR --------------------------------------------------------------------------------
+    Item(DAC, "Fig. 1 / Sec. 1", "cross-attention gathers queries around an object; self-attention disperses them", (
+        "dacdetr-gather/detr-ca-gathers", "dacdetr-gather/detr-sa-disperses", "dacdetr-gather/detr-sa-disperses-image-layers")),
+    Item(DAC, "Sec. 3 (one-to-many)", "the auxiliary decoder's one-to-many assignment improves gathering", (
+        "dacdetr-gather/dac-c-stream-more-queries",)),
+    Item(DAC, "README figure (analyse)", "DAC-DETR has more queries per object, and better closest queries", (
+        "dacdetr-gather/dac-raises-o-queries",)),
+    Item(DAC, "Fig. 2", "the DAC-DETR architecture (auxiliary decoder without self-attention)", (),
+         "an architecture diagram: nothing to measure"),
+    Item(DAC, "Table 1", "Deformable-DETR, 12 epochs: +3.4 AP with DAC", ("dacdetr-gather/dac-ap-gain",)),
+    Item(DAC, "Table 2", "DINO and IoU-aware losses: 50.9 AP (R50), 58.1 AP (Swin-L)", (),
+         "COCO-scale training is beyond this machine"),
+    Item(DAC, "Ablation tables", "contribution of the auxiliary decoder, one-to-many and sharing", (),
+         "COCO-scale ablations are beyond this machine"),
+    # --- JoMA (experiments joma-* being added; rows filled when their claims exist) -------------
+    Item(JOMA, "Thm. 1", "the joint dynamics have an invariant linking attention logits to MLP weights", (),
+         "JoMA experiments (joma-*) in progress"),
+    Item(JOMA, "Thm. 2", "linear activations: attention becomes sparse, salient features learned first", (),
+         "JoMA experiments (joma-*) in progress"),
+    Item(JOMA, "Thm. 3", "nonlinear activations: attention sparse first, then denser", (),
+         "JoMA experiments (joma-*) in progress"),
+    Item(JOMA, "Thm. 5 (HBLT)", "co-occurrence set by the depth of the lowest common ancestor", (),
+         "JoMA experiments (joma-*) in progress"),
+    Item(JOMA, "Table 1", "correlation of hidden neurons with latents: 0.94-1.00 at layer 0, 0.55-0.81 at layer 1", (),
+         "JoMA experiments (joma-*) in progress"),
+    Item(JOMA, "Attention-entropy figures", "attention entropy in trained models falls, then rises", (),
+         "JoMA experiments (joma-*) in progress"),
+)
+
+
+def coverage(table: pd.DataFrame | None = None, items=ITEMS) -> pd.DataFrame:
+    """One row per paper item: status and detail from the reproduction verdicts in ``table``
+    (the verification table: columns experiment, claim, kind, verdict)."""
+    verdicts: dict[str, str] = {}
+    kinds: dict[str, str] = {}
+    if table is not None and len(table):
+        for r in table.itertuples(index=False):
+            verdicts[f"{r.experiment}/{r.claim}"] = r.verdict
+            kinds[f"{r.experiment}/{r.claim}"] = r.kind
+    rows = []
+    for it in items:
+        rep = [c for c in it.claims if kinds.get(c) == "reproduction"]
+        con = [c for c in it.claims if kinds.get(c) == "consistency"]
+        missing = [c for c in it.claims if c not in kinds]
+        vs = [verdicts[c] for c in rep]
+        if not rep:
+            status = "not attempted"
+            if it.reason:
+                why = it.reason
+            elif con:
+                why = "only consistency checks stand behind it: " + ", ".join(con)
+            elif missing:
+                why = "its claims have no verdict yet: " + ", ".join(missing)
+            else:
+                why = ""
+            detail = why
+        else:
+            status = ("contradicted" if "FAIL" in vs else "reproduced" if all(v == "PASS" for v in vs)
+                      else "inconclusive")
+            detail = ", ".join(f"{vs.count(v)} {v}" for v in ("PASS", "FAIL", "INCONCLUSIVE", "STALE") if v in vs)
+            if con:
+                detail += f"; {len(con)} consistency check(s) beside"
+        rows.append({"paper": it.paper, "item": it.item, "states": it.states, "status": status,
+                     "detail": detail, "claims": ", ".join(rep) if rep else ", ".join(it.claims)})
+    return pd.DataFrame(rows, columns=["paper", "item", "states", "status", "detail", "claims"])
+
+
+def render(cov: pd.DataFrame) -> str:
+    """Markdown: per paper, a count line and the table."""
+    out = []
+    for paper, g in cov.groupby("paper", sort=False):
+        counts = ", ".join(f"{int((g.status == s).sum())} {s}" for s in STATUSES)
+        out += [f"### {paper}", "", f"{len(g)} items: {counts}.", "",
+                to_markdown(g[["item", "states", "status", "detail", "claims"]])]
+    return "\n".join(out)
+
+
+def summary(cov: pd.DataFrame) -> str:
+    """A short per-paper count table for the README."""
+    rows = [{"paper": p, "items": len(g), **{s: int((g.status == s).sum()) for s in STATUSES}}
+            for p, g in cov.groupby("paper", sort=False)]
+    return ("Coverage of the papers (theorems, lemmas with a numeric consequence, figures, tables; "
+            "reproduction claims only; details in results/coverage.md):\n\n"
+            + to_markdown(pd.DataFrame(rows)))
