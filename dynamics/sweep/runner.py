@@ -25,7 +25,7 @@ import pandas as pd
 from .. import progress
 from ..claims import ROW_COLUMNS
 from ..config import build, field_types
-from ..errors import UserError
+from ..errors import ENVIRONMENT_ERRNOS, UserError
 from ..experiment import Context, Experiment, Tables
 from . import manifest
 from .executors import LocalExecutor
@@ -253,6 +253,11 @@ def execute(p: Plan, out: Path, resume: bool = False, executor=None, argv: Seque
             "notes": notes,
         }, written)
         staging = None
+    except OSError as exc:
+        if exc.errno not in ENVIRONMENT_ERRNOS:
+            raise
+        raise UserError(f"cannot write {store.root}: {exc.strerror or exc}; the previous result, if any, "
+                        "is unchanged") from None
     finally:
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)  # our own unfinished outputs; the old result stays
