@@ -11,7 +11,6 @@ Every fault is one line on stderr:
 
 from __future__ import annotations
 
-import errno
 import os
 import sys
 import traceback
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import click
 
-from .errors import UserError
+from .errors import ENVIRONMENT_ERRNOS, UserError
 
 RESULTS = Path("results")
 RUNS = Path("runs")
@@ -361,12 +360,6 @@ def readme(readme) -> None:
         click.echo(path)
 
 
-# OS errors that describe the machine or the user's paths, not a bug: one line, exit 2
-_ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR,
-                       errno.EISDIR, errno.ENAMETOOLONG, errno.EMFILE, errno.ENFILE, errno.EIO, errno.ENOENT,
-                       errno.ELOOP, errno.EXDEV}
-
-
 def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
@@ -389,7 +382,7 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except OSError as exc:
-        if exc.errno not in _ENVIRONMENT_ERRNOS:
+        if exc.errno not in ENVIRONMENT_ERRNOS:
             _internal(exc)
         where = exc.filename if exc.filename is not None else ""
         click.echo(f"dynamics: error: {exc.strerror or exc}{': ' + str(where) if where else ''}", err=True)

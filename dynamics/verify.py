@@ -204,7 +204,11 @@ def redecide(name: str, exp: Experiment, root: Path, reason: str, today: str | N
                         "old_definition": _legacy_definition(old) if legacy else old["definition"],
                         "new_definition": "(removed)", "old_verdict": str(old["status"] if legacy else old["verdict"]),
                         "new_verdict": "", "date": today, "reason": reason})
-    atomic_write_text(path, table.to_csv(index=False, float_format="%.10g"))
+    lock = store.lock()
+    try:  # through the store, so the manifest's record of claims.csv (size, hash) stays true
+        store.rewrite("claims.csv", table.to_csv(index=False, float_format="%.10g").encode())
+    finally:
+        lock.release()
     if changes:
         log = root / "claims-changes.csv"
         prior = pd.read_csv(log) if log.exists() else pd.DataFrame(columns=CHANGE_COLUMNS)

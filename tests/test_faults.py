@@ -351,3 +351,41 @@ def test_a_run_that_would_not_fit_in_memory_is_refused_with_the_estimate(cli, tm
     code, _, err = cli("run", "scan-snap-fig4", "--set", "steps=500", "--out", str(tmp_path / "o"))
     assert code == 2 and one_line(err) and "a batch needs about" in err and "DYNAMICS_MAX_MEMORY_GB" in err
     assert not (tmp_path / "o").exists()
+
+
+def test_a_grid_key_the_experiment_did_not_foresee_never_merges_cells(cli, tmp_path):
+    """Fig. 6's summary knows nothing of `batch`; the runner summarises each value apart."""
+    import pandas as pd
+
+    code, _, err = cli("sweep", EXP, *TINY, "--grid", "batch=8,16", "--out", str(tmp_path / "s"))
+    assert code == 0, err
+    table = pd.read_csv(tmp_path / "s" / "table.csv")
+    assert list(table.batch) == [8, 16] and (table.n_seeds == 1).all()
+
+
+def test_runner_summarises_each_value_of_an_unforeseen_grid_key_apart():
+    import dataclasses as dc
+
+    import pandas as pd
+
+    from dynamics.experiment import Experiment
+    from dynamics.sweep import runner
+
+    @dc.dataclass(frozen=True)
+    class Cfg:
+        a: int = 1
+        b: int = 1
+        seed: int = 0
+
+    def pooled(tables, base):  # knows only `a`: any other key would be merged
+        t = tables["runs"].groupby("a", as_index=False).x.mean()
+        return {"table": t.assign(b_seen=base.b)}
+
+    exp = Experiment(name="toy", summary="", reference="", config=Cfg, run_batch=None, grid={"a": (1, 2)},
+                     summarize=pooled)
+    p = runner.plan(exp, {}, {"b": (10, 20), "seed": (0, 1)})
+    runs = pd.DataFrame([{**c, "x": float(c["a"] * c["b"] + c["seed"])} for c in p.cells])
+    table = runner.summarize(p, {"runs": runs})["table"]
+    assert list(table.columns[:2]) == ["b", "a"] and len(table) == 4
+    assert table.set_index(["b", "a"]).x.to_dict() == {(10, 1): 10.5, (10, 2): 20.5, (20, 1): 20.5, (20, 2): 40.5}
+    assert (table.b == table.b_seen).all()  # each part is summarised with its own config

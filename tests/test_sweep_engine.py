@@ -1,7 +1,6 @@
 """The sweep engine: kill and resume, concurrent writers, the Dask executor, identical tables."""
 
 import json
-import os
 import signal
 import subprocess
 import sys

@@ -25,11 +25,11 @@ import pandas as pd
 from .. import progress
 from ..claims import CLAIM_ROW_COLUMNS, evaluate
 from ..config import build, field_types
-from ..errors import UserError
+from ..errors import ENVIRONMENT_ERRNOS, UserError
 from ..experiment import Context, Experiment, Tables
 from . import manifest
 from .executors import LocalExecutor
-from .grid import cell_id, expand
+from .grid import POOLED_KEYS, cell_id, expand
 from .store import Store
 
 
@@ -224,9 +224,7 @@ def execute(p: Plan, out: Path, resume: bool = False, executor=None, argv: Seque
                 notes.update(batch_notes)
                 pbar.update(len(members[index]))
                 beat.update(len(members[index]))
-        tables = collect(p, store)
-        if exp.summarize:
-            tables = exp.summarize(tables, p.base)
+        tables = summarize(p, collect(p, store))
         staging = store.staging()
         written = store.write_tables_into(staging, tables)
         saved = store.load_tables(staging)
@@ -253,6 +251,11 @@ def execute(p: Plan, out: Path, resume: bool = False, executor=None, argv: Seque
             "notes": notes,
         }, written)
         staging = None
+    except OSError as exc:
+        if exc.errno not in ENVIRONMENT_ERRNOS:
+            raise
+        raise UserError(f"cannot write {store.root}: {exc.strerror or exc}; the previous result, if any, "
+                        "is unchanged") from None
     finally:
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)  # our own unfinished outputs; the old result stays
@@ -266,6 +269,36 @@ def claims_frame(exp: Experiment, tables: Tables, cfg: Any) -> pd.DataFrame:
     """The experiment's claims decided on saved tables (claims.csv)."""
     decided = evaluate(exp.name, exp.claim_specs, exp.claims(tables, cfg), cfg)
     return pd.DataFrame([d.row() for d in decided], columns=CLAIM_ROW_COLUMNS)
+
+
+def summarize(p: Plan, tables: Tables) -> Tables:
+    """The experiment's summary, computed separately for each value of a grid key the experiment did
+    not foresee (one outside its default and quick grids, e.g. ``--grid seeds=1,2``), so that no table
+    merges cells that differ in a grid key.  The root ``seed`` is pooled: its runs are further seeds."""
+    exp = p.experiment
+    if not exp.summarize:
+        return tables
+    foreseen = set(exp.grid) | set(exp.quick_grid) | set(POOLED_KEYS)
+    extra = [k for k, v in p.grid.items() if len(v) > 1 and k not in foreseen]
+    if not extra:
+        return exp.summarize(tables, p.base)
+    parts = []
+    for combo in expand({k: p.grid[k] for k in extra}):
+        sub = {}
+        for name, df in tables.items():
+            keep = pd.Series(True, index=df.index)
+            for k, v in combo.items():
+                keep &= df[k] == v
+            sub[name] = df[keep].reset_index(drop=True)
+        out = exp.summarize(sub, dataclasses.replace(p.base, **combo))
+        for name, df in out.items():
+            df = df.copy()
+            for k, v in reversed(list(combo.items())):
+                if k not in df.columns:
+                    df.insert(0, k, v)
+            out[name] = df
+        parts.append(out)
+    return {name: pd.concat([o[name] for o in parts if name in o], ignore_index=True) for name in parts[0]}
 
 
 def collect(p: Plan, store: Store) -> Tables:
