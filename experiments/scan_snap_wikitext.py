@@ -288,9 +288,10 @@ CLAIMS = (
               "Real windows: per seed, the mean over ratio series of Spearman rho between eta_Z and class-mean "
               "entropy; t over seeds, predicted negative.", _REF4 + "(b) / Fig. 6", Band.below(0.0), _WIN),
     ClaimSpec("entropy-rises-with-eta_y-windows", "reproduction",
-              "Real windows: per seed, the mean over eta_Z series (eta_Y/eta_Z >= rise_from_ratio) of Spearman rho "
-              "between eta_Y/eta_Z and class-mean entropy; t over seeds, predicted positive.", _REF4 + "(c) / Fig. 6",
-              Band.above(0.0), _WIN + ("rise_from_ratio",)),
+              "Real windows: per seed, the share of eta_Z series (eta_Y/eta_Z >= rise_from_ratio) whose class-mean "
+              "entropy rises with eta_Y/eta_Z (positive Spearman rho); t over seeds, predicted 1 (every series, the "
+              "definition in force before the verdict rules, kept so the claim is not loosened after its result "
+              "was seen).", _REF4 + "(c) / Fig. 6", Band.above(1.0), _WIN + ("rise_from_ratio",)),
 )
 _NOTE_WINDOWS = ("finite windows of real text: contexts are not i.i.d. draws from P(l|m,n), a token's role is decided "
                  "from ~100 windows per class and 'distinct' tokens still co-occur (below the threshold) with the "
@@ -326,12 +327,12 @@ def claims(tables, cfg):
                 S.spearman_by_unit(cells, "seed", ["ratio"], "eta_z", "entropy"))
         high = cells[cells.ratio >= cfg.rise_from_ratio]
         if high.ratio.nunique() > 1:
-            rho = S.spearman_by_unit(high, "seed", ["eta_z"], "ratio", "entropy")
             rising = [float(np.mean([np.corrcoef(s.ratio.rank(), s.entropy.rank())[0, 1] > 0
                                      for _, s in g.groupby("eta_z")])) for _, g in high.groupby("seed")]
-            out["entropy-rises-with-eta_y-windows"] = (S.t_interval(rho), (
-                "share of eta_Z series whose entropy rises, per seed: " + ", ".join(f"{r:.2f}" for r in rising)
-                + " (the pre-issue-13 definition required every series: FAIL at 0.75)"))
+            rho = S.spearman_by_unit(high, "seed", ["eta_z"], "ratio", "entropy")
+            out["entropy-rises-with-eta_y-windows"] = (S.t_interval(rising), (
+                "per-seed mean Spearman rho " + ", ".join(f"{r:.2f}" for r in rho)
+                + " (positive, but the pre-registered test asks every series to rise)"))
     return out
 
 
