@@ -117,3 +117,21 @@ def test_manifest_dirty_flag_counts_code_not_results(tmp_path):
     assert manifest.git_state(tmp_path / "results")["dirty"] is False
     (tmp_path / "code.py").write_text("x = 2\n")
     assert manifest.git_state(tmp_path / "results")["dirty"] is True
+
+
+def test_changing_threads_or_device_and_resuming_recomputes_no_cell(cli, tmp_path, monkeypatch):
+    """Execution-only keys (threads, device, workers) are not part of a cell's identity."""
+    from dynamics.sweep import runner
+
+    out = tmp_path / "r"
+    args = ["sweep", "scan-snap-phase", "--quick", "--out", str(out), "--set", "threads=1"]
+    code, _, err = cli(*args)
+    assert code == 0, err
+    before = (out / "table.csv").read_bytes()
+    calls = []
+    original = runner._run_batch
+    monkeypatch.setattr(runner, "_run_batch", lambda *a, **k: calls.append(1) or original(*a, **k))
+    code, _, err = cli("sweep", "scan-snap-phase", "--quick", "--out", str(out), "--set", "threads=2",
+                       "--set", "device=cpu", "--resume")
+    assert code == 0, err
+    assert calls == [] and (out / "table.csv").read_bytes() == before

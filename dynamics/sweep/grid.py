@@ -27,9 +27,20 @@ def expand(grid: Mapping[str, tuple]) -> list[dict[str, Any]]:
     return [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))]
 
 
+# How a run executes, not what it computes: left out of a cell's identity, so ``--resume`` after
+# changing the thread count or the device reuses every finished cell.
+EXECUTION_KEYS = frozenset({"device", "threads", "workers"})
+
+
+def scientific(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The config without its execution-only keys (:data:`EXECUTION_KEYS`)."""
+    return {k: v for k, v in config.items() if k not in EXECUTION_KEYS}
+
+
 def cell_id(experiment: str, config: Mapping[str, Any]) -> str:
-    """A stable name for a cell: the hash of its full config (so a changed default is a new cell)."""
-    blob = json.dumps({"experiment": experiment, "config": config}, sort_keys=True, default=str)
+    """A stable name for a cell: the hash of its scientific config (a changed default is a new cell;
+    a changed thread count or device is not)."""
+    blob = json.dumps({"experiment": experiment, "config": scientific(config)}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

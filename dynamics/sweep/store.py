@@ -277,8 +277,11 @@ class Store:
         if resume and config is not None:
             prev = run if run is not None else manifest
             if prev is not None:
+                from .grid import EXECUTION_KEYS
+
                 diff = [k for k in sorted(set(config) | set(prev.get("config", {})))
-                        if _canon(config.get(k)) != _canon(prev.get("config", {}).get(k))]
+                        if k not in EXECUTION_KEYS
+                        and _canon(config.get(k)) != _canon(prev.get("config", {}).get(k))]
                 if grid is not None and _canon(grid) != _canon(prev.get("grid", {})):
                     diff.append("grid")
                 if diff:
