@@ -7,8 +7,16 @@ import numpy as np
 import pytest
 import torch
 
-from dynamics.engine import FusedAdamW, FusedSGD, Precision, Schedule, Trainer, lr_table, replica_seeds
-from dynamics.engine import models
+from dynamics.engine import (
+    FusedAdamW,
+    FusedSGD,
+    Precision,
+    Schedule,
+    Trainer,
+    lr_table,
+    models,
+    replica_seeds,
+)
 from dynamics.engine.ops import BlockSpec
 from dynamics.engine.params import generator
 from dynamics.engine.reference import Encoder
@@ -67,7 +75,7 @@ def _train(spec, seeds, lrs, opt_kind, steps=12, clip=0.5, inject=None):
     for t in range(steps):
         x, y = _inputs(spec, seeds, 4, t)
 
-        def loss_fn(step, rec):
+        def loss_fn(step, rec, x=x, y=y):
             loss = models.cross_entropy(models.forward(params, spec, x, rec=rec), y)
             return inject(step, loss) if inject else loss
 
@@ -100,7 +108,7 @@ def test_fused_adamw_matches_torch_adamw():
     trainer = Trainer(params, FusedAdamW(params), lr_table([1e-2], Schedule(8, kind="constant"), 8))
     for t in range(8):
         x, y = _inputs(spec, seeds, 4, t)
-        trainer.step(lambda step, rec: models.cross_entropy(models.forward(params, spec, x), y))
+        trainer.step(lambda step, rec, x=x, y=y: models.cross_entropy(models.forward(params, spec, x), y))
         ref_opt.zero_grad()
         torch.nn.functional.cross_entropy(ref(x[0]), y[0]).backward()
         ref_opt.step()
@@ -135,7 +143,7 @@ def test_records_only_at_chosen_steps():
     trainer = Trainer(params, FusedSGD(params), lr_table([0.1, 0.1], Schedule(4), 4), record_steps={0, 3})
     x, y = _inputs(spec, seeds, 4, 0)
     for _ in range(4):
-        trainer.step(lambda step, rec: models.cross_entropy(models.forward(params, spec, x, rec=rec), y))
+        trainer.step(lambda step, rec, x=x, y=y: models.cross_entropy(models.forward(params, spec, x, rec=rec), y))
     assert sorted(trainer.records) == [0, 3]
     maps = trainer.records[0].maps
     assert maps[("attention", 1)].shape == (2, 4, 2, 5, 5)  # (R, B, H, T, T)
@@ -158,7 +166,8 @@ def test_cpu_and_cuda_agree():
         for t in range(10):
             x, y = _inputs(spec, seeds, 4, t)
             x, y = x.to(prec.device, prec.torch_dtype), y.to(prec.device)
-            losses.append(trainer.step(lambda s, r: models.cross_entropy(models.forward(params, spec, x), y)))
+            losses.append(trainer.step(
+                lambda s, r, p=params, x=x, y=y: models.cross_entropy(models.forward(p, spec, x), y)))
         out[dev] = (params.data.double().cpu(), torch.stack(losses).double().cpu())
     assert torch.allclose(out["cpu"][0], out["cuda"][0], atol=1e-9, rtol=0)
     assert torch.allclose(out["cpu"][1], out["tf32"][1], rtol=2e-2)

@@ -98,7 +98,7 @@ def self_attention(w: dict, h: torch.Tensor, spec: BlockSpec, *, train: bool = T
                    rec: Record | None = None, layer: int = 0) -> torch.Tensor:
     """Multi-head self-attention of h (R, B, T, d) with weights w[qkv_w] (R, d, 3d), w[proj_w] (R, d, d)
     and biases; bn = (running_mean, running_var) (R, H) for the BN variants."""
-    R, B, T, d = h.shape
+    R, B, T, _ = h.shape
     H, dh = spec.heads, spec.head_dim
     qkv = linear(h, w["qkv_w"], w["qkv_b"]).view(R, B, T, 3, H, dh).permute(3, 0, 1, 4, 2, 5)
     q, k, v = qkv[0], qkv[1], qkv[2]  # (R, B, H, T, dh)
@@ -137,7 +137,7 @@ def encoder_block(w: dict, h: torch.Tensor, spec: BlockSpec, *, train: bool = Tr
                   generator: torch.Generator | None = None, bn: tuple | None = None,
                   rec: Record | None = None, layer: int = 0) -> torch.Tensor:
     """One block (pre-, post- or no LayerNorm; causal or not; MLP when spec.hidden > 0)."""
-    kw = dict(train=train, generator=generator, bn=bn, rec=rec, layer=layer)
+    kw = {"train": train, "generator": generator, "bn": bn, "rec": rec, "layer": layer}
 
     def add(x, y):
         return x + y if spec.residual else y

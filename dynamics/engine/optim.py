@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 import torch
@@ -38,12 +39,18 @@ class Schedule:
     floor: float = 0.0
 
     def factor(self, step: int) -> float:
+        return self.lr(1.0, step)
+
+    def lr(self, peak: float, step: int) -> float:
+        """peak x factor, multiplied in the order the experiments' own schedules did (bit-identical)."""
         if step < self.warmup:
-            return (step + 1) / self.warmup
+            return peak * (step + 1) / self.warmup
         if self.kind == "constant":
-            return 1.0
+            return peak
         frac = (step - self.warmup) / max(1, self.steps - self.warmup)
-        return self.floor + (1 - self.floor) * 0.5 * (1 + math.cos(math.pi * frac))
+        if self.floor == 0:
+            return peak * 0.5 * (1 + math.cos(math.pi * frac))
+        return peak * (self.floor + (1 - self.floor) * 0.5 * (1 + math.cos(math.pi * frac)))
 
 
 def lr_table(peaks: Sequence[float], schedules: Schedule | Sequence[Schedule], steps: int, dtype=torch.float64,
@@ -54,7 +61,7 @@ def lr_table(peaks: Sequence[float], schedules: Schedule | Sequence[Schedule], s
     scheds = [schedules] * R if isinstance(schedules, Schedule) else list(schedules)
     if len(scheds) != R:
         raise ValueError(f"{len(scheds)} schedules for {R} replicas")
-    table = np.array([[p * s.factor(t) for p, s in zip(peaks, scheds)] for t in range(steps)], dtype=float)
+    table = np.array([[s.lr(p, t) for p, s in zip(peaks, scheds)] for t in range(steps)], dtype=float)
     return torch.as_tensor(table.reshape(steps, R), dtype=dtype, device=device)
 
 
@@ -78,8 +85,8 @@ class FusedAdamW:
             p[:, :self.p.P_decay].mul_(1 - lr * self.wd)
         self.t.add_(a)
         t = self.t.clamp(min=1)
-        self.m.lerp_(g, (1 - b1) * a)
-        self.v.mul_(1 - (1 - b2) * a).addcmul_(g, g, value=1 - b2)  # frozen rows: g = 0 and factor 1
+        self.m.lerp_(g, _pick(a, 1 - b1, 0.0))
+        self.v.mul_(_pick(a, b2, 1.0)).addcmul_(g, g, value=1 - b2)  # frozen rows: g = 0, factor 1
         step = lr / (1 - b1 ** t)
         denom = (self.v.sqrt() / (1 - b2 ** t).sqrt()).add_(self.eps)
         p.sub_(torch.div(self.m, denom).mul_(step))
@@ -99,9 +106,14 @@ class FusedSGD:
             g[:, :self.p.P_decay].add_(p[:, :self.p.P_decay] * a, alpha=self.wd)
         if self.buf is not None:
             # first step: b = 0 * mu + g = g, PyTorch's initial buffer
-            self.buf.mul_(1 - (1 - self.mu) * a).add_(g)
+            self.buf.mul_(_pick(a, self.mu, 1.0)).add_(g)
             g = self.buf
         p.sub_(g * lr)
+
+
+def _pick(a: torch.Tensor, on: float, off: float) -> torch.Tensor:
+    """(R, 1): ``on`` for active replicas (a = 1), ``off`` for frozen ones (exact constants, no rounding)."""
+    return torch.where(a > 0, a.new_full((), on), a.new_full((), off))
 
 
 def clip_per_replica(grad: torch.Tensor, max_norm: float, norm: torch.Tensor) -> None:

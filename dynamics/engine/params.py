@@ -15,7 +15,8 @@ import dataclasses
 import hashlib
 import math
 import warnings
-from typing import Callable, Iterable, Literal
+from collections.abc import Callable, Iterable
+from typing import Literal
 
 import numpy as np
 import torch
@@ -93,7 +94,7 @@ class ReplicaParams:
         self.offsets = dict(zip(layout, np.cumsum([0] + sizes[:-1]).tolist()))
         self.R, self.P = replicas, int(sum(sizes))
         self.P_decay = int(sum(math.prod(shapes[n]) for n in layout if decay.get(n, False)))
-        kw = dict(dtype=dtype, device=device)
+        kw = {"dtype": dtype, "device": device}
         self.data = torch.zeros(replicas, self.P, **kw)
         self.grad = torch.zeros(replicas, self.P, **kw)
         self.views: dict[str, torch.Tensor] = {}
@@ -106,7 +107,7 @@ class ReplicaParams:
 
     @classmethod
     def init(cls, specs: dict[str, ParamSpec], seeds: list[np.random.SeedSequence], dtype=torch.float32,
-             device: str | torch.device = "cpu") -> "ReplicaParams":
+             device: str | torch.device = "cpu") -> ReplicaParams:
         """Draw replica r's parameter ``name`` from its own generator (seeds[r], name), in float64."""
         out = cls({n: s.shape for n, s in specs.items()}, {n: s.decay for n, s in specs.items()}, len(seeds),
                   dtype, device)
@@ -117,7 +118,7 @@ class ReplicaParams:
         return out
 
     @classmethod
-    def from_tensors(cls, tensors: dict[str, torch.Tensor], decayed: Callable[[str, torch.Tensor], bool]) -> "ReplicaParams":
+    def from_tensors(cls, tensors: dict[str, torch.Tensor], decayed: Callable[[str, torch.Tensor], bool]) -> ReplicaParams:
         """Copy stacked tensors (R, *shape) (all on one device and dtype) into a new flat buffer."""
         first = next(iter(tensors.values()))
         out = cls({n: tuple(t.shape[1:]) for n, t in tensors.items()},
