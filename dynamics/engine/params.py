@@ -128,6 +128,20 @@ class ReplicaParams:
                 out.views[n].copy_(t)
         return out
 
+    @classmethod
+    def adopt(cls, module: torch.nn.Module, decayed: Callable[[str, torch.Tensor], bool]) -> ReplicaParams:
+        """Move a module's replica-stacked parameters (R, ...) into a flat buffer, in place: each
+        ``nn.Parameter`` of the module is replaced by one aliasing its view, so the module's own
+        forward trains (and evaluates) the flat buffer."""
+        out = cls.from_tensors({n: p.detach() for n, p in module.named_parameters()}, decayed)
+        for n in out.names:
+            owner, _, attr = n.rpartition(".")
+            par = torch.nn.Parameter(out.views[n].detach())  # shares the buffer's storage
+            par.grad = out.views[n].grad
+            setattr(module.get_submodule(owner) if owner else module, attr, par)
+            out.views[n] = par
+        return out
+
     def __getitem__(self, name: str) -> torch.Tensor:
         return self.views[name]
 
