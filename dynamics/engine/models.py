@@ -140,6 +140,8 @@ def forward(params, spec: EncoderSpec, x: torch.Tensor, *, train: bool = True, b
         h = h + p["pos"][:, None, :T]
     elif spec.pos == "sinusoidal":
         h = h + sinusoidal(T, h.shape[-1], h.dtype, h.device)
+    if train and spec.block.dropout:
+        h = torch.nn.functional.dropout(h, spec.block.dropout)
     if rec is not None:
         rec.add("hidden", -1, h)
     buffers = buffers or {}

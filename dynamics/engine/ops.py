@@ -46,6 +46,7 @@ class BlockSpec:
     transform_scale: bool = False  # re-attention output times d_h^-1/2 (DeepViT's reatten_scale)
     act: Literal["gelu", "relu"] = "gelu"
     residual: bool = True
+    dropout: float = 0.0  # training only: on attention weights, sublayer outputs and the MLP's hidden units
 
     def __post_init__(self) -> None:
         if self.width % self.heads:
@@ -76,6 +77,10 @@ def _act(x: torch.Tensor, act: str) -> torch.Tensor:
     return F.gelu(x) if act == "gelu" else F.relu(x)
 
 
+def _drop(x: torch.Tensor, p: float) -> torch.Tensor:
+    return F.dropout(x, p) if p else x
+
+
 def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
     """(R, B, T, d) -> (R, B, H, T, d_h)."""
     R, B, T, d = x.shape
@@ -102,12 +107,13 @@ def self_attention(w: dict, h: torch.Tensor, spec: BlockSpec, *, train: bool = T
     H, dh = spec.heads, spec.head_dim
     qkv = linear(h, w["qkv_w"], w["qkv_b"]).view(R, B, T, 3, H, dh).permute(3, 0, 1, 4, 2, 5)
     q, k, v = qkv[0], qkv[1], qkv[2]  # (R, B, H, T, dh)
+    p_drop = spec.dropout if train else 0.0
     plain = spec.attention in ("vanilla", "temperature") or (spec.attention == "drop" and not train)
     if plain and rec is None and h.is_cuda:
         # fused kernel when no map is needed (GPU); on CPU the explicit form is faster at these sizes
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=spec.causal, scale=dh ** -0.5 / (
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=spec.causal, dropout_p=p_drop, scale=dh ** -0.5 / (
             spec.temperature if spec.attention == "temperature" else 1.0))
-        return linear(merge_heads(out), w["proj_w"], w["proj_b"])
+        return _drop(linear(merge_heads(out), w["proj_w"], w["proj_b"]), p_drop)
     tau = spec.temperature if spec.attention == "temperature" else 1.0
     scores = torch.matmul(q, k.transpose(-1, -2)) * (dh ** -0.5 / tau)
     if spec.causal:
@@ -126,11 +132,13 @@ def self_attention(w: dict, h: torch.Tensor, spec: BlockSpec, *, train: bool = T
         rec.add("attention", layer, A)
         if E is not A:
             rec.add("effective", layer, E)
-    return linear(merge_heads(torch.matmul(E, v)), w["proj_w"], w["proj_b"])
+    E = _drop(E, p_drop)
+    return _drop(linear(merge_heads(torch.matmul(E, v)), w["proj_w"], w["proj_b"]), p_drop)
 
 
-def mlp(w: dict, h: torch.Tensor, act: str) -> torch.Tensor:
-    return linear(_act(linear(h, w["fc1_w"], w["fc1_b"]), act), w["fc2_w"], w["fc2_b"])
+def mlp(w: dict, h: torch.Tensor, act: str, dropout: float = 0.0) -> torch.Tensor:
+    hidden = _drop(_act(linear(h, w["fc1_w"], w["fc1_b"]), act), dropout)
+    return _drop(linear(hidden, w["fc2_w"], w["fc2_b"]), dropout)
 
 
 def encoder_block(w: dict, h: torch.Tensor, spec: BlockSpec, *, train: bool = True,
@@ -138,6 +146,7 @@ def encoder_block(w: dict, h: torch.Tensor, spec: BlockSpec, *, train: bool = Tr
                   rec: Record | None = None, layer: int = 0) -> torch.Tensor:
     """One block (pre-, post- or no LayerNorm; causal or not; MLP when spec.hidden > 0)."""
     kw = {"train": train, "generator": generator, "bn": bn, "rec": rec, "layer": layer}
+    p_drop = spec.dropout if train else 0.0
 
     def add(x, y):
         return x + y if spec.residual else y
@@ -145,7 +154,7 @@ def encoder_block(w: dict, h: torch.Tensor, spec: BlockSpec, *, train: bool = Tr
     if spec.norm == "pre":
         h = add(h, self_attention(w, layer_norm(h, w["ln1_g"], w["ln1_b"]), spec, **kw))
         if spec.hidden:
-            h = add(h, mlp(w, layer_norm(h, w["ln2_g"], w["ln2_b"]), spec.act))
+            h = add(h, mlp(w, layer_norm(h, w["ln2_g"], w["ln2_b"]), spec.act, p_drop))
     else:
         h = add(h, self_attention(w, h, spec, **kw))
         if spec.norm == "post":
@@ -153,7 +162,7 @@ def encoder_block(w: dict, h: torch.Tensor, spec: BlockSpec, *, train: bool = Tr
         if rec is not None:
             rec.add("after_attention", layer, h)
         if spec.hidden:
-            h = add(h, mlp(w, h, spec.act))
+            h = add(h, mlp(w, h, spec.act, p_drop))
             if spec.norm == "post":
                 h = layer_norm(h, w["ln2_g"], w["ln2_b"])
     if rec is not None:
