@@ -15,8 +15,9 @@ counts):
 
 FLOPs count the matmuls only (2 per multiply-add, x3 for forward + backward,
 :func:`dynamics.engine.models.flops_per_step`); the peak is the best of several fp32 ``torch.mm``
-2048^3 products at the same thread count.  The toy DETR of dacdetr-gather is not in the table yet
-(the engine has DETR's decoder block but no replica toy DETR; see the report).
+2048^3 products at the same thread count.  The toy DETR cells (dacdetr-gather: O-decoder only, and
+O + C decoders) run the experiment's full loss (Hungarian matching per image and layer, per replica)
+in both the engine and the loop; their matmul FLOPs are counted by :func:`detr_flops`.
 
     .venv/bin/python benchmarks/bench_engine.py [--threads 1] [--rounds 3] [--seconds 0.6]
 """
@@ -33,6 +34,7 @@ from dynamics.depth_width.transformer import width_for_budget
 from dynamics.engine import (
     FusedAdamW,
     FusedSGD,
+    ReplicaParams,
     Schedule,
     Trainer,
     lr_table,
@@ -77,6 +79,32 @@ def _lm(d, vocab):
                               pos="none", head="lm", final_norm=False, init="torch")
 
 
+@dataclasses.dataclass(frozen=True)
+class DetrCell:
+    experiment: str
+    size: str
+    c_decoder: bool
+    replicas: int = 4  # dacdetr-gather: 4 seeds per cell
+    batch: int = 32
+    optimizer: str = "adamw"
+    vmap: bool = False
+
+
+def detr_flops(cell: DetrCell) -> float:
+    """Matmul FLOPs (x2 multiply-add, x3 forward + backward) of one toy DETR step, all replicas."""
+    from dynamics.detr.model import ModelSpec
+
+    m = ModelSpec()
+    d, Q, N, L, f, C = m.d, m.queries, m.grid ** 2, m.layers, m.ffn, m.n_classes
+    stem = N * ((C + 1) * m.patch ** 2 * d + 9 * d + d * d)
+    pos_heads = Q * (2 * d * d) + Q * (d * C + 2 * d * d + 4 * d)
+    ca = Q * 2 * d * d + 2 * N * d * d + 2 * Q * N * d
+    sa = 4 * Q * d * d + 2 * Q * Q * d
+    ffn = 2 * Q * d * f
+    per_layer = sa + ca + ffn + pos_heads + ((ca + ffn + pos_heads) if cell.c_decoder else 0)
+    return 6.0 * cell.batch * cell.replicas * (stem + L * per_layer)
+
+
 CELLS = [
     Cell("deepvit-collapse", "largest", _vit(24, 128, 3), 3, 64, vmap=True),
     Cell("deepvit-collapse", "smallest", _vit(4, 32, 3), 3, 64, vmap=True),
@@ -84,7 +112,47 @@ CELLS = [
     Cell("depth-width-budget", "smallest", _budget("ses", 2000, 6), 6, 64, clip=1.0),
     Cell("wikitext-attention", "largest", _lm(64, 2000), 3, 20, optimizer="sgd", clip=0.5),
     Cell("wikitext-attention", "smallest", _lm(32, 1000), 3, 20, optimizer="sgd", clip=0.5),
+    DetrCell("dacdetr-gather", "largest", True),
+    DetrCell("dacdetr-gather", "smallest", False),
 ]
+
+
+def detr_steps(cell: DetrCell):
+    """(engine step, loop step) for the toy DETR: same seeds, same fixed scenes."""
+    from dynamics.detr import scenes
+    from dynamics.detr import train as T
+    from dynamics.detr.model import ModelSpec
+
+    spec, sspec = ModelSpec(), scenes.SceneSpec(32, 3, 1, 6, 0.12, 0.4)
+    opts = T.TrainOptions(steps=10**6, batch=cell.batch, c_decoder=cell.c_decoder)
+    R = cell.replicas
+    batch = [scenes.sample(cell.batch, sspec, torch.Generator().manual_seed(r)) for r in range(R)]
+    images = [scenes.render(sc, sspec) for sc in batch]
+    nets = [T.build_model(spec, r) for r in range(R)]
+    params = ReplicaParams.from_tensors({n: torch.stack([dict(m.named_parameters())[n].detach() for m in nets])
+                                         for n, _ in nets[0].named_parameters()}, lambda n, t: True)
+    trainer = Trainer(params, FusedAdamW(params, weight_decay=opts.weight_decay),
+                      lr_table([opts.lr] * R, Schedule(1, kind="constant"), 1, dtype=torch.float32), clip=opts.clip)
+    stacked = torch.stack(images)
+
+    def loss_fn(t, rec):
+        out = T.replica_forward(params, spec, stacked, nets[0].cells, nets[0].mpos, cell.c_decoder)
+        return torch.stack([sum(T.loss_terms(T._replica(out, r), batch[r], opts)) for r in range(R)])
+
+    def engine():
+        trainer.step_count = 0
+        trainer.step(loss_fn)
+
+    opts_loop = [torch.optim.AdamW(m.parameters(), lr=opts.lr, weight_decay=opts.weight_decay) for m in nets]
+
+    def loop():
+        for m, o, sc, im in zip(nets, opts_loop, batch, images):
+            o.zero_grad(set_to_none=True)
+            sum(T.loss_terms(m(im, c_decoder=cell.c_decoder), sc, opts)).backward()
+            torch.nn.utils.clip_grad_norm_(m.parameters(), opts.clip)
+            o.step()
+
+    return engine, loop
 
 
 def _data(cell: Cell, R: int):
@@ -191,8 +259,12 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), float32, CPU (no GPU in this run)")
     rows = []
     for cell in CELLS:
-        eng, params = engine_step(cell)
-        ways = {"engine": eng, "loop": loop_step(cell, params)}
+        if isinstance(cell, DetrCell):
+            eng, loop = detr_steps(cell)
+            ways = {"engine": eng, "loop": loop}
+        else:
+            eng, params = engine_step(cell)
+            ways = {"engine": eng, "loop": loop_step(cell, params)}
         if cell.vmap:
             ways["vmap"] = vmap_step(cell, params)
         for s in ways.values():
@@ -208,12 +280,16 @@ def main() -> None:
           f"{'GFLOP/s':>8s} {'of peak':>7s} {'loop ms':>8s} {'speed-up':>8s} {'vmap ms':>8s}")
     large, small = [], []
     for cell, best in rows:
-        s = cell.spec
-        flops = models.flops_per_step(s, cell.batch, cell.replicas)
+        if isinstance(cell, DetrCell):
+            flops = detr_flops(cell)
+            shape = f"L=3 d=64 Q=30 N=64 B={cell.batch} " + ("O+C" if cell.c_decoder else "O")
+        else:
+            s = cell.spec
+            flops = models.flops_per_step(s, cell.batch, cell.replicas)
+            shape = f"L={s.depth} d={s.block.width} T={s.tokens} B={cell.batch}" + (f" V={s.vocab}" if s.vocab else "")
         rate = flops / best["engine"]
         frac, speed = rate / peak, best["loop"] / best["engine"]
         (large if cell.size == "largest" else small).append((frac, speed))
-        shape = f"L={s.depth} d={s.block.width} T={s.tokens} B={cell.batch}" + (f" V={s.vocab}" if s.vocab else "")
         vm = f"{best['vmap'] * 1e3:8.1f}" if "vmap" in best else f"{'-':>8s}"
         print(f"{cell.experiment:20s} {cell.size:9s} {shape:34s} {cell.replicas:2d} {cell.optimizer:5s} "
               f"{best['engine'] * 1e3:9.1f} {rate / 1e9:8.1f} {frac:7.1%} {best['loop'] * 1e3:8.1f} "
