@@ -294,7 +294,6 @@ def main() -> None:
         print(f"{cell.experiment:20s} {cell.size:9s} {shape:34s} {cell.replicas:2d} {cell.optimizer:5s} "
               f"{best['engine'] * 1e3:9.1f} {rate / 1e9:8.1f} {frac:7.1%} {best['loop'] * 1e3:8.1f} "
               f"{speed:7.1f}x {vm}")
-    print("dacdetr-gather: not measured (no replica toy DETR in the engine yet)")
     print(f"total benchmark time {time.perf_counter() - started:.0f} s")
     print(f"bench_engine: min_peak_fraction_large={min(f for f, _ in large):.3f} "
           f"min_speedup_small={min(s for _, s in small):.2f}")

@@ -7,7 +7,13 @@ import pytest
 import torch
 
 from dynamics.engine import ReplicaParams, models
-from dynamics.lm import LMSpec, TransformerLM, replica_attention, replica_spec, replica_token_logits
+from dynamics.lm import (
+    LMSpec,
+    TransformerLM,
+    replica_attention,
+    replica_spec,
+    replica_token_logits,
+)
 
 
 def _as_replicas(model: TransformerLM) -> ReplicaParams:
