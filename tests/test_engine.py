@@ -171,3 +171,38 @@ def test_cpu_and_cuda_agree():
         out[dev] = (params.data.double().cpu(), torch.stack(losses).double().cpu())
     assert torch.allclose(out["cpu"][0], out["cuda"][0], atol=1e-9, rtol=0)
     assert torch.allclose(out["cpu"][1], out["tf32"][1], rtol=2e-2)
+
+
+@pytest.mark.parametrize("variant", ["vanilla", "reattn", "temperature"])
+def test_engine_vit_equals_collapse_vit(variant):
+    """The engine's encoder with DeepViT's attention variants equals dynamics.collapse.vit.forward on the
+    same parameters (train-mode BN statistics, running statistics updated alike)."""
+    from dynamics.collapse import vit
+
+    vspec = vit.ViTSpec(depth=2, width=8, heads=2, n_patches=4, patch_dim=3, n_classes=4, attention=variant)
+    p, buf = vit.init_params(vspec, [0, 1], dtype=F64)
+    espec = models.EncoderSpec(BlockSpec(8, 2, hidden=vspec.hidden, norm="pre", attention=variant,
+                                         temperature=vspec.temperature), depth=2, tokens=5, patch_dim=3, cls=True,
+                               head="cls", classes=4)
+    ebuf = models.bn_buffers(espec, 2, F64)
+    assert set(ebuf) == set(buf)
+    x = torch.randn(2, 6, 4, 3, dtype=F64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ref, _ = vit.forward(p, buf, vspec, x, train=True)
+        ours = models.forward(p, espec, x, train=True, buffers=ebuf)
+    assert torch.allclose(ours, ref, atol=1e-12, rtol=0)
+    for k in buf:
+        assert torch.allclose(ebuf[k], buf[k], atol=1e-14)
+
+
+def test_bf16_autocast_runs_on_cpu():
+    """The autocast path (meant for CUDA) runs and trains on CPU too; parameters stay float32."""
+    spec = SPECS["vit-pre-ln"]
+    seeds = replica_seeds(6, 2)
+    params = models.init(spec, seeds)
+    trainer = Trainer(params, FusedAdamW(params), lr_table([1e-2] * 2, Schedule(5), 5),
+                      precision=Precision(autocast="bf16"))
+    x, y = _inputs(spec, seeds, 4, 0)
+    losses = [trainer.step(lambda s, r: models.cross_entropy(models.forward(params, spec, x.float()), y))
+              for _ in range(5)]
+    assert params.data.dtype == torch.float32 and torch.isfinite(torch.stack(losses)).all()
