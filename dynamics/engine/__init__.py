@@ -3,7 +3,8 @@
 * :mod:`.params`: parameters of all replicas in one flat (R, P) buffer with named (R, ...) views;
   per-replica seeds spawned from a ``numpy.random.SeedSequence``.
 * :mod:`.ops`: batched linear maps, LayerNorm, attention (DeepViT variants, causal), encoder blocks
-  (pre-/post-/no LN, MLP optional), DETR's cross-attention decoder block.
+  (pre-/post-/no LN, MLP optional, dropout); DETR's cross-attention decoder on these ops is
+  :func:`dynamics.detr.train.replica_forward`.
 * :mod:`.models`: ViT / sequence classifier / causal LM stacks of those blocks.
 * :mod:`.optim`: fused AdamW and SGD(momentum) over the flat buffers, per-replica learning rates and
   schedules.

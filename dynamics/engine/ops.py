@@ -14,9 +14,8 @@ Blocks (``norm`` = placement of LayerNorm)::
 Attn = W_O concat_h(E_h V_h), A_h = softmax(Q_h K_h^T / (sqrt(d_h) tau) [+ causal mask]) and E = A for
 vanilla attention; the DeepViT variants (re-attention, BN-only, temperature, attention dropping) take
 E from :mod:`dynamics.collapse.attention`.  MLP = W_2 act(W_1 x + b_1) + b_2, optional (hidden 0).
-The cross-attention decoder block is DETR's post-norm layer (Carion et al. 2020; Deformable DETR's
-``DeformableTransformerDecoderLayer``): x <- LN2(x + SA(x + p, x + p, x)); x <- LN1(x + CA(x + p, mem));
-x <- LN3(x + FFN x), with an optional additive prior on the CA logits.
+DETR's post-norm cross-attention decoder (self-attention, cross-attention with a box prior, FFN) is
+built from these ops in :func:`dynamics.detr.train.replica_forward`, on the toy DETR's own parameters.
 """
 
 from __future__ import annotations
@@ -198,59 +197,4 @@ def per_layer(params, depth: int) -> list[dict[str, torch.Tensor]]:
     """Unbind the (R, L, ...) block stacks once per forward: unbind's backward is one stack, whereas
     indexing w[:, l] in the loop would scatter each block's gradient into a zero tensor of the stack."""
     parts = {n: params[n].unbind(1) for n in PER_BLOCK if n in params}
-    return [{n: p[l] for n, p in parts.items()} for l in range(depth)]
-
-
-# ---------------------------------------------------------------------------------------- decoder
-
-def attend(w: dict, prefix: str, xq: torch.Tensor, xk: torch.Tensor, xv: torch.Tensor, heads: int,
-           bias: torch.Tensor | None = None, rec: Record | None = None, layer: int = 0) -> torch.Tensor:
-    """Multi-head attention of queries xq (R, B, Q, d) over keys xk and values xv (R, B, N, d), with
-    separate projections ``{prefix}{q,k,v,o}_{w,b}`` and an optional additive logit bias (R, B, H|1, Q, N)."""
-    q = split_heads(linear(xq, w[prefix + "q_w"], w[prefix + "q_b"]), heads)
-    k = split_heads(linear(xk, w[prefix + "k_w"], w[prefix + "k_b"]), heads)
-    v = split_heads(linear(xv, w[prefix + "v_w"], w[prefix + "v_b"]), heads)
-    logits = torch.matmul(q, k.transpose(-1, -2)) * q.shape[-1] ** -0.5
-    if bias is not None:
-        logits = logits + bias
-    A = torch.softmax(logits, -1)
-    if rec is not None:
-        rec.add(prefix + "attention", layer, A)
-    return linear(merge_heads(torch.matmul(A, v)), w[prefix + "o_w"], w[prefix + "o_b"])
-
-
-def decoder_block(w: dict, x: torch.Tensor, pos: torch.Tensor, mem: torch.Tensor, mpos: torch.Tensor,
-                  heads: int, prior: torch.Tensor | None = None, self_attend: bool = True,
-                  rec: Record | None = None, layer: int = 0) -> torch.Tensor:
-    """DETR's post-norm decoder layer: queries x (R, B, Q, d) with positional queries pos, memory mem
-    (R, B, N, d) with positions mpos (N, d) or (R, B, N, d); ``self_attend=False`` skips SA (DAC-DETR's
-    C-decoder).  Parameters: sa_*, ca_* projections, ln1..ln3, fc1/fc2 (ReLU FFN)."""
-    if self_attend:
-        qk = x + pos
-        x = layer_norm(x + attend(w, "sa_", qk, qk, x, heads, rec=rec, layer=layer), w["ln2_g"], w["ln2_b"])
-    x = layer_norm(x + attend(w, "ca_", x + pos, mem + mpos, mem, heads, prior, rec=rec, layer=layer),
-                   w["ln1_g"], w["ln1_b"])
-    x = layer_norm(x + mlp(w, x, "relu"), w["ln3_g"], w["ln3_b"])
-    if rec is not None:
-        rec.add("hidden", layer, x)
-    return x
-
-
-def decoder_shapes(d: int, ffn: int, depth: int) -> dict[str, tuple[tuple[int, ...], str, int]]:
-    L = depth
-    out = {}
-    for pre in ("sa_", "ca_"):
-        for n in "qkvo":
-            out[f"{pre}{n}_w"] = ((L, d, d), "w", d)
-            out[f"{pre}{n}_b"] = ((L, d), "z", d)
-    for i in (1, 2, 3):
-        out[f"ln{i}_g"] = ((L, d), "g", 0)
-        out[f"ln{i}_b"] = ((L, d), "z", 0)
-    out.update({"fc1_w": ((L, d, ffn), "w", d), "fc1_b": ((L, ffn), "b", d),
-                "fc2_w": ((L, ffn, d), "w", ffn), "fc2_b": ((L, d), "b", ffn)})
-    return out
-
-
-def unbind_layers(params, names, depth: int) -> list[dict[str, torch.Tensor]]:
-    parts = {n: params[n].unbind(1) for n in names}
     return [{n: p[l] for n, p in parts.items()} for l in range(depth)]
