@@ -28,9 +28,22 @@ import dataclasses
 import math
 from typing import Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .engine import (
+    FusedSGD,
+    Precision,
+    Record,
+    Schedule,
+    Trainer,
+    lr_table,
+    models,
+    ops,
+)
+from .engine.ops import BlockSpec
 
 
 @dataclasses.dataclass(frozen=True)
@@ -198,14 +211,110 @@ def chunk(source: torch.Tensor, i: int, bptt: int) -> tuple[torch.Tensor, torch.
     return source[i:i + L].t(), source[i + 1:i + 1 + L].t()
 
 
-def sgd_step(model: nn.Module, opt: torch.optim.Optimizer, loss: torch.Tensor, clip: float) -> float:
-    """One SGD step with optional global gradient-norm clipping (``clip`` <= 0: none); returns the
-    gradient norm before clipping."""
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    if clip > 0:
-        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-    else:
-        norm = torch.sqrt(sum((p.grad.float() ** 2).sum() for p in model.parameters() if p.grad is not None))
-    opt.step()
-    return float(norm)
+# ------------------------------------------------------------------------------------------------
+# R replicas of the LM as one program (dynamics.engine): seeds x learning rates of one shape
+
+def replica_spec(spec: LMSpec) -> models.EncoderSpec:
+    """The engine's spec of :class:`TransformerLM` (same blocks, same PyTorch-default init: linear
+    weights and biases U(+-1/sqrt(fan_in)), embedding and decoder weight U(+-0.1), decoder bias 0,
+    learned positions 0)."""
+    block = BlockSpec(spec.d_model, spec.n_heads, hidden=spec.d_ff, norm=spec.norm, causal=True, act="relu",
+                      residual=spec.residual, dropout=spec.dropout)
+    return models.EncoderSpec(block, depth=spec.n_layers, tokens=spec.max_len, vocab=spec.vocab, pos=spec.pos,
+                              head="lm", final_norm=spec.norm == "pre", init="torch")
+
+
+@torch.no_grad()
+def replica_eval(params, spec: LMSpec, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per replica: mean first-layer attention entropy (nats, positions >= 1) and mean cross-entropy on
+    shared inputs x, targets y (B, L) -> ((R,), (R,))."""
+    R = params["tok"].shape[0]
+    rec = Record(-1)
+    logits = models.forward(params, replica_spec(spec), x.expand(R, *x.shape), train=False, rec=rec)
+    H = attention_entropy(rec.maps[("attention", 0)]).flatten(1).mean(1)
+    return H, models.cross_entropy(logits, y.expand(R, *y.shape))
+
+
+@torch.no_grad()
+def replica_attention(params, spec: LMSpec, x: torch.Tensor, layer: int = 0) -> torch.Tensor:
+    """Attention weights (R, B, H, L, L) of one layer on shared inputs x (B, L)."""
+    R = params["tok"].shape[0]
+    rec = Record(-1)
+    models.forward(params, replica_spec(spec), x.expand(R, *x.shape), train=False, rec=rec)
+    return rec.maps[("attention", layer)]
+
+
+@torch.no_grad()
+def replica_token_logits(params, spec: LMSpec, queries: torch.Tensor) -> torch.Tensor:
+    """:meth:`TransformerLM.token_logits` of every replica against all tokens: (R, H, Q, V)."""
+    tok, d, H = params["tok"], spec.d_model, spec.n_heads
+    e_q, e_k = tok[:, queries], tok
+    if spec.norm == "pre":
+        g, b = params["ln1_g"][:, 0], params["ln1_b"][:, 0]
+        e_q, e_k = ops.layer_norm(e_q, g, b), ops.layer_norm(e_k, g, b)
+    w, bias = params["qkv_w"][:, 0], params["qkv_b"][:, 0]  # (R, d, 3d), (R, 3d)
+    q = (torch.bmm(e_q, w[..., :d]) + bias[:, None, :d]).unflatten(-1, (H, d // H)).transpose(1, 2)
+    k = (torch.bmm(e_k, w[..., d:2 * d]) + bias[:, None, d:2 * d]).unflatten(-1, (H, d // H)).transpose(1, 2)
+    return q @ k.transpose(-1, -2) / math.sqrt(d // H)
+
+
+@dataclasses.dataclass
+class ReplicaRun:
+    """What :func:`train_replicas` returns: ``trajectory`` rows (replica, iter, entropy, eval_loss,
+    train_loss) at every evaluation; ``maps`` (iter -> (L, L) first-layer attention of the first
+    evaluation sequence) for ``map_replica``; ``diverged`` (R,): the iteration count at which a
+    replica's loss was first non-finite (it then stops), or -1."""
+
+    params: object
+    trajectory: list[dict]
+    maps: dict[int, torch.Tensor]
+    diverged: np.ndarray
+
+
+def train_replicas(spec: LMSpec, seeds: list, lrs: list[float], source: torch.Tensor, ex: torch.Tensor,
+                   ey: torch.Tensor, iters: int, bptt: int, clip: float, eval_every: int, map_every: int = 0,
+                   map_replica: int = -1, device: str = "cpu", on_init=None, bar=None) -> ReplicaRun:
+    """SGD (Tian et al. 2023's notebook: plain SGD, per-model gradient-norm clipping ``clip``) of R
+    replicas: replica r from seed ``seeds[r]`` (a SeedSequence) at learning rate ``lrs[r]``, all on the
+    same chunk sequence of ``source`` (the word-language-model layout, cycling epochs).  Evaluation
+    (entropy, loss) on the chunks ex, ey (C, B, L) every ``eval_every`` iterations and at the end.
+    ``on_init(params)`` runs before the first step (e.g. to record the initial logits)."""
+    R = len(seeds)
+    espec = replica_spec(spec)
+    params = models.init(espec, seeds, torch.float32, device)
+    trainer = Trainer(params, FusedSGD(params), lr_table(lrs, Schedule(iters, kind="constant"), iters,
+                                                         torch.float32, device),
+                      clip=clip, precision=Precision(device))
+    if on_init is not None:
+        on_init(params)
+    C_, B, L = ex.shape
+    xe, ye = ex.reshape(C_ * B, L), ey.reshape(C_ * B, L)
+    n_rows = source.shape[0] - 1
+    traj, maps = [], {}
+    train_loss = torch.full((R,), float("nan"))
+    stopped = np.full(R, -1)
+    for it in range(iters + 1):
+        if it % eval_every == 0 or it == iters:
+            H, ev = replica_eval(params, spec, xe, ye)
+            for r in np.flatnonzero(stopped < 0):
+                traj.append({"replica": int(r), "iter": it, "entropy": float(H[r]), "eval_loss": float(ev[r]),
+                             "train_loss": float(train_loss[r])})
+        if map_replica >= 0 and map_every and (it % map_every == 0 or it == iters) and stopped[map_replica] < 0:
+            maps[it] = replica_attention(params, spec, ex[0, :1])[map_replica, 0, 0]
+        if it == iters:
+            break
+        i = (it * bptt) % max(n_rows - 1, 1)
+        x, y = chunk(source, i, bptt)
+
+        def loss_fn(step, rec, x=x, y=y):
+            logits = models.forward(params, espec, x.expand(R, *x.shape), train=True)
+            return models.cross_entropy(logits, y.expand(R, *y.shape))
+
+        train_loss = trainer.step(loss_fn).cpu()
+        newly = (trainer.diverged >= 0) & (stopped < 0)
+        stopped[newly] = it + 1  # as the per-model loop reported it: iterations run when it stopped
+        if bar is not None:
+            bar.update(1)
+        if (stopped >= 0).all():
+            break
+    return ReplicaRun(params, traj, maps, stopped)

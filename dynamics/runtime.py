@@ -11,14 +11,14 @@ call leaves the process as it found it.
 Divergence.  :func:`freeze_diverged` stops runs whose loss or parameters turned non-finite; they are
 recorded with their step and the other runs of the batch go on.
 
-Schedules.  :func:`warmup_cosine` is the linear warm-up then cosine decay multiplier used by the
-trained transformers (DETR's and the budget models').
+Learning-rate schedules of the trained transformers live with their optimiser in
+:class:`dynamics.engine.optim.Schedule`; per-replica seeds of the engine are spawned in
+:func:`dynamics.engine.params.replica_seeds`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 from typing import Iterator
 
 import numpy as np
@@ -92,12 +92,3 @@ def freeze_diverged(loss, params: list, lrs: list, opt, alive, diverged: np.ndar
             for t in (*params, *lrs):
                 t[~alive] = 0.0
             opt.forget(~alive)
-
-
-def warmup_cosine(step: int, total: int, warmup: int, floor: float = 0.0) -> float:
-    """Learning-rate multiplier: linear warm-up to 1 over ``warmup`` steps, then cosine decay to
-    ``floor`` at step ``total - 1``."""
-    if step < warmup:
-        return (step + 1) / warmup
-    frac = (step - warmup) / max(1, total - 1 - warmup)
-    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, frac)))

@@ -216,22 +216,24 @@ def run_detr(cfg: DacConfig, ctx) -> dict[str, pd.DataFrame]:
     curve_n = min(256, cfg.eval_images)
     c_dec = cfg.model == "dac-detr"
     counts, aps, curve = [], [], []
-    for s in range(cfg.seeds):
-        seed = cfg.seed + s
-        model = detr_train.build_model(model_spec, seed, cfg.device)
+    seeds = [cfg.seed + s for s in range(cfg.seeds)]
+    models = [detr_train.build_model(model_spec, seed, cfg.device) for seed in seeds]
+    for seed, model in zip(seeds, models):
         model.eval()
         for r in evaluate.gather_counts(model, images, ev, cfg.thresholds, c_dec):
             counts.append({"seed": seed, "phase": "init", **r})
 
-        def on_curve(step, m, seed=seed):
-            lg, bx = evaluate.final_predictions(m, images[:curve_n])
-            sub = ev.subset(slice(0, curve_n))
-            qpo = metrics.queries_per_object(metrics.affinity(lg, bx, sub), sub.valid, cfg.thresholds)
-            curve.append({"seed": seed, "step": step, "ap": metrics.average_precision(lg, bx, sub)["ap"],
-                          **{f"qpo_{t:g}": float(v) for t, v in zip(cfg.thresholds, qpo)}})
+    def on_curve(step, r, m):
+        lg, bx = evaluate.final_predictions(m, images[:curve_n])
+        sub = ev.subset(slice(0, curve_n))
+        qpo = metrics.queries_per_object(metrics.affinity(lg, bx, sub), sub.valid, cfg.thresholds)
+        curve.append({"seed": seeds[r], "step": step, "ap": metrics.average_precision(lg, bx, sub)["ap"],
+                      **{f"qpo_{t:g}": float(v) for t, v in zip(cfg.thresholds, qpo)}})
 
-        log = detr_train.train(model, scene_spec, opts, seed, callback=on_curve if cfg.curve_every else None,
-                               every=cfg.curve_every, bar=ctx.bar)
+    # all seeds train as replicas of one program (dynamics.engine); each keeps its own init and images
+    logs = detr_train.train_replicas(models, scene_spec, opts, seeds, callback=on_curve if cfg.curve_every else None,
+                                     every=cfg.curve_every, bar=ctx.bar)
+    for seed, model, log in zip(seeds, models, logs):
         model.eval()
         for r in evaluate.gather_counts(model, images, ev, cfg.thresholds, c_dec):
             counts.append({"seed": seed, "phase": "trained", **r})

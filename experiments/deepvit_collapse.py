@@ -42,6 +42,7 @@ from dynamics.collapse.attention import VARIANTS
 from dynamics.collapse.vit import ViTSpec, check_patch, check_shape, init_params
 from dynamics.config import field, require
 from dynamics.experiment import Experiment
+from dynamics.runtime import torch_dtype
 from dynamics.stats import Band
 
 NAME = "deepvit-collapse"
@@ -236,7 +237,7 @@ def run_cell(cfg: CollapseConfig, ctx) -> dict[str, pd.DataFrame]:
     ctx.notes[f"data_{cfg.dataset}"] = {"sha256_16": split.digest, "n_train": len(split.y_train),
                                         "n_test": len(split.y_test)}
     opts = _options(cfg)
-    dtype = tr.DTYPES[cfg.dtype]
+    dtype = torch_dtype(cfg.dtype)
     x_probe, _ = tr.tokens(split, cfg.patch_size, False, dtype, torch.device(cfg.device))
     x_probe = x_probe[: cfg.probe_images]
     parts: dict[str, list[pd.DataFrame]] = {}

@@ -32,10 +32,10 @@ from dynamics.claims import ClaimSpec
 from dynamics.config import field, require
 from dynamics.corpus import check_wikitext, load_wikitext
 from dynamics.corpus.cooccurrence import cooccurrence
-from dynamics.scan_snap.text import role_metrics
+from dynamics.engine import replica_seeds
 from dynamics.experiment import Experiment
-from dynamics.lm import LMSpec, TransformerLM, attention_entropy, batchify, chunk, sgd_step
-from dynamics.runtime import torch_generator
+from dynamics.lm import LMSpec, batchify, chunk, replica_token_logits, train_replicas
+from dynamics.scan_snap.text import role_metrics
 from dynamics.stats import Band
 
 NAME = "wikitext-attention"
@@ -99,96 +99,74 @@ def eval_chunks(ids: torch.Tensor, cfg: WikiAttnConfig) -> tuple[torch.Tensor, t
     return torch.stack(xs), torch.stack(ys)
 
 
-@torch.no_grad()
-def evaluate(model: TransformerLM, ex: torch.Tensor, ey: torch.Tensor) -> tuple[float, float]:
-    """(mean first-layer attention entropy in nats over positions >= 1, mean cross-entropy) on the chunks."""
-    model.eval()
-    C_, B, L = ex.shape
-    x, y = ex.reshape(C_ * B, L), ey.reshape(C_ * B, L)
-    hidden, maps = model.hidden(x, weights=True)
-    loss = torch.nn.functional.cross_entropy(model.decoder(hidden).reshape(-1, model.spec.vocab), y.reshape(-1))
-    model.train()
-    return float(attention_entropy(maps[0]).mean()), float(loss)
-
-
-def centred_logits(model: TransformerLM, queries: torch.Tensor, support: np.ndarray) -> np.ndarray:
+def centred(z: np.ndarray, support: np.ndarray) -> np.ndarray:
     """Content logits (Q, V), each row minus its mean over the query's context tokens (the LM's logits
     are defined up to a per-query constant; the Y/Z model keeps the row sum fixed instead)."""
-    z = model.token_logits(queries)[0].double().cpu().numpy()
     return z - np.where(support, z, 0.0).sum(-1, keepdims=True) / support.sum(-1, keepdims=True)
 
 
-def train_one(cfg: WikiAttnConfig, seed: int, train_src: torch.Tensor, ex, ey, V: int, co, bar, record_maps: bool):
-    gen = torch_generator(cfg.seed, seed, "wikitext-lm-init")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(torch.randint(2**62, (1,), generator=gen)))
-        model = TransformerLM(spec_of(cfg, V)).to(cfg.device)
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr)
-    queries = torch.as_tensor(co.queries, device=cfg.device)
-    support = co.counts.sum(1) > 0  # (Q, V): tokens in the query's contexts
-    z0 = centred_logits(model, queries, support)
-    traj, maps = [], []
-    n_rows = train_src.shape[0] - 1
-    diverged = -1
-    progress = bar(cfg.iters, f"lr={cfg.lr:g} seed={seed}", unit="it") if bar else None
-    train_loss = math.nan
-    for it in range(cfg.iters + 1):
-        if it % cfg.eval_every == 0 or it == cfg.iters:
-            H, ev = evaluate(model, ex, ey)
-            traj.append({"iter": it, "entropy": H, "eval_loss": ev, "train_loss": train_loss})
-        if record_maps and (it % cfg.map_every == 0 or it == cfg.iters):
-            a = model.attention(ex[0, :1])[0][0, 0].double().cpu().numpy()  # (L, L) first eval chunk, row 0
-            q, k = np.tril_indices(a.shape[0])
-            maps.append(pd.DataFrame({"iter": it, "query_pos": q, "key_pos": k, "weight": a[q, k]}))
-        if it == cfg.iters:
-            break
-        i = (it * cfg.bptt) % max(n_rows - 1, 1)
-        x, y = chunk(train_src, i, cfg.bptt)
-        loss = model.loss(x, y)
-        sgd_step(model, opt, loss, cfg.clip)
-        train_loss = loss.item()
-        if not math.isfinite(train_loss):
-            diverged = it + 1
-            break
-        if progress is not None:
-            progress.update(1)
-    if progress is not None:
-        progress.close()
-    z = centred_logits(model, queries, support)
-    return model, pd.DataFrame(traj), maps, z0, z, diverged
+def batch_key(cfg: WikiAttnConfig):
+    """Cells that differ only in the learning rate train together as replicas of one program."""
+    return dataclasses.replace(cfg, lr=1.0)
 
 
 def run_batch(cfgs, ctx):
+    base = cfgs[0]
+    wt = load_wikitext(base.data_dir or None, max_vocab=base.max_vocab or None)
+    ctx.notes.update(wt.provenance())
+    note = f"WikiText ({', '.join(f['release'] for f in wt.files.values())}): {wt.note}"
+    co = cooccurrence(wt.train, wt.vocab, T=base.bptt, queries=base.queries, next_per_query=base.next_per_query,
+                      min_support=base.min_support, min_count=base.role_min_count, seed=base.seed)
+    dev = torch.device(base.device)
+    train_src = batchify(torch.as_tensor(wt.train, device=dev), base.batch)
+    ex, ey = eval_chunks(torch.as_tensor(wt.eval, device=dev), base)
+    # replica (cell c, seed s): the init depends on the seed only, so learning rates are paired
+    seeds = replica_seeds(np.random.SeedSequence([base.seed, 0x1A77]), base.seeds)
+    cells = [(c, s) for c in range(len(cfgs)) for s in range(base.seeds)]
+    map_at = [i for i, (c, s) in enumerate(cells) if cfgs[c].lr == cfgs[c].map_lr and s == 0]
+    queries = torch.as_tensor(co.queries, device=dev)
+    support = co.counts.sum(1) > 0  # (Q, V): tokens in the query's contexts
+    spec = spec_of(base, wt.V)
+    z0 = []
+
+    def logits(params) -> np.ndarray:
+        return replica_token_logits(params, spec, queries)[:, 0].double().cpu().numpy()  # (R, Q, V), head 0
+
+    with ctx.bar(base.iters, f"{len(cells)} replicas (lr x seed)", unit="it") as bar:
+        run = train_replicas(spec, [seeds[s] for _, s in cells], [cfgs[c].lr for c, _ in cells], train_src, ex, ey,
+                             base.iters, base.bptt, base.clip, base.eval_every, base.map_every,
+                             map_at[0] if map_at else -1, base.device, on_init=lambda p: z0.append(logits(p)),
+                             bar=bar)
+    z_final = logits(run.params)
+    traj_all = pd.DataFrame(run.trajectory)
     out = []
-    for cfg in cfgs:
-        wt = load_wikitext(cfg.data_dir or None, max_vocab=cfg.max_vocab or None)
-        ctx.notes.update(wt.provenance())
-        note = f"WikiText ({', '.join(f['release'] for f in wt.files.values())}): {wt.note}"
-        co = cooccurrence(wt.train, wt.vocab, T=cfg.bptt, queries=cfg.queries, next_per_query=cfg.next_per_query,
-                          min_support=cfg.min_support, min_count=cfg.role_min_count, seed=cfg.seed)
-        dev = torch.device(cfg.device)
-        train_src = batchify(torch.as_tensor(wt.train, device=dev), cfg.batch)
-        ex, ey = eval_chunks(torch.as_tensor(wt.eval, device=dev), cfg)
+    for c, cfg in enumerate(cfgs):
         runs, trajs, maps, orders = [], [], [], []
         for s in range(cfg.seeds):
-            rec = cfg.lr == cfg.map_lr and s == 0
-            _, traj, mp, z0, z, div = train_one(cfg, s, train_src, ex, ey, wt.V, co, ctx.bar, rec)
-            m = role_metrics(z, z0, co.probs, co.distinct, co.common)
+            r = cells.index((c, s))
+            z0_r, z = centred(z0[0][r], support), centred(z_final[r], support)
+            m = role_metrics(z, z0_r, co.probs, co.distinct, co.common)
             K = co.K
             orders.append(pd.DataFrame({
                 "seed": s, "query": np.repeat([wt.vocab[q] for q in co.queries], K),
                 "next": [wt.vocab[n] for n in co.next.ravel()], "n_distinct": co.distinct.sum(-1).ravel(),
                 "rho": m["rho"].ravel(), "distinct_up": m["distinct_up"].ravel(),
                 "common_down": np.repeat(m["common_down"], K)}))
+            traj = traj_all[traj_all.replica == r].drop(columns="replica").reset_index(drop=True)
             traj.insert(0, "seed", s)
             trajs.append(traj)
-            maps += [x.assign(seed=s) for x in mp]
+            if map_at and r == map_at[0]:
+                for it, a in run.maps.items():
+                    a = a.double().cpu().numpy()
+                    q, k = np.tril_indices(a.shape[0])
+                    maps.append(pd.DataFrame({"iter": it, "query_pos": q, "key_pos": k, "weight": a[q, k],
+                                              "seed": s}))
             H0, H = traj.entropy.iloc[0], traj.entropy.iloc[-1]
             half = traj.iter.iloc[-1] / 2
             mid = float(np.interp(half, traj.iter, traj.entropy))
             runs.append({"seed": s, "entropy_init": H0, "entropy_final": H,
                          "entropy_mid": mid, "eval_loss": traj.eval_loss.iloc[-1],
-                         "eval_ppl": math.exp(min(traj.eval_loss.iloc[-1], 50)), "diverged_iter": div,
+                         "eval_ppl": math.exp(min(traj.eval_loss.iloc[-1], 50)), "diverged_iter": int(run.diverged[r]),
                          "rho": _nanmean(m["rho"]), "distinct_up": _nanmean(m["distinct_up"]),
                          "common_down": _nanmean(m["common_down"]),
                          "uniform_entropy": float(np.mean(np.log(np.arange(2, cfg.bptt + 1)))),
@@ -325,6 +303,7 @@ EXPERIMENT = Experiment(
     config=WikiAttnConfig,
     run_batch=run_batch,
     grid={"lr": (1.0, 2.0, 3.0, 4.0, 5.0)},
+    batch_key=batch_key,
     quick={"seeds": 1, "iters": 150, "eval_every": 25, "map_every": 50, "d_model": 32, "max_vocab": 1000,
            "eval_chunks": 4, "queries": 4},
     quick_grid={"lr": (1.0, 3.0, 5.0)},

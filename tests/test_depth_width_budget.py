@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from dynamics.depth_width.tasks import lm_eval_windows, lm_windows, ses_batch
-from dynamics.depth_width.train import ReplicaAdamW, TrainSpec, lr_factor, ses_task, train
+from dynamics.depth_width.train import TrainSpec, schedule, ses_task, train
+from dynamics.engine import FusedAdamW, ReplicaParams
 from dynamics.depth_width.transformer import ReplicaTransformer, nonembedding_params, width_for_budget
 
 
@@ -69,23 +70,26 @@ def test_lm_windows_are_shifted_targets():
 
 def test_lr_schedule():
     spec = TrainSpec(100, 4, (1.0,), 10, 10)
-    assert lr_factor(0, spec) == pytest.approx(0.1) and lr_factor(10, spec) == pytest.approx(1.0)
-    assert lr_factor(99, spec) == pytest.approx(0.1, abs=0.01)
+    factor = schedule(spec).factor
+    assert factor(0) == pytest.approx(0.1) and factor(10) == pytest.approx(1.0)
+    assert factor(99) == pytest.approx(0.1, abs=0.01)
 
 
 def test_replica_adamw_matches_torch_adamw_per_replica():
     """Replica r with learning rate lr_r takes exactly torch.optim.AdamW's step with lr_r."""
     torch.manual_seed(0)
-    p = torch.nn.Parameter(torch.randn(2, 3, 4, 5))
-    ref = [torch.nn.Parameter(p.detach()[r].clone()) for r in range(2)]
+    p0 = torch.randn(2, 3, 4, 5)
+    ref = [torch.nn.Parameter(p0[r].clone()) for r in range(2)]
+    flat = ReplicaParams.from_tensors({"w": p0}, lambda n, t: True)
+    p = flat["w"]
     lrs = torch.tensor([1e-2, 3e-3])
-    opt = ReplicaAdamW([(p, 0.01)], lrs)
+    opt = FusedAdamW(flat, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.01)
     refs = [torch.optim.AdamW([q], lr=float(lrs[r]), betas=(0.9, 0.95), eps=1e-8, weight_decay=0.01)
             for r, q in enumerate(ref)]
     for _ in range(3):
         g = torch.randn(2, 3, 4, 5)
-        p.grad = g.clone()
-        opt.step(1.0)
+        p.grad.copy_(g)
+        opt.step(lrs, torch.ones(2, dtype=torch.bool))
         for r in range(2):
             ref[r].grad = g[r].clone()
             refs[r].step()

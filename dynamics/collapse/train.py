@@ -1,27 +1,29 @@
 """Batched training and probing of the ViT: R runs (seeds) of one architecture advance together.
 
-Optimiser: AdamW (``torch.optim.AdamW``; it acts elementwise, so R runs stacked in one tensor are R
-independent AdamW runs with shared hyperparameters), linear warm-up then cosine decay to 0, weight
-decay on weight matrices only, cross-entropy loss summed over runs (each run's gradient is its own).
-Each run draws its own minibatch order from (root seed, seed index), so runs are independent seeds.
-A run whose loss turns NaN/inf is recorded as diverged at that step (its later numbers are NaN).
+Training runs on :mod:`dynamics.engine`: the R runs' parameters live in one flat (R, P) buffer, the
+optimiser is the engine's fused AdamW (PyTorch's ``torch.optim.AdamW`` arithmetic, betas (0.9, 0.999),
+eps 1e-8, applied per run), linear warm-up then cosine decay to 0, weight decay on weight matrices only,
+cross-entropy loss summed over runs (each run's gradient is its own).  Each run draws its own minibatch
+order from (root seed, seed index), so runs are independent seeds.  A run whose loss or gradient turns
+NaN/inf is frozen alone at that step and recorded as diverged there (its later losses are NaN; its
+parameters, optimiser state and BN running statistics stay as they were before that step).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .. import memory
+from ..engine import FusedAdamW, Precision, ReplicaParams, Schedule, Trainer, lr_table
 from .data import Split, patchify
 from .vit import Record, ViTSpec, decayed, forward, init_params
+from ..runtime import torch_dtype
 
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,13 +49,9 @@ class Trained:
     diverged: np.ndarray  # (R,) first step with a non-finite loss, or -1
 
 
-def lr_at(step: int, opts: TrainOptions) -> float:
+def schedule(opts: TrainOptions) -> Schedule:
     """Linear warm-up over ``warmup * steps`` steps, then cosine decay to 0 (t counts AdamW steps)."""
-    warm = max(1, int(round(opts.warmup * opts.steps)))
-    if step < warm:
-        return opts.lr * (step + 1) / warm
-    frac = (step - warm) / max(1, opts.steps - warm)
-    return opts.lr * 0.5 * (1 + math.cos(math.pi * frac))
+    return Schedule(opts.steps, warmup=max(1, round(opts.warmup * opts.steps)))
 
 
 def tokens(split: Split, patch: int, train: bool, dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -66,44 +64,40 @@ def train(spec: ViTSpec, split: Split, seeds: list[int], opts: TrainOptions,
           bar: Callable | None = None) -> Trained:
     """Train one run per entry of ``seeds`` (seed indices) for ``opts.steps`` AdamW steps."""
     memory.keep_freed_memory()
-    dtype, device = DTYPES[opts.dtype], torch.device(opts.device)
-    params, buffers = init_params(spec, seeds, opts.root_seed, dtype, device)
+    dtype, device = torch_dtype(opts.dtype), torch.device(opts.device)
+    init, buffers = init_params(spec, seeds, opts.root_seed, dtype, device)
+    params = ReplicaParams.from_tensors({n: t.detach() for n, t in init.items()}, lambda n, t: decayed(n))
+    del init
     x, y = tokens(split, opts.patch, True, dtype, device)
     R, N = len(seeds), len(y)
-    decay = [p for n, p in params.items() if decayed(n)]
-    rest = [p for n, p in params.items() if not decayed(n)]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": opts.weight_decay},
-                             {"params": rest, "weight_decay": 0.0}], lr=opts.lr)
+    trainer = Trainer(params, FusedAdamW(params, weight_decay=opts.weight_decay),
+                      lr_table([opts.lr] * R, schedule(opts), opts.steps, dtype, device),
+                      precision=Precision(opts.device, opts.dtype))
     # Minibatch order: each run walks through its own permutations of the training set.
     order = np.stack([_order(opts.root_seed, s, N, opts.steps * opts.batch) for s in seeds])  # (R, steps*B)
     order = torch.as_tensor(order.reshape(R, opts.steps, opts.batch), device=device)
     drop_gen = torch.Generator(device=device).manual_seed(opts.root_seed * 1_000_003 + 17)
-    loss_curve = np.full((opts.steps, R), np.nan)
-    diverged = np.full(R, -1)
+    losses = torch.full((opts.steps, R), float("nan"), dtype=torch.float64, device=device)
     progress = bar(opts.steps, f"train L={spec.depth} d={spec.width} {spec.attention}") if bar else None
+
+    def loss_fn(step: int, rec) -> torch.Tensor:
+        idx = order[:, step]  # (R, B)
+        logits, _ = forward(params.views, buffers, spec, x[idx], train=True, generator=drop_gen)
+        return F.cross_entropy(logits.flatten(0, 1), y[idx].flatten(), reduction="none").view(R, -1).mean(1)
+
     try:
         for step in range(opts.steps):
-            for group in opt.param_groups:
-                group["lr"] = lr_at(step, opts)
-            idx = order[:, step]  # (R, B)
-            logits, _ = forward(params, buffers, spec, x[idx], train=True, generator=drop_gen)
-            per_run = F.cross_entropy(logits.flatten(0, 1), y[idx].flatten(), reduction="none").view(R, -1).mean(1)
-            finite = torch.isfinite(per_run)
-            opt.zero_grad(set_to_none=True)
-            # Summing over runs keeps the runs independent (each run's parameters see only its loss);
-            # a diverged run is dropped from the sum so its NaN cannot reach the others' statistics.
-            torch.where(finite, per_run, torch.zeros_like(per_run)).sum().backward()
-            opt.step()
-            lc = per_run.detach().cpu().numpy()
-            loss_curve[step] = lc
-            newly = (~np.isfinite(lc)) & (diverged < 0)
-            diverged[newly] = step
+            saved = {k: v.clone() for k, v in buffers.items()}
+            losses[step] = trainer.step(loss_fn)
+            frozen = ~trainer.active
+            for k, v in buffers.items():  # a frozen run's BN running statistics stay as they were
+                v.copy_(torch.where(frozen.view(-1, *([1] * (v.dim() - 1))), saved[k], v))
             if progress is not None:
                 progress.update(1)
     finally:
         if progress is not None:
             progress.close()
-    return Trained(params, buffers, loss_curve, diverged)
+    return Trained(params.views, buffers, losses.cpu().numpy(), trainer.diverged)
 
 
 def _order(root_seed: int, seed: int, n: int, total: int) -> np.ndarray:
@@ -116,7 +110,7 @@ def _order(root_seed: int, seed: int, n: int, total: int) -> np.ndarray:
 def accuracy(params: dict, buffers: dict, spec: ViTSpec, split: Split, opts: TrainOptions,
              train_set: bool = False, chunk: int = 512) -> np.ndarray:
     """Eval-mode accuracy per run (R,) on the test (or training) images."""
-    dtype, device = DTYPES[opts.dtype], torch.device(opts.device)
+    dtype, device = torch_dtype(opts.dtype), torch.device(opts.device)
     x, y = tokens(split, opts.patch, train_set, dtype, device)
     R = next(iter(params.values())).shape[0]
     correct = torch.zeros(R, device=device)

@@ -1,23 +1,25 @@
 """Train the R replicas of one (depth, width) transformer on a task; report held-out losses.
 
-AdamW (beta = (0.9, 0.95), eps 1e-8, weight decay 0.01 on matrices and embeddings) with a peak
-learning rate per replica, so seeds x learning rates train as one tensor program; linear warm-up
-then cosine decay to 10% of the peak; gradient clipping at 1 per replica; one fresh batch per step
-(infinite data for SES, random windows for the LM).  ``steps`` counts optimizer updates; losses are
-in nats.  Every ``eval_every`` steps each replica is evaluated on a validation set and a test set
-(disjoint); learning rates are chosen on validation, results reported on test.  A replica whose
-loss becomes non-finite is recorded as diverged at that step (its losses NaN).
+Runs on :mod:`dynamics.engine`: the model's parameters are moved into one flat (R, P) buffer and
+updated by the engine's fused AdamW (beta = (0.9, 0.95), eps 1e-8, weight decay 0.01 on matrices and
+embeddings) with a peak learning rate per replica, so seeds x learning rates train as one tensor
+program; linear warm-up then cosine decay to 10% of the peak; gradient clipping at 1 per replica; one
+fresh batch per step (infinite data for SES, random windows for the LM).  ``steps`` counts optimizer
+updates; losses are in nats.  Every ``eval_every`` steps each replica is evaluated on a validation set
+and a test set (disjoint); learning rates are chosen on validation, results reported on test.  A
+replica whose loss or gradient becomes non-finite is frozen alone at that step and recorded as
+diverged there (its reported losses NaN).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
 
+from ..engine import FusedAdamW, ReplicaParams, Schedule, Trainer, lr_table
 from .tasks import lm_eval_windows, lm_windows, ses_batch
 from .transformer import ReplicaTransformer
 
@@ -48,89 +50,51 @@ class TrainResult:
     diverged: np.ndarray
 
 
-def lr_factor(step: int, spec: TrainSpec) -> float:
-    """Schedule multiplier: linear warm-up to 1, cosine decay to 0.1 at the last step."""
-    if step < spec.warmup:
-        return (step + 1) / spec.warmup
-    t = (step - spec.warmup) / max(1, spec.steps - spec.warmup)
-    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t))
-
-
-class ReplicaAdamW:
-    """AdamW whose learning rate is a vector over the leading replica axis of every parameter."""
-
-    def __init__(self, params: list[tuple[torch.nn.Parameter, float]], lr: torch.Tensor,
-                 betas=(0.9, 0.95), eps: float = 1e-8):
-        self.params = params  # (parameter, weight decay)
-        self.lr, self.betas, self.eps = lr, betas, eps
-        self.m = [torch.zeros_like(p) for p, _ in params]
-        self.v = [torch.zeros_like(p) for p, _ in params]
-        self.t = 0
-
-    @torch.no_grad()
-    def step(self, factor: float) -> None:
-        self.t += 1
-        b1, b2 = self.betas
-        c1, c2 = 1 - b1**self.t, 1 - b2**self.t
-        for (p, wd), m, v in zip(self.params, self.m, self.v):
-            if p.grad is None:
-                continue
-            lr = (self.lr * factor).reshape((-1,) + (1,) * (p.ndim - 1))
-            m.mul_(b1).add_(p.grad, alpha=1 - b1)
-            v.mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)
-            if wd:
-                p.mul_(1 - lr * wd)
-            p.sub_(lr * (m / c1) / ((v / c2).sqrt() + self.eps))
+def schedule(spec: TrainSpec) -> Schedule:
+    """Linear warm-up to 1, cosine decay to 0.1 at the last step."""
+    return Schedule(spec.steps, warmup=spec.warmup, floor=0.1)
 
 
 def train(model: ReplicaTransformer, sample: Callable[[int], tuple[torch.Tensor, torch.Tensor]],
           evaluate: Evaluate, spec: TrainSpec, bar=None) -> TrainResult:
-    """Generic loop: ``sample(step)`` -> (inputs (R, B, ...), targets); ``evaluate(model)`` -> (val, test)."""
+    """Generic loop: ``sample(step)`` -> (inputs (R, B, ...), targets); ``evaluate(model)`` -> (val, test).
+
+    The model's parameters are moved into the engine's flat buffer in place (the model keeps
+    working, and holds the trained weights afterwards)."""
     R = model.tok.shape[0]
-    lrs = torch.tensor(spec.lr if len(spec.lr) == R else spec.lr * R, dtype=model.tok.dtype)
-    decayed = lambda n, p: p.ndim >= 4 or n in ("tok", "head")  # noqa: E731 -- matrices and embeddings
-    opt = ReplicaAdamW([(p, 0.01 if decayed(n, p) else 0.0) for n, p in model.named_parameters()], lrs)
-    diverged = np.full(R, -1)
+    lrs = list(spec.lr) if len(spec.lr) == R else list(spec.lr) * R
+    decayed = lambda n, p: p.ndim >= 4 or n in ("tok", "head")
+    params = ReplicaParams.adopt(model, decayed)
+    dev = params.data.device
+    trainer = Trainer(params, FusedAdamW(params, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.01),
+                      lr_table(lrs, schedule(spec), spec.steps, params.data.dtype, dev), clip=1.0)
     tail = max(1, spec.steps // 10)
-    train_tail = torch.zeros(R)
+    train_tail = torch.zeros(R, dtype=params.data.dtype, device=dev)
     vals, tests, eval_steps = [], [], []
-    for step in range(spec.steps):
+
+    def loss_fn(step: int, rec) -> torch.Tensor:
         x, y = sample(step)
         logits = model(x)
-        per = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1),
-                                                reduction="none").reshape(R, -1).mean(1)  # (R,)
-        bad = ~torch.isfinite(per)
-        for r in torch.nonzero(bad).flatten().tolist():
-            if diverged[r] < 0:
-                diverged[r] = step
-        for p in model.parameters():
-            p.grad = None
-        per.masked_fill(bad, 0.0).sum().backward()
-        _clip_per_replica(model, 1.0)
-        opt.step(lr_factor(step, spec))
+        return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1),
+                                                 reduction="none").reshape(R, -1).mean(1)  # (R,)
+
+    for step in range(spec.steps):
+        per = trainer.step(loss_fn)
         if step >= spec.steps - tail:
-            train_tail += per.detach()
+            train_tail += per
         if (step + 1) % spec.eval_every == 0 or step + 1 == spec.steps:
             v, t = evaluate(model)
-            vals.append(v.numpy())
-            tests.append(t.numpy())
+            vals.append(v.cpu().numpy())
+            tests.append(t.cpu().numpy())
             eval_steps.append(step + 1)
         if bar is not None:
             bar.update(1)
+    diverged = trainer.diverged
     val, test = vals[-1].copy(), tests[-1].copy()
     val[diverged >= 0] = np.nan
     test[diverged >= 0] = np.nan
-    return TrainResult(val, test, np.array(vals), np.array(tests), eval_steps, (train_tail / tail).numpy(), diverged)
-
-
-def _clip_per_replica(model: ReplicaTransformer, max_norm: float) -> None:
-    """Clip each replica's gradient norm separately (replicas are independent networks)."""
-    grads = [p.grad for p in model.parameters() if p.grad is not None]
-    R = grads[0].shape[0]
-    norms = torch.sqrt(sum(g.reshape(R, -1).pow(2).sum(1) for g in grads))
-    scale = (max_norm / (norms + 1e-6)).clamp(max=1.0)
-    for g in grads:
-        g.mul_(scale.reshape((R,) + (1,) * (g.ndim - 1)))
+    return TrainResult(val, test, np.array(vals), np.array(tests), eval_steps,
+                       (train_tail / tail).cpu().numpy(), diverged)
 
 
 @torch.no_grad()

@@ -9,20 +9,37 @@ layer, as the official ``Stage2Assigner`` does (``pred_logits_cdecoder`` with ``
 Seeding: ``seed`` fixes the model init and the training-image stream, and nothing else; so the runs
 with and without the C-decoder for one seed start from the same weights (the C-decoder adds no
 parameters) and see the same images: their difference is the C-decoder alone (common random numbers).
-AdamW with linear warmup and cosine decay; gradient-norm clipping 0.1 (DETR).
+AdamW (weight decay on every parameter, as ``torch.optim.AdamW(model.parameters())``) with linear
+warmup and cosine decay; gradient-norm clipping 0.1 per model (DETR).
+
+Several seeds train as replicas of one program (:mod:`dynamics.engine`): their ToyDETR parameters are
+stacked (R, ...) in one flat buffer and :func:`replica_forward` runs the R models with batched matmuls;
+each replica's set losses (Hungarian matching per image) are its own.  A replica whose loss or
+gradient turns non-finite is frozen alone at that step (``diverged_step``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable, Literal
+from collections.abc import Callable
+from typing import Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
+from ..engine import (
+    FusedAdamW,
+    Precision,
+    ReplicaParams,
+    Schedule,
+    Trainer,
+    lr_table,
+    ops,
+)
 from . import assign, losses, scenes
-from .model import ModelSpec, Output, ToyDETR
+from .model import ModelSpec, Output, ToyDETR, inverse_sigmoid, sine_embed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,60 +90,185 @@ def loss_terms(out: Output, sc: scenes.Scenes, opts: TrainOptions) -> tuple[torc
     return o, c
 
 
-def lr_at(step: int, opts: TrainOptions) -> float:
-    if step < opts.warmup:
-        return opts.lr * (step + 1) / opts.warmup
-    frac = (step - opts.warmup) / max(1, opts.steps - opts.warmup)
-    return opts.lr * 0.5 * (1 + math.cos(math.pi * frac))
+def schedule(opts: TrainOptions) -> Schedule:
+    return Schedule(opts.steps, warmup=opts.warmup)
 
 
-def train(model: ToyDETR, scene_spec: scenes.SceneSpec, opts: TrainOptions, seed: int,
-          callback: Callable[[int, ToyDETR], None] | None = None, every: int = 0,
-          bar: Callable | None = None) -> dict[str, np.ndarray]:
-    """Train ``model`` in place for ``opts.steps`` steps; returns per-step O and C losses.
+def _lin(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """nn.Linear per replica: w (R, out, in), b (R, out)."""
+    return ops.linear(x, w.transpose(1, 2), b)
 
-    ``callback(step, model)`` runs at step 0 and every ``every`` steps (and at the end) for
-    learning curves; it runs under ``torch.no_grad`` in eval mode.  A non-finite loss stops training
-    and is reported in the log as ``diverged_step``.
-    """
+
+def _mlp(p, prefix: str, x: torch.Tensor, n: int) -> torch.Tensor:
+    """The MLP of dynamics.detr.model (Linear, ReLU, ..., Linear) with ``n`` linear layers."""
+    for i in range(n):
+        x = _lin(x, p[f"{prefix}.{2 * i}.weight"], p[f"{prefix}.{2 * i}.bias"])
+        if i < n - 1:
+            x = torch.relu(x)
+    return x
+
+
+def _norm(p, prefix: str, x: torch.Tensor) -> torch.Tensor:
+    return ops.layer_norm(x, p[prefix + ".weight"], p[prefix + ".bias"])
+
+
+def replica_forward(p, spec: ModelSpec, images: torch.Tensor, cells: torch.Tensor, mpos: torch.Tensor,
+                    c_decoder: bool = False) -> Output:
+    """:meth:`ToyDETR.forward` of R replicas at once: parameters p[name] (R, ...) named as ToyDETR's,
+    images (R, B, C+1, S, S).  Returns logits (R, L, B, Q, C) and boxes (R, L, B, Q, 4)."""
+    R, B = images.shape[:2]
+    d, g, P, H = spec.d, spec.grid, spec.patch, spec.heads
+    dh = d // H
+    # stem: the stride-P patch conv is a linear map of each patch, the depthwise conv one grouped conv
+    patches = images.unflatten(3, (g, P)).unflatten(5, (g, P)).permute(0, 1, 3, 5, 2, 4, 6).flatten(4).flatten(2, 3)
+    h = torch.relu(_lin(patches, p["stem.0.weight"].flatten(2), p["stem.0.bias"]))  # (R, B, N, d)
+    h = h.permute(1, 0, 3, 2).reshape(B, R * d, g, g)
+    h = F.conv2d(h, p["stem.2.weight"].reshape(R * d, 1, 3, 3), p["stem.2.bias"].reshape(R * d), padding=1,
+                 groups=R * d)
+    h = torch.relu(h).view(B, R, d, g * g).permute(1, 0, 3, 2)
+    mem = _lin(h, p["stem.4.weight"].flatten(2), p["stem.4.bias"])  # (R, B, N, d)
+    x = p["content.weight"][:, None].expand(R, B, -1, -1)
+    ref = p["ref_logit"].sigmoid()[:, None].expand(R, B, -1, -1)
+    xc, refc = None, ref
+    mem_k = mem + mpos
+
+    def heads(l, x, ref):
+        logits = _lin(x, p[f"class_heads.{l}.weight"], p[f"class_heads.{l}.bias"])
+        return logits, (inverse_sigmoid(ref) + _mlp(p, f"box_heads.{l}", x, 3)).sigmoid()
+
+    def split(t):  # (R, B, T, d) -> (R, B, H, T, dh)
+        return t.unflatten(-1, (H, dh)).transpose(2, 3)
+
+    def attend(q, k, v, bias=None):
+        logits = q @ k.transpose(-1, -2) / math.sqrt(dh)
+        if bias is not None:
+            logits = logits + bias
+        return ops.merge_heads(logits.softmax(-1) @ v)
+
+    def cross(l, x, pos, ref):
+        pre = f"layers.{l}.ca."
+        q = split(_lin(x + pos, p[pre + "q.weight"], p[pre + "q.bias"]))
+        k = split(_lin(mem_k, p[pre + "k.weight"], p[pre + "k.bias"]))
+        v = split(_lin(mem, p[pre + "v.weight"], p[pre + "v.bias"]))
+        off = (cells - ref[..., None, :2]) / ref[..., None, 2:].clamp(min=1e-3)  # (R, B, Q, N, 2)
+        dist2 = off.pow(2).sum(-1)[:, :, None]  # (R, B, 1, Q, N)
+        prior = -dist2 / (2 * torch.exp(2 * p[pre + "log_sigma"]))[:, None, :, None, None]
+        out = _lin(attend(q, k, v, prior), p[pre + "o.weight"], p[pre + "o.bias"])
+        return _norm(p, f"layers.{l}.norm1", x + out)
+
+    def ffn(l, x):
+        pre = f"layers.{l}."
+        y = _lin(torch.relu(_lin(x, p[pre + "lin1.weight"], p[pre + "lin1.bias"])), p[pre + "lin2.weight"],
+                 p[pre + "lin2.bias"])
+        return _norm(p, pre + "norm3", x + y)
+
+    o_out, c_out = [], []
+    for l in range(spec.layers):
+        pos = _mlp(p, "pos_head", sine_embed(ref, d), 2)
+        pre = f"layers.{l}.sa."
+        w_in, b_in = p[pre + "in_proj_weight"], p[pre + "in_proj_bias"]  # (R, 3d, d), (R, 3d)
+        qk = x + pos
+        q = split(_lin(qk, w_in[:, :d], b_in[:, :d]))
+        k = split(_lin(qk, w_in[:, d:2 * d], b_in[:, d:2 * d]))
+        v = split(_lin(x, w_in[:, 2 * d:], b_in[:, 2 * d:]))
+        sa = _lin(attend(q, k, v), p[pre + "out_proj.weight"], p[pre + "out_proj.bias"])
+        x = _norm(p, f"layers.{l}.norm2", x + sa)
+        if c_decoder and l == 0:
+            xc = x
+        x = ffn(l, cross(l, x, pos, ref))
+        logits, boxes = heads(l, x, ref)
+        o_out.append((logits, boxes))
+        ref = boxes.detach()
+        if c_decoder:
+            posc = _mlp(p, "pos_head", sine_embed(refc, d), 2)
+            xc = ffn(l, cross(l, xc, posc, refc))
+            logits, boxes = heads(l, xc, refc)
+            c_out.append((logits, boxes))
+            refc = boxes.detach()
+    out = Output(torch.stack([o[0] for o in o_out], 1), torch.stack([o[1] for o in o_out], 1))
+    if c_decoder:
+        out.c_logits = torch.stack([c[0] for c in c_out], 1)
+        out.c_boxes = torch.stack([c[1] for c in c_out], 1)
+    return out
+
+
+def _replica(out: Output, r: int) -> Output:
+    return Output(out.o_logits[r], out.o_boxes[r], None if out.c_logits is None else out.c_logits[r],
+                  None if out.c_boxes is None else out.c_boxes[r])
+
+
+@torch.no_grad()
+def _load(model: ToyDETR, params: ReplicaParams, r: int) -> None:
+    for n, t in model.named_parameters():
+        t.copy_(params[n][r])
+
+
+def train_replicas(models: list[ToyDETR], scene_spec: scenes.SceneSpec, opts: TrainOptions, seeds: list[int],
+                   callback: Callable[[int, int, ToyDETR], None] | None = None, every: int = 0,
+                   bar: Callable | None = None) -> list[dict[str, np.ndarray]]:
+    """Train the models (one per seed, same spec) in place as replicas of one program; returns each
+    one's per-step O and C losses and ``diverged_step``.
+
+    ``callback(step, r, model)`` runs for replica r at step 0 and every ``every`` steps (and at the end)
+    while r has not diverged, under ``torch.no_grad`` in eval mode, with model r holding its current
+    weights."""
     device = torch.device(opts.device)
-    gen = torch.Generator().manual_seed(seeds_for(seed)[1])
-    optim = torch.optim.AdamW(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
-    log_o = np.full(opts.steps, np.nan)
-    log_c = np.full(opts.steps, np.nan)
-    diverged = -1
+    spec, R = models[0].spec, len(models)
+    params = ReplicaParams.from_tensors(
+        {n: torch.stack([dict(m.named_parameters())[n].detach() for m in models]).to(device)
+         for n, _ in models[0].named_parameters()}, lambda n, t: True)
+    trainer = Trainer(params, FusedAdamW(params, weight_decay=opts.weight_decay),
+                      lr_table([opts.lr] * R, schedule(opts), opts.steps, params.data.dtype, device),
+                      clip=opts.clip, precision=Precision(opts.device))
+    gens = [torch.Generator().manual_seed(seeds_for(s)[1]) for s in seeds]
+    cells, mpos = models[0].cells.to(device), models[0].mpos.to(device)
+    log_o = np.full((opts.steps, R), np.nan)
+    log_c = np.full((opts.steps, R), np.nan)
 
     def checkpoint(step):
-        if callback is not None:
-            model.eval()
+        if callback is None:
+            return
+        alive = np.flatnonzero(trainer.diverged < 0)
+        for r in alive:
+            m = models[r]
+            _load(m, params, r)
+            m.eval()
             with torch.no_grad():
-                callback(step, model)
-            model.train()
+                callback(step, int(r), m)
+            m.train()
 
     checkpoint(0)
     pbar = bar(opts.steps, "train O+C" if opts.c_decoder else "train O") if bar else None
     for step in range(opts.steps):
-        sc = scenes.sample(opts.batch, scene_spec, gen).to(device)
-        images = scenes.render(sc, scene_spec)
-        out = model(images, c_decoder=opts.c_decoder)
-        o, c = loss_terms(out, sc, opts)
-        loss = o + c
-        if not torch.isfinite(loss):
-            diverged = step
-            break
-        for g in optim.param_groups:
-            g["lr"] = lr_at(step, opts)
-        optim.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), opts.clip)
-        optim.step()
-        log_o[step], log_c[step] = float(o.detach()), float(c.detach())
+        batch = [scenes.sample(opts.batch, scene_spec, g).to(device) for g in gens]
+        images = torch.stack([scenes.render(sc, scene_spec) for sc in batch])
+        terms = []
+
+        def loss_fn(t, rec, batch=batch, images=images, terms=terms):
+            out = replica_forward(params, spec, images, cells, mpos, opts.c_decoder)
+            terms.extend(loss_terms(_replica(out, r), batch[r], opts) for r in range(R))
+            return torch.stack([o + c for o, c in terms])
+
+        trainer.step(loss_fn)
+        alive = trainer.active.cpu().numpy()
+        log_o[step] = np.where(alive, [float(o.detach()) for o, _ in terms], np.nan)
+        log_c[step] = np.where(alive, [float(c.detach()) for _, c in terms], np.nan)
         if pbar is not None:
             pbar.update(1)
         if every and (step + 1) % every == 0 and step + 1 < opts.steps:
             checkpoint(step + 1)
     if pbar is not None:
         pbar.close()
-    if diverged < 0:
-        checkpoint(opts.steps)
-    return {"loss_o": log_o, "loss_c": log_c, "diverged_step": np.array(diverged)}
+    checkpoint(opts.steps)
+    for r, m in enumerate(models):
+        _load(m, params, r)
+    div = trainer.diverged
+    return [{"loss_o": log_o[:, r], "loss_c": log_c[:, r], "diverged_step": np.array(div[r])} for r in range(R)]
+
+
+def train(model: ToyDETR, scene_spec: scenes.SceneSpec, opts: TrainOptions, seed: int,
+          callback: Callable[[int, ToyDETR], None] | None = None, every: int = 0,
+          bar: Callable | None = None) -> dict[str, np.ndarray]:
+    """One model: :func:`train_replicas` with R = 1 (``callback(step, model)``)."""
+    cb = None if callback is None else (lambda step, r, m: callback(step, m))
+    return train_replicas([model], scene_spec, opts, [seed], cb, every, bar)[0]
