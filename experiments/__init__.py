@@ -23,6 +23,7 @@ REGISTRY = {
     "scan-snap-phase": "experiments.scan_snap_phase",
     "scan-snap-closed-forms": "experiments.scan_snap_closed_forms",
     "deepvit-collapse": "experiments.deepvit_collapse",
+    "joma-invariant": "experiments.joma_invariant",
 }
 
 
