@@ -24,6 +24,7 @@ REGISTRY = {
     "scan-snap-closed-forms": "experiments.scan_snap_closed_forms",
     "deepvit-collapse": "experiments.deepvit_collapse",
     "joma-invariant": "experiments.joma_invariant",
+    "joma-attention": "experiments.joma_attention",
 }
 
 
