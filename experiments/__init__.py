@@ -25,6 +25,7 @@ REGISTRY = {
     "deepvit-collapse": "experiments.deepvit_collapse",
     "joma-invariant": "experiments.joma_invariant",
     "joma-attention": "experiments.joma_attention",
+    "joma-fig4": "experiments.joma_fig4",
 }
 
 
