@@ -26,6 +26,7 @@ REGISTRY = {
     "joma-invariant": "experiments.joma_invariant",
     "joma-attention": "experiments.joma_attention",
     "joma-fig4": "experiments.joma_fig4",
+    "joma-hier": "experiments.joma_hier",
 }
 
 

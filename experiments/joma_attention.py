@@ -177,4 +177,5 @@ EXPERIMENT = Experiment(
     plot=plot,
     claims=claims,
     claim_specs=CLAIMS,
+    local_workers=1,
 )

@@ -11,15 +11,17 @@ the path length between the leaves, so the co-occurrence
 falls with the height of the lowest common ancestor (the content of the paper's Thm. 5: tokens with a
 closer common ancestor co-occur more strongly).
 
-Model (two JoMA blocks on the set of present tokens, no positions; runs on a leading axis R):
+Model (two JoMA blocks, no positions; runs on a leading axis R).  Task: masked-leaf prediction, the set
+analogue of next-token prediction: for each query leaf m, predict y_m from the other present tokens.
 
-    layer 1   b_ij = softmax_{j present, j != i}(Z1[i, j]) (logits in the token basis, as JoMA's z),
-              o_i = e_i + sum_j b_ij e_j (residual), x_i = o_i + U1 relu(W1^T o_i)   (MLP with residual)
-    layer 2   a_ij = softmax_{j present, j != i}(x_i^T Q2 x_j), o2_i = x_i + sum_j a_ij x_j,
-              h_i = relu(W2^T o2_i), logits = A^T mean_{i present} h_i,  CE against the root label
+    layer 1   every context token i attends over the other present context tokens j (m removed):
+              b_ij = softmax_j(Z1[i, j]) (logits in the token basis, as JoMA's z),
+              o_i = e_i + sum_j b_ij e_j (residual), x_i = o_i + U1^T relu(W1^T o_i)   (MLP with residual)
+    layer 2   the query m attends over the context: a_mj = softmax_j(Z2[m, j]),
+              f_m = e_m + sum_j a_mj x_j (residual), logit_m = A^T relu(W2^T f_m) + c_m,  BCE against y_m
 
-trained with SGD on fresh batches.  What layer 1 has learned to associate is read off Z1: the centred
-logit zeta_ml = Z1[m, l] - mean_{l' != m} Z1[m, l'].
+trained with SGD on fresh batches.  What each layer has learned to associate is read off its logits: the
+centred logit zeta_ml = Z[m, l] - mean_{l' != m} Z[m, l'].
 """
 
 from __future__ import annotations
@@ -109,12 +111,12 @@ def sample(tree: Tree, flip: float, batch: int, gen: torch.Generator) -> tuple[t
 
 @dataclasses.dataclass
 class HierTrajectory:
-    """steps (S,); Z1 (S, R, M, M) layer-1 logits; attn2 (S, R, M, M) layer-2 attention averaged over an
-    evaluation batch (pairs where both tokens are present); loss (S, R)."""
+    """steps (S,); Z1, Z2 (S, R, M, M): the layer-1 and layer-2 attention logits in the token basis;
+    loss (S, R) on a fixed evaluation batch."""
 
     steps: np.ndarray
     Z1: np.ndarray
-    attn2: np.ndarray
+    Z2: np.ndarray
     loss: np.ndarray
 
 
@@ -127,21 +129,25 @@ def _masked_softmax(logits: torch.Tensor, present: torch.Tensor) -> torch.Tensor
     return torch.nan_to_num(a, nan=0.0)
 
 
-def forward(P: dict, present: torch.Tensor, labels: torch.Tensor):
-    """present (R, B, M), labels (R, B) -> loss (R,), layer-2 attention (R, B, M, M)."""
+def forward(P: dict, present: torch.Tensor):
+    """Masked-leaf prediction.  present (R, B, M).  For every query leaf m, both layers see the sequence
+    with m removed (no leak of the target): layer 1 runs on the M masked copies, (R, B, M_query, M, .).
+    Returns the loss (R,) (binary cross-entropy on y_m, mean over samples and queries) and layer 2's
+    attention (R, B, M_query, M)."""
     R, B, M = present.shape
     eye = torch.eye(M, dtype=present.dtype, device=present.device)
-    b1 = _masked_softmax(P["Z1"][:, None].expand(R, B, M, M), present)  # (R, B, M, M)
-    o = eye + b1  # row i: e_i + sum_j b_ij e_j
-    x = o + torch.relu(o @ P["W1"][:, None]) @ P["U1"][:, None]  # (R, B, M, M)
-    s = x @ P["Q2"][:, None] @ x.transpose(-1, -2)
-    a2 = _masked_softmax(s, present)
-    o2 = x + a2 @ x
-    h = torch.relu(o2 @ P["W2"][:, None])  # (R, B, M, H)
-    pooled = (h * present[..., None]).sum(-2) / present.sum(-1, keepdim=True).clamp_min(1)
-    logits = pooled @ P["A"]  # (R, B, 2)
-    loss = torch.nn.functional.cross_entropy(logits.reshape(R * B, -1), labels.reshape(-1),
-                                             reduction="none").view(R, B).mean(-1)
+    ctx = present[:, :, None, :] * (1 - eye)  # (R, B, Mq, M): the context of query m
+    b1 = _masked_softmax(P["Z1"][:, None, None].expand(R, B, M, M, M), ctx)  # (R, B, Mq, Mi, Mj)
+    o = eye + b1  # token i: e_i + sum_j b_ij e_j
+    x = o + torch.relu(o @ P["W1"][:, None, None]) @ P["U1"][:, None, None]  # (R, B, Mq, Mi, M)
+    logits2 = P["Z2"][:, None].expand(R, B, M, M)  # query m's logits over context tokens (token basis)
+    ok = ctx.bool()
+    a2 = torch.softmax(torch.where(ok, logits2, torch.full_like(logits2, -torch.inf)), dim=-1)
+    a2 = torch.nan_to_num(a2, nan=0.0)  # (R, B, Mq, M)
+    f = (a2[..., None] * x).sum(-2) + eye  # residual: the query's own (mask) embedding e_m
+    h = torch.relu(f @ P["W2"][:, None])  # (R, B, Mq, H)
+    out = (h @ P["A"][:, None]).squeeze(-1) + P["c"][:, None, :]  # (R, B, Mq)
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(out, present, reduction="none").mean((1, 2))
     return loss, a2
 
 
@@ -152,34 +158,32 @@ def train(tree: Tree, flip: float, seeds: Sequence[int], steps: int, record: Seq
     dt, dev = DTYPES[dtype], torch.device(device)
     M = len(tree.leaves)
     gens = [seed_generator(root_seed, s, "joma-hier-data") for s in seeds]
-    init = {k: [] for k in ("Z1", "W1", "U1", "Q2", "W2", "A")}
-    shapes = {"Z1": (M, M), "W1": (M, hidden), "U1": (hidden, M), "Q2": (M, M), "W2": (M, hidden), "A": (hidden, 2)}
+    init = {k: [] for k in ("Z1", "W1", "U1", "Z2", "W2", "A", "c")}
+    shapes = {"Z1": (M, M), "W1": (M, hidden), "U1": (hidden, M), "Z2": (M, M), "W2": (M, hidden), "A": (hidden, 1),
+              "c": (M,)}
     for s in seeds:
         g = seed_generator(root_seed, s, "joma-hier-init")
         for k, shp in shapes.items():
-            scale = 1 / np.sqrt(hidden) if k == "A" else init_scale if k in ("Z1", "Q2") else 1 / np.sqrt(shp[0])
+            scale = init_scale if k in ("Z1", "Z2", "c") else 1 / np.sqrt(shp[0])
             init[k].append(torch.randn(*shp, generator=g, dtype=torch.float64) * scale)
     P = {k: torch.stack(v).to(dt).to(dev).requires_grad_() for k, v in init.items()}
-    ev = [sample(tree, flip, eval_batch, seed_generator(root_seed, s, "joma-hier-eval")) for s in seeds]
-    ev_present = torch.stack([e[0] for e in ev]).to(dt).to(dev)
-    ev_labels = torch.stack([e[1] for e in ev]).to(dev)
-    both = ev_present[..., :, None] * ev_present[..., None, :]  # (R, B, M, M)
+    ev_present = torch.stack([sample(tree, flip, eval_batch, seed_generator(root_seed, s, "joma-hier-eval"))[0]
+                              for s in seeds]).to(dt).to(dev)
     record = sorted(set(int(t) for t in record if 0 <= t <= steps))
-    out = {"Z1": [], "attn2": [], "loss": []}
+    out = {"Z1": [], "Z2": [], "loss": []}
     progress = bar(steps, "joma-hier") if bar else None
     for t in range(steps + 1):
         if t in record:
             with torch.no_grad():
-                l_ev, a2 = forward(P, ev_present, ev_labels)
+                l_ev, _ = forward(P, ev_present)
                 out["Z1"].append(P["Z1"].detach().cpu().numpy().copy())
-                out["attn2"].append(((a2 * both).sum(1) / both.sum(1).clamp_min(1)).cpu().numpy())
+                out["Z2"].append(P["Z2"].detach().cpu().numpy().copy())
                 out["loss"].append(l_ev.cpu().numpy())
         if t == steps:
             break
         data = [sample(tree, flip, batch, g) for g in gens]
         present = torch.stack([d[0] for d in data]).to(dt).to(dev)
-        labels = torch.stack([d[1] for d in data]).to(dev)
-        loss, _ = forward(P, present, labels)
+        loss, _ = forward(P, present)
         grads = torch.autograd.grad(loss.sum(), list(P.values()))
         with torch.no_grad():
             for p, g in zip(P.values(), grads):
@@ -188,7 +192,7 @@ def train(tree: Tree, flip: float, seeds: Sequence[int], steps: int, record: Seq
             progress.update(1)
     if progress:
         progress.close()
-    return HierTrajectory(np.array(record), np.stack(out["Z1"]), np.stack(out["attn2"]), np.stack(out["loss"]))
+    return HierTrajectory(np.array(record), np.stack(out["Z1"]), np.stack(out["Z2"]), np.stack(out["loss"]))
 
 
 def centred_logits(Z: np.ndarray) -> np.ndarray:
