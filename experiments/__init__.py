@@ -27,6 +27,7 @@ REGISTRY = {
     "joma-attention": "experiments.joma_attention",
     "joma-fig4": "experiments.joma_fig4",
     "joma-hier": "experiments.joma_hier",
+    "joma-wikitext": "experiments.joma_wikitext",
 }
 
 
