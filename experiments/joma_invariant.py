@@ -69,7 +69,7 @@ def run_batch(cfgs, ctx):
     out = []
     for cfg in cfgs:
         att, act, ro, opt, ez, ev, steps = REGIMES[cfg.regime]
-        steps = max(2, int(round(steps * cfg.length)))
+        steps = max(2, round(steps * cfg.length))
         spec = dataclasses.replace(cfg, attention=att, activation=act, readout=ro)
         record = np.unique(np.linspace(0, steps, cfg.records).round().astype(int))
         tr = model.train(spec, [ez] * cfg.seeds, [ev] * cfg.seeds, list(range(cfg.seeds)), steps, record,

@@ -13,9 +13,7 @@ on ``test``.
 from __future__ import annotations
 
 import dataclasses
-import math
 
-import numpy as np
 import pandas as pd
 import torch
 

@@ -59,3 +59,22 @@ def test_joma_hier_smoke(tmp_path):
     assert set(claims.claim) == {"query-layer-ordered", "lower-layer-ordered", "strong-before-weak",
                                  "extra-latent-query-layer", "extra-latent-lower-layer"}
     assert (root / "hier_associations.png").stat().st_size > 0
+
+
+def test_joma_wikitext_smoke(tmp_path, monkeypatch):
+    """On a tiny WikiText-like directory built here (no real data needed)."""
+    monkeypatch.setenv("DYNAMICS_CACHE", str(tmp_path / "cache"))
+    rng = np.random.default_rng(0)
+    data = tmp_path / "wt"
+    data.mkdir()
+    for name, k in (("valid.txt", 600), ("test.txt", 200)):
+        words = rng.choice(["a", "b", "c", "d", "e", "f"], size=(k, 6))
+        (data / name).write_text("\n".join(" " + " ".join(w) + " " for w in words) + "\n")
+    root, claims = _run("joma-wikitext", tmp_path / "out", {"data_dir": str(data), "iters": 20, "eval_every": 10,
+                                                            "seeds": 2, "d_model": 8, "d_ff": 8, "bptt": 4,
+                                                            "batch": 4, "max_vocab": 20})
+    table = pd.read_csv(root / "table.csv")
+    assert list(table.layer) == [0, 1] and table.n_seeds.eq(2).all()
+    assert np.all(table.entropy_init > 0) and np.all(table.entropy_init <= np.log(8) + 1e-6)  # <= log(2 bptt)
+    assert set(claims.claim) == {"lowest-layer-drops", "lowest-layer-bounces-back"}
+    assert (root / "wikitext_entropy.png").stat().st_size > 0

@@ -27,7 +27,7 @@ centred logit zeta_ml = Z[m, l] - mean_{l' != m} Z[m, l'].
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -169,7 +169,7 @@ def train(tree: Tree, flip: float, seeds: Sequence[int], steps: int, record: Seq
     P = {k: torch.stack(v).to(dt).to(dev).requires_grad_() for k, v in init.items()}
     ev_present = torch.stack([sample(tree, flip, eval_batch, seed_generator(root_seed, s, "joma-hier-eval"))[0]
                               for s in seeds]).to(dt).to(dev)
-    record = sorted(set(int(t) for t in record if 0 <= t <= steps))
+    record = sorted({int(t) for t in record if 0 <= t <= steps})
     out = {"Z1": [], "Z2": [], "loss": []}
     progress = bar(steps, "joma-hier") if bar else None
     for t in range(steps + 1):

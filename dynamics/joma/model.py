@@ -24,7 +24,7 @@ below carries it.  t counts gradient steps.
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -109,7 +109,6 @@ def forward(params: dict, x: torch.Tensor, spec) -> tuple[torch.Tensor, torch.Te
     pre = torch.einsum("rcl,rlk->rck", b, params["V"]) + params["r"][:, None, :]
     h = phi(pre, spec.activation)
     logits = h if spec.readout == "none" else torch.einsum("rck,rkj->rcj", h, params["A"])
-    C = x.shape[1]
     logp = torch.log_softmax(logits, dim=-1)
     loss = -logp.diagonal(dim1=1, dim2=2).mean(-1)  # class c's label is c; classes uniform
     return loss, b
@@ -169,7 +168,7 @@ def train(spec, eta_z: Sequence[float], eta_v: Sequence[float], seeds: Sequence[
         b_bar = attention(params["z"], x, spec.attention).mean(1)  # (R, M)
         z0, V0 = params["z"].clone(), params["V"].clone()
     adam = {k: (torch.zeros_like(params[k]), torch.zeros_like(params[k])) for k in trained}
-    record = sorted(set(int(s) for s in record if 0 <= s <= steps))
+    record = sorted({int(s) for s in record if 0 <= s <= steps})
     rec = {k: [] for k in ("z", "V", "loss", "entropy")}
     diverged = np.full(R, -1)
     alive = torch.ones(R, dtype=torch.bool, device=dev)
