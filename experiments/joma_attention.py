@@ -87,7 +87,8 @@ def summarize(tables, base):
                      "entropy_init": g.entropy_init.mean(), "entropy_min": g.entropy_min.mean(),
                      "entropy_final": g.entropy_final.mean(), "drop": g.entropy_drop.mean(), "rebound": g.entropy_rebound.mean(),
                      "rebound_sd": g.entropy_rebound.std(), "runs_turning": turned,
-                     "turning_step_median": float(g.turning_step.median()) if turned else np.nan})
+                     "turning_step_median": float(g.turning_step.median()) if turned else np.nan,
+                     "rise_step_median": float(g.rise_step.median()) if turned else np.nan})
     return {"table": pd.DataFrame(rows), "turning": turning, "trajectory": tables["trajectory"]}
 
 

@@ -75,8 +75,14 @@ def run_batch(cfgs, ctx):
         tr = model.train(spec, [ez] * cfg.seeds, [ev] * cfg.seeds, list(range(cfg.seeds)), steps, record,
                          optimizer=opt, root_seed=cfg.root_seed, dtype=cfg.dtype, device=cfg.device, bar=ctx.bar)
         df = analysis.invariant_frame(tr, att, ez, ev)
-        out.append({"trajectory": df.assign(attention=att, activation=act, readout=ro, optimizer=opt,
-                                            eta_z=ez, eta_v=ev)})
+        tables = {"trajectory": df.assign(attention=att, activation=act, readout=ro, optimizer=opt,
+                                          eta_z=ez, eta_v=ev)}
+        if cfg.regime == "softmax-fig2":  # Fig. 3: V(t) of seed 0 (the official script plots v_0's components)
+            S_, M, H = tr.V.shape[0], tr.V.shape[2], tr.V.shape[3]
+            st, tok, unit = np.meshgrid(tr.steps, np.arange(M), np.arange(H), indexing="ij")
+            tables["components"] = pd.DataFrame({"step": st.ravel(), "token": tok.ravel(), "unit": unit.ravel(),
+                                                 "v": tr.V[:, 0].ravel()})
+        out.append(tables)
     return out
 
 
@@ -100,7 +106,10 @@ def summarize(tables, base):
     over_time = (traj.groupby(["regime", "fraction"]).agg(step=("step", "first"), time=("time", "first"),
                                                           rel_error=("rel_error", "mean"), nc=("nc", "mean"))
                  .reset_index())
-    return {"table": table, "per_seed": per_seed, "error_over_time": over_time, "trajectory": tables["trajectory"]}
+    out = {"table": table, "per_seed": per_seed, "error_over_time": over_time, "trajectory": tables["trajectory"]}
+    if "components" in tables:
+        out["components"] = tables["components"]
+    return out
 
 
 def figure(over_time: pd.DataFrame):
@@ -118,10 +127,33 @@ def figure(over_time: pd.DataFrame):
     return fig
 
 
+def components_figure(comp: pd.DataFrame):
+    """Fig. 3 of the paper: V at init and at the end (tokens x units), and the growth of v_0's components."""
+    from dynamics.report.figures import plt
+
+    first, last = comp.step.min(), comp.step.max()
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.2))
+    for ax, step, title in ((axes[0], first, "V(t) at init"), (axes[1], last, "V(t) at the end")):
+        m = comp[comp.step == step].pivot(index="token", columns="unit", values="v")
+        im = ax.imshow(m.to_numpy(), aspect="auto")
+        fig.colorbar(im, ax=ax)
+        ax.set(title=title, xlabel="hidden unit k", ylabel="contextual token l")
+    u0 = comp[(comp.unit == 0) & (comp.token < 4)]
+    for tok, g in u0.groupby("token"):
+        axes[2].plot(g.step, g.v, label=f"component {tok}")
+    axes[2].axhline(0, color="k", lw=0.5, ls="--")
+    axes[2].set(xlabel="gradient step", ylabel="v_0(t)", title="softmax-fig2, seed 0")
+    axes[2].legend(fontsize=7)
+    return fig
+
+
 def plot(tables, out, cfg):
     from dynamics.report.figures import save
 
-    return [save(figure(tables["error_over_time"]), out / "invariant_error.png")]
+    written = [save(figure(tables["error_over_time"]), out / "invariant_error.png")]
+    if "components" in tables:
+        written.append(save(components_figure(tables["components"]), out / "fig3_components.png"))
+    return written
 
 
 CLAIMS = (

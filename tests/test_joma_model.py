@@ -81,6 +81,8 @@ def test_turning_step_on_a_v_shaped_curve():
     H = np.stack([np.abs(steps - 40) / 40.0, 1 - steps / 100.0], axis=1)  # turns at 40; never turns
     t = theory.turning_step(steps, H, delta=0.05)
     assert t[0] == 40 and np.isnan(t[1])
+    r = theory.rise_step(steps, H, delta=0.05)
+    assert r[0] == 43 and np.isnan(r[1])  # |43 - 40| / 40 = 0.075 > 0.05 first at step 43
     assert theory.rebound(H)[1] == 0 and theory.drop(H)[0] == pytest.approx(1.0)
 
 

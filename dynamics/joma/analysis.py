@@ -35,7 +35,9 @@ def entropy_frame(tr: Trajectory) -> pd.DataFrame:
 
 
 def turning_frame(steps: np.ndarray, H: np.ndarray, delta: float) -> pd.DataFrame:
-    """Per run: entropy drop, rebound and the sparse-to-dense turning step (NaN: never turns)."""
+    """Per run: entropy drop, rebound, the sparse-to-dense turning step (where the running minimum stood)
+    and the rise step (where the rise is detected); NaN: never turns."""
     return pd.DataFrame({"seed_index": np.arange(H.shape[1]), "entropy_drop": theory.drop(H),
                          "entropy_rebound": theory.rebound(H), "turning_step": theory.turning_step(steps, H, delta),
+                         "rise_step": theory.rise_step(steps, H, delta),
                          "entropy_init": H[0], "entropy_min": H.min(0), "entropy_final": H[-1]})

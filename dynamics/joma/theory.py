@@ -65,6 +65,18 @@ def turning_step(steps: np.ndarray, H: np.ndarray, delta: float) -> np.ndarray:
     return out
 
 
+def rise_step(steps: np.ndarray, H: np.ndarray, delta: float) -> np.ndarray:
+    """The first recorded step at which H exceeds its running minimum by more than ``delta`` nats (where
+    densification is detected), per run; NaN if never.  Unlike :func:`turning_step` it does not move to
+    the start of a flat plateau that precedes a late rise."""
+    H = np.asarray(H, dtype=np.float64)
+    up = H > np.minimum.accumulate(H, axis=0) + delta
+    out = np.full(H.shape[1], np.nan)
+    hit = up.any(0)
+    out[hit] = np.asarray(steps)[up.argmax(0)[hit]]
+    return out
+
+
 def rebound(H: np.ndarray) -> np.ndarray:
     """How far entropy rose again after its minimum: H(end) - min_t H(t), per run (nats)."""
     H = np.asarray(H, dtype=np.float64)
