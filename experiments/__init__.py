@@ -23,6 +23,11 @@ REGISTRY = {
     "scan-snap-phase": "experiments.scan_snap_phase",
     "scan-snap-closed-forms": "experiments.scan_snap_closed_forms",
     "deepvit-collapse": "experiments.deepvit_collapse",
+    "joma-invariant": "experiments.joma_invariant",
+    "joma-attention": "experiments.joma_attention",
+    "joma-fig4": "experiments.joma_fig4",
+    "joma-hier": "experiments.joma_hier",
+    "joma-wikitext": "experiments.joma_wikitext",
 }
 
 
