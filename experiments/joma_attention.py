@@ -28,6 +28,7 @@ from dynamics.claims import ClaimSpec
 from dynamics.config import field, require
 from dynamics.experiment import Experiment
 from dynamics.joma import analysis, model
+from dynamics.runtime import DTYPE_NAMES
 
 NAME = "joma-attention"
 REF = "Tian et al. 2024 (JoMA)"
@@ -60,7 +61,7 @@ class AttentionConfig(model.BlockSpec):
         require(self.records >= 10, f"records must be >= 10, got {self.records}")
         require(self.delta > 0, f"delta must be > 0, got {self.delta}")
         require(self.seeds >= 1, f"seeds must be >= 1, got {self.seeds}")
-        require(self.dtype in model.DTYPES, f"dtype must be float32 or float64, got {self.dtype!r}")
+        require(self.dtype in DTYPE_NAMES, f"dtype must be float32 or float64, got {self.dtype!r}")
 
 
 def run_batch(cfgs, ctx):
@@ -93,10 +94,10 @@ def summarize(tables, base):
 
 
 def figure(traj: pd.DataFrame, turning: pd.DataFrame):
-    from dynamics.report.figures import plt
+    from dynamics.report.figures import subplots
 
     arms = list(dict.fromkeys(traj.arm))
-    fig, axes = plt.subplots(1, len(arms), figsize=(3.3 * len(arms), 3.2), sharey=True, squeeze=False)
+    fig, axes = subplots(1, len(arms), figsize=(3.3 * len(arms), 3.2), sharey=True, squeeze=False)
     for ax, arm in zip(axes[0], arms):
         g = traj[traj.arm == arm]
         for seed, s in g.groupby("seed_index"):
@@ -109,10 +110,8 @@ def figure(traj: pd.DataFrame, turning: pd.DataFrame):
     return fig
 
 
-def plot(tables, out, cfg):
-    from dynamics.report.figures import save
-
-    return [save(figure(tables["trajectory"], tables["turning"]), out / "attention_entropy.png")]
+def plot(tables, cfg) -> dict:
+    return {"attention_entropy": figure(tables["trajectory"], tables["turning"])}
 
 
 CLAIMS = (

@@ -91,9 +91,9 @@ def summarize(tables, base):
 
 
 def figure(traj: pd.DataFrame, v_seed0: pd.DataFrame):
-    from dynamics.report.figures import plt
+    from dynamics.report.figures import subplots
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+    fig, axes = subplots(1, 2, figsize=(10, 3.2))
     v0 = v_seed0[v_seed0.case == "nonlinear"] if "case" in v_seed0 else v_seed0
     for comp, g in v0.groupby("component"):
         axes[0].plot(g.step, g.v, lw=1)
@@ -106,10 +106,8 @@ def figure(traj: pd.DataFrame, v_seed0: pd.DataFrame):
     return fig
 
 
-def plot(tables, out, cfg):
-    from dynamics.report.figures import save
-
-    return [save(figure(tables["trajectory"], tables["v_seed0"]), out / "fig4_dynamics.png")]
+def plot(tables, cfg) -> dict:
+    return {"fig4_dynamics": figure(tables["trajectory"], tables["v_seed0"])}
 
 
 CLAIMS = (

@@ -31,6 +31,7 @@ from dynamics.config import field, require
 from dynamics.experiment import Experiment
 from dynamics.joma import hier
 from dynamics.joma.theory import spearman
+from dynamics.runtime import DTYPE_NAMES
 
 NAME = "joma-hier"
 REF = "Tian et al. 2024 (JoMA)"
@@ -58,7 +59,7 @@ class HierConfig:
         require(self.steps >= 8 and self.lr > 0 and self.batch >= 1 and self.hidden >= 1,
                 "steps >= 8, lr > 0, batch >= 1, hidden >= 1 required")
         require(self.records >= 5 and self.seeds >= 1, "records >= 5 and seeds >= 1 required")
-        require(self.dtype in hier.DTYPES, f"dtype must be float32 or float64, got {self.dtype!r}")
+        require(self.dtype in DTYPE_NAMES, f"dtype must be float32 or float64, got {self.dtype!r}")
 
 
 def early_step(cfg) -> int:
@@ -112,10 +113,10 @@ def summarize(tables, base):
 
 
 def figure(by_height: pd.DataFrame):
-    from dynamics.report.figures import plt
+    from dynamics.report.figures import subplots
 
     trees = list(dict.fromkeys(by_height.tree))
-    fig, axes = plt.subplots(len(LAYERS), len(trees), figsize=(3.6 * len(trees), 5.6), squeeze=False, sharex="col")
+    fig, axes = subplots(len(LAYERS), len(trees), figsize=(3.6 * len(trees), 5.6), squeeze=False, sharex="col")
     for j, tree in enumerate(trees):
         for i, layer in enumerate(LAYERS):
             ax = axes[i][j]
@@ -133,10 +134,8 @@ def figure(by_height: pd.DataFrame):
     return fig
 
 
-def plot(tables, out, cfg):
-    from dynamics.report.figures import save
-
-    return [save(figure(tables["by_height"]), out / "hier_associations.png")]
+def plot(tables, cfg) -> dict:
+    return {"hier_associations": figure(tables["by_height"])}
 
 
 CLAIMS = (

@@ -31,6 +31,7 @@ from dynamics.claims import ClaimSpec
 from dynamics.config import field, require
 from dynamics.experiment import Experiment
 from dynamics.joma import analysis, model
+from dynamics.runtime import DTYPE_NAMES
 
 NAME = "joma-invariant"
 REF = "Tian et al. 2024 (JoMA)"
@@ -62,7 +63,7 @@ class InvariantConfig(model.BlockSpec):
         require(self.seeds >= 1, f"seeds must be >= 1, got {self.seeds}")
         require(0 < self.length <= 10, f"length must be in (0, 10], got {self.length}")
         require(self.records >= 2, f"records must be >= 2, got {self.records}")
-        require(self.dtype in model.DTYPES, f"dtype must be float32 or float64, got {self.dtype!r}")
+        require(self.dtype in DTYPE_NAMES, f"dtype must be float32 or float64, got {self.dtype!r}")
 
 
 def run_batch(cfgs, ctx):
@@ -78,7 +79,7 @@ def run_batch(cfgs, ctx):
         tables = {"trajectory": df.assign(attention=att, activation=act, readout=ro, optimizer=opt,
                                           eta_z=ez, eta_v=ev)}
         if cfg.regime == "softmax-fig2":  # Fig. 3: V(t) of seed 0 (the official script plots v_0's components)
-            S_, M, H = tr.V.shape[0], tr.V.shape[2], tr.V.shape[3]
+            M, H = tr.V.shape[2], tr.V.shape[3]
             st, tok, unit = np.meshgrid(tr.steps, np.arange(M), np.arange(H), indexing="ij")
             tables["components"] = pd.DataFrame({"step": st.ravel(), "token": tok.ravel(), "unit": unit.ravel(),
                                                  "v": tr.V[:, 0].ravel()})
@@ -113,9 +114,9 @@ def summarize(tables, base):
 
 
 def figure(over_time: pd.DataFrame):
-    from dynamics.report.figures import plt
+    from dynamics.report.figures import subplots
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    fig, axes = subplots(1, 2, figsize=(10, 3.4))
     for regime, g in over_time.groupby("regime", sort=False):
         axes[0].plot(g.fraction, g.rel_error, label=regime)
         axes[1].plot(g.fraction, g.nc, label=regime)
@@ -129,10 +130,10 @@ def figure(over_time: pd.DataFrame):
 
 def components_figure(comp: pd.DataFrame):
     """Fig. 3 of the paper: V at init and at the end (tokens x units), and the growth of v_0's components."""
-    from dynamics.report.figures import plt
+    from dynamics.report.figures import subplots
 
     first, last = comp.step.min(), comp.step.max()
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.2))
+    fig, axes = subplots(1, 3, figsize=(13, 3.2))
     for ax, step, title in ((axes[0], first, "V(t) at init"), (axes[1], last, "V(t) at the end")):
         m = comp[comp.step == step].pivot(index="token", columns="unit", values="v")
         im = ax.imshow(m.to_numpy(), aspect="auto")
@@ -147,13 +148,11 @@ def components_figure(comp: pd.DataFrame):
     return fig
 
 
-def plot(tables, out, cfg):
-    from dynamics.report.figures import save
-
-    written = [save(figure(tables["error_over_time"]), out / "invariant_error.png")]
+def plot(tables, cfg) -> dict:
+    figs = {"invariant_error": figure(tables["error_over_time"])}
     if "components" in tables:
-        written.append(save(components_figure(tables["components"]), out / "fig3_components.png"))
-    return written
+        figs["fig3_components"] = components_figure(tables["components"])
+    return figs
 
 
 CLAIMS = (

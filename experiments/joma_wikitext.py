@@ -24,7 +24,7 @@ from dynamics.corpus import check_wikitext, load_wikitext
 from dynamics.experiment import Experiment
 from dynamics.joma import analysis
 from dynamics.lm import LMSpec, TransformerLM, attention_entropy, batchify, chunk
-from dynamics.scan_snap.data import seed_generator
+from dynamics.runtime import torch_generator
 
 NAME = "joma-wikitext"
 REF = "Tian et al. 2024 (JoMA)"
@@ -55,7 +55,7 @@ class WikiConfig:
 
 
 def train_one(cfg, seed: int, src: torch.Tensor, ex: torch.Tensor, V: int, bar) -> pd.DataFrame:
-    g = seed_generator(cfg.root_seed, seed, "joma-wikitext")
+    g = torch_generator(cfg.root_seed, seed, "joma-wikitext")
     torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=g)))  # nn init draws from the global RNG
     model = TransformerLM(LMSpec(vocab=V, d_model=cfg.d_model, n_layers=cfg.layers, d_ff=cfg.d_ff, norm="pre"))
     model.to(cfg.device)
@@ -112,9 +112,9 @@ def summarize(tables, base):
 
 
 def figure(traj: pd.DataFrame):
-    from dynamics.report.figures import plt
+    from dynamics.report.figures import subplots
 
-    fig, ax = plt.subplots(figsize=(5, 3.2))
+    fig, ax = subplots(figsize=(5, 3.2))
     for layer, g in traj.groupby("layer"):
         m = g.groupby("iter").entropy.mean()
         ax.plot(m.index, m.values, label=f"layer {layer}")
@@ -123,10 +123,8 @@ def figure(traj: pd.DataFrame):
     return fig
 
 
-def plot(tables, out, cfg):
-    from dynamics.report.figures import save
-
-    return [save(figure(tables["trajectory"]), out / "wikitext_entropy.png")]
+def plot(tables, cfg) -> dict:
+    return {"wikitext_entropy": figure(tables["trajectory"])}
 
 
 CLAIMS = (

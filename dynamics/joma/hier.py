@@ -32,9 +32,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from ..scan_snap.data import seed_generator
-
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
+from ..runtime import torch_dtype, torch_generator
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,19 +153,19 @@ def train(tree: Tree, flip: float, seeds: Sequence[int], steps: int, record: Seq
           lr: float = 0.5, batch: int = 128, init_scale: float = 0.01, eval_batch: int = 512, root_seed: int = 0,
           dtype: str = "float64", device: str = "cpu", bar=None) -> HierTrajectory:
     """SGD on fresh batches for R = len(seeds) runs at once; data and init depend on (root_seed, seed)."""
-    dt, dev = DTYPES[dtype], torch.device(device)
+    dt, dev = torch_dtype(dtype), torch.device(device)
     M = len(tree.leaves)
-    gens = [seed_generator(root_seed, s, "joma-hier-data") for s in seeds]
+    gens = [torch_generator(root_seed, s, "joma-hier-data") for s in seeds]
     init = {k: [] for k in ("Z1", "W1", "U1", "Z2", "W2", "A", "c")}
     shapes = {"Z1": (M, M), "W1": (M, hidden), "U1": (hidden, M), "Z2": (M, M), "W2": (M, hidden), "A": (hidden, 1),
               "c": (M,)}
     for s in seeds:
-        g = seed_generator(root_seed, s, "joma-hier-init")
+        g = torch_generator(root_seed, s, "joma-hier-init")
         for k, shp in shapes.items():
             scale = init_scale if k in ("Z1", "Z2", "c") else 1 / np.sqrt(shp[0])
             init[k].append(torch.randn(*shp, generator=g, dtype=torch.float64) * scale)
     P = {k: torch.stack(v).to(dt).to(dev).requires_grad_() for k, v in init.items()}
-    ev_present = torch.stack([sample(tree, flip, eval_batch, seed_generator(root_seed, s, "joma-hier-eval"))[0]
+    ev_present = torch.stack([sample(tree, flip, eval_batch, torch_generator(root_seed, s, "joma-hier-eval"))[0]
                               for s in seeds]).to(dt).to(dev)
     record = sorted({int(t) for t in record if 0 <= t <= steps})
     out = {"Z1": [], "Z2": [], "loss": []}

@@ -30,10 +30,9 @@ import numpy as np
 import torch
 
 from ..config import field, require
-from ..scan_snap.data import seed_generator
+from ..runtime import torch_dtype, torch_generator
 from ..scan_snap.metrics import entropy
 
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
 ACTIVATIONS = ("linear", "relu", "silu")
 ATTENTIONS = ("softmax", "exp", "linear")
 READOUTS = ("trained", "fixed", "none")
@@ -77,7 +76,7 @@ def class_distributions(spec, seed: int, root_seed: int = 0) -> np.ndarray:
     classes share tokens to a graded degree); common tokens carry U(0, 1/2) weights drawn per seed.
     This is the data of the official JoMA Fig. 2 script (``use_gaussian_prob``), re-implemented.
     """
-    g = seed_generator(root_seed, seed, "joma-data")
+    g = torch_generator(root_seed, seed, "joma-data")
     C, D = spec.num_classes, spec.num_distinct
     x = torch.rand(C, D + spec.num_common, generator=g, dtype=torch.float64).numpy() / 2
     l = np.arange(D)[None, :]
@@ -147,13 +146,13 @@ def train(spec, eta_z: Sequence[float], eta_v: Sequence[float], seeds: Sequence[
     R = len(seeds)
     if not (len(eta_z) == len(eta_v) == R):
         raise ValueError("eta_z, eta_v and seeds need one entry per run")
-    dt = DTYPES[dtype]
+    dt = torch_dtype(dtype)
     dev = torch.device(device)
     H, M = spec.hidden, spec.num_distinct + spec.num_common
     xs, inits = [], {"z": [], "V": [], "r": [], "A": []}
     for s in seeds:
         xs.append(class_distributions(spec, s, root_seed))
-        g = seed_generator(root_seed, s, "joma-init")
+        g = torch_generator(root_seed, s, "joma-init")
         inits["z"].append(torch.randn(M, generator=g, dtype=torch.float64) * spec.init_scale)
         inits["V"].append(torch.randn(M, H, generator=g, dtype=torch.float64) * spec.init_scale)
         inits["r"].append(torch.randn(H, generator=g, dtype=torch.float64) * spec.init_scale)
