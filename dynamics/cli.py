@@ -20,8 +20,17 @@ import click
 
 from .errors import ENVIRONMENT_ERRNOS, UserError
 
-RESULTS = Path("results")
-RUNS = Path("runs")
+from .paths import ENV_RESULTS, readme_path, results_root, runs_root
+
+# One vocabulary: --dir is one experiment's result directory (alias --out on run and sweep), and
+# --results the results root, which defaults to $DYNAMICS_RESULTS or the project's results/
+# (found from the installed checkout, not from the current directory).
+_RESULTS_HELP = f"Results root [default: ${ENV_RESULTS}, else the project's results/]."
+
+
+def _results_option(fn):
+    return click.option("--results", "results", type=click.Path(file_okay=False, path_type=Path), default=None,
+                        help=_RESULTS_HELP)(fn)
 
 
 def _experiment(name: str):
@@ -56,13 +65,15 @@ def cli(debug: bool) -> None:
 
 
 @cli.command("list")
-def list_cmd() -> None:
+@_results_option
+def list_cmd(results) -> None:
     """List the experiments, the paper result each reproduces, and whether results exist."""
     import experiments
 
+    root = results_root(results)
     for name in experiments.names():
         exp = experiments.get(name)
-        have = "results" if (RESULTS / name / "table.csv").exists() else "-"
+        have = "results" if (root / name / "table.csv").exists() else "-"
         click.echo(f"{name:24s} {have:8s} {exp.summary}  [{exp.reference}]")
 
 
@@ -75,7 +86,8 @@ def describe(experiment: str) -> None:
     exp = _experiment(experiment)
     click.echo(f"{exp.name}: {exp.summary}\nreproduces: {exp.reference}\n\nconfig keys (--set key=value):")
     for name, tp, default, text in fields(exp.config):
-        click.echo(f"  {name:28s} {tp:8s} default {default!s:12s} {text}")
+        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+        click.echo(f"  {name:28s} {tp:24s} default {shown!s:12s} {text}")
     if exp.grid:
         click.echo("\ndefault grid (replace with --grid key=v1,v2 on `dynamics sweep`):")
         for k, v in exp.grid.items():
@@ -85,10 +97,11 @@ def describe(experiment: str) -> None:
 
 
 def _run_options(fn):
-    fn = click.option("--out", type=click.Path(path_type=Path), default=None,
-                      help="Result directory [default: results/EXP for `run` with the default config; runs/EXP "
+    fn = click.option("--dir", "--out", "out", type=click.Path(path_type=Path), default=None,
+                      help="Result directory [default: <results>/EXP for `run` with the default config; runs/EXP "
                            "with --quick, --set, --seeds, and for `sweep`].  Reused only when it holds this "
                            "experiment's results; refused when it holds files this program did not write.")(fn)
+    fn = _results_option(fn)
     fn = click.option("--max-cells", type=int, default=None,
                       help="Refuse grids with more cells [default: $DYNAMICS_MAX_CELLS or 10000].")(fn)
     fn = click.option("--max-work", type=float, default=None,
@@ -124,6 +137,7 @@ def _run_options(fn):
 
 def _do_run(experiment, grid_items, quick, sets, seeds, out, resume, executor, address, workers, no_wait,
             data_dir, default_root, max_cells=None, max_work=None, threads=None, dask_tls=None):
+    default_root = Path(default_root)
     from .config import parse_assignments
     from .sweep import runner
     from .sweep.executors import make_executor
@@ -149,7 +163,7 @@ def _do_run(experiment, grid_items, quick, sets, seeds, out, resume, executor, a
     if out is None:
         # results/ holds the committed reproduction: only the default config goes there
         custom = quick or sets or seeds is not None or grid_items
-        out = (RUNS if custom else default_root) / exp.name
+        out = (runs_root() if custom else default_root) / exp.name
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file, not a directory")
     if executor == "local" and workers is None:
@@ -172,15 +186,15 @@ def _do_run(experiment, grid_items, quick, sets, seeds, out, resume, executor, a
 @click.argument("experiment")
 @_run_options
 def run(experiment, quick, sets, seeds, out, resume, executor, address, workers, no_wait, data_dir, max_cells,
-        max_work, threads, dask_tls) -> None:
+        max_work, threads, dask_tls, results) -> None:
     """Run EXPERIMENT over its default grid and write tables, figures, claims and a manifest.
 
     With the default config, results go to results/EXPERIMENT/ (the committed reproduction); with
-    --quick, --set or --seeds they go to runs/EXPERIMENT/, unless --out is given.  Same seeds on the
+    --quick, --set or --seeds they go to runs/EXPERIMENT/, unless --dir is given.  Same seeds on the
     same machine give an identical table.
     """
-    _do_run(experiment, [], quick, sets, seeds, out, resume, executor, address, workers, no_wait, data_dir, RESULTS,
-            max_cells, max_work, threads, dask_tls)
+    _do_run(experiment, [], quick, sets, seeds, out, resume, executor, address, workers, no_wait, data_dir,
+            results_root(results), max_cells, max_work, threads, dask_tls)
 
 
 @cli.command()
@@ -189,23 +203,23 @@ def run(experiment, quick, sets, seeds, out, resume, executor, address, workers,
               help="Sweep KEY over the listed values; repeatable (replaces that key in the default grid).")
 @_run_options
 def sweep(experiment, grid_items, quick, sets, seeds, out, resume, executor, address, workers, no_wait,
-          data_dir, max_cells, max_work, threads, dask_tls) -> None:
+          data_dir, max_cells, max_work, threads, dask_tls, results) -> None:
     """Run EXPERIMENT over a grid of config values (cells), one result table for the whole grid.
 
     Sweeps write to runs/EXPERIMENT/ by default so the committed results/ are not overwritten;
-    pass --out results/EXPERIMENT to replace them.  Example:
+    pass --dir results/EXPERIMENT to replace them.  Example:
 
         dynamics sweep scan-snap-fig6 --grid eta_z=0.5,1 --grid ratio=1,10 --seeds 3
     """
     _do_run(experiment, grid_items, quick, sets, seeds, out, resume, executor, address, workers, no_wait,
-            data_dir, RUNS, max_cells, max_work, threads, dask_tls)
+            data_dir, runs_root(), max_cells, max_work, threads, dask_tls)
 
 
-def _store(experiment: str, directory: Path | None):
+def _store(experiment: str, directory: Path | None, results: Path | None = None):
     from .sweep.store import Store
 
     exp = _experiment(experiment)
-    store = Store(directory or RESULTS / exp.name, exp.name)
+    store = Store(directory or results_root(results) / exp.name, exp.name)
     manifest = store.manifest() if store.root.is_dir() else None
     if manifest is not None and manifest["experiment"] != exp.name:
         raise UserError(f"{store.root} holds results of {manifest['experiment']!r}, not {exp.name!r}")
@@ -215,21 +229,23 @@ def _store(experiment: str, directory: Path | None):
 @cli.command()
 @click.argument("experiment")
 @click.option("--format", "fmt", type=click.Choice(["csv", "md"]), default="md", show_default=True)
-@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Result directory [default: results/EXPERIMENT].")
-def table(experiment, fmt, directory) -> None:
+@click.option("--dir", "--out", "directory", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Result directory [default: <results>/EXPERIMENT].")
+@_results_option
+def table(experiment, fmt, directory, results) -> None:
     """Print EXPERIMENT's saved main table as CSV or Markdown."""
     from .sweep.store import to_markdown
 
-    df = _store(experiment, directory).load_tables()["table"]
+    df = _store(experiment, directory, results).load_tables()["table"]
     click.echo(df.to_csv(index=False) if fmt == "csv" else to_markdown(df), nl=False)
 
 
 @cli.command()
 @click.argument("experiment")
-@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Result directory [default: results/EXPERIMENT].")
-def plot(experiment, directory) -> None:
+@click.option("--dir", "--out", "directory", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Result directory [default: <results>/EXPERIMENT].")
+@_results_option
+def plot(experiment, directory, results) -> None:
     """Redraw EXPERIMENT's figures from its saved tables (no simulation).
 
     Tables that no longer match their manifest (truncated, edited) are refused.  Figures are drawn
@@ -242,7 +258,7 @@ def plot(experiment, directory) -> None:
     from .sweep.store import read_manifest
 
     exp = _experiment(experiment)
-    store = _store(experiment, directory)
+    store = _store(experiment, directory, results)
     tables = store.load_tables()
     if not exp.plot:
         raise UserError(f"{experiment} has no figures")
@@ -280,8 +296,9 @@ def plot(experiment, directory) -> None:
 @click.option("--redecide", is_flag=True, help="Re-evaluate EXPERIMENT's claims on its saved tables under the current "
               "definitions (no simulation), rewrite its claims.csv and log changed definitions in claims-changes.csv.")
 @click.option("--reason", default=None, help="Why the definitions changed (required with --redecide; logged).")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Results root to read and write [default: results, or runs/verify-quick with --quick].")
+@click.option("--results", "out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help=f"Results root to read and write [default: ${ENV_RESULTS}, else the project's results/; "
+                   "runs/verify-quick with --quick].")
 def verify(experiment, run_missing, quick, redecide, reason, out) -> None:
     """Collect the papers' claims from saved results; nothing is simulated unless --run or --quick.
 
@@ -306,7 +323,7 @@ def verify(experiment, run_missing, quick, redecide, reason, out) -> None:
     names = list(experiment) or experiments.names()
     registry = {n: experiments.get(n) for n in names}  # unknown names fail here, before anything is read
     registry = {n: experiments.get(n) for n in experiments.names()} | registry
-    root = out or (Path("runs/verify-quick") if quick else RESULTS)
+    root = out or (runs_root() / "verify-quick" if quick else results_root())
     runner_fn = None
     if quick or run_missing:
         from .sweep import runner
@@ -339,24 +356,25 @@ def verify(experiment, run_missing, quick, redecide, reason, out) -> None:
 
 
 @cli.command()
-@click.option("--results", "root", type=click.Path(file_okay=False, path_type=Path), default=RESULTS,
-              show_default=True, help="Results root to read, and where report.html and REPORT.md are written.")
+@click.option("--results", "root", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help=_RESULTS_HELP + " report.html and REPORT.md are written there.")
 def report(root) -> None:
     """Write one self-contained HTML page (and a Markdown version) with every experiment's tables,
     figures and claims, the verification table, and links to the manifests."""
     from .report.html import build
 
-    for path in build(root):
+    for path in build(results_root(root)):
         click.echo(str(path))
 
 
 @cli.command()
-@click.option("--readme", type=click.Path(dir_okay=False, path_type=Path), default=Path("README.md"), show_default=True)
+@click.option("--readme", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="The README to refresh [default: the project's README.md].")
 def readme(readme) -> None:
     """Refresh README.md's result blocks (<!-- results: PATH -->) from the files in results/."""
     from .report.readme import refresh
 
-    for path in refresh(readme):
+    for path in refresh(readme or readme_path()):
         click.echo(path)
 
 

@@ -124,6 +124,15 @@ def coerce_scalar(tp: type, text: str, key: str = "value") -> Any:
 
 
 def type_name(tp: Any) -> str:
+    """How to write a value of ``tp`` on the command line: choices for a Literal, list syntax for a tuple."""
+    origin = typing.get_origin(tp)
+    if origin is typing.Literal:
+        return "one of " + "|".join(map(str, typing.get_args(tp)))
+    if origin is tuple:
+        inner = typing.get_args(tp)[0] if typing.get_args(tp) else str
+        return f"list of {type_name(inner)} (a,b,c)"
+    if tp is bool:
+        return "bool (true/false)"
     return getattr(tp, "__name__", str(tp))
 
 

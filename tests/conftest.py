@@ -11,6 +11,13 @@ import pytest
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 
+@pytest.fixture(autouse=True)
+def _scratch_results_root(tmp_path_factory, monkeypatch):
+    """Commands that default to the project's results root write into a scratch one during tests, so
+    no test can touch the committed results/ or the project's runs/."""
+    monkeypatch.setenv("DYNAMICS_RESULTS", str(tmp_path_factory.mktemp("project") / "results"))
+
+
 @pytest.fixture
 def cli(capsys):
     """Run the ``dynamics`` CLI in-process: ``code, out, err = cli("run", "x")``."""

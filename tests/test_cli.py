@@ -92,7 +92,7 @@ def test_fig4_quick_end_to_end_with_table_plot_and_verify(cli, tmp_path):
     (out / "fig4_attention.png").unlink()
     assert cli("plot", "scan-snap-fig4", "--dir", str(out))[0] == 0
     assert (out / "fig4_attention.png").exists()
-    code, text, _ = cli("verify", "scan-snap-fig4", "--out", str(tmp_path))
+    code, text, _ = cli("verify", "scan-snap-fig4", "--results", str(tmp_path))
     assert code in (0, 1) and "scan-snap-fig4" in text and "reproductions:" in text
     ver = pd.read_csv(tmp_path / "verification.csv")
     assert list(ver.columns)[:11] == ["experiment", "claim", "kind", "reference", "prediction", "estimate", "ci_low",
@@ -119,3 +119,25 @@ def test_data_dir_is_checked_before_anything_runs(cli, tmp_path):
     assert not (tmp_path / "out").exists()
     code, _, err = cli("run", "scan-snap-fig4", "--data-dir", str(tmp_path), "--out", str(tmp_path / "out"))
     assert code == 2 and "reads no data" in err
+
+
+def test_results_root_comes_from_the_project_or_the_environment(monkeypatch, tmp_path):
+    from dynamics import paths
+
+    monkeypatch.delenv("DYNAMICS_RESULTS", raising=False)
+    root = paths.project_root()
+    assert root is not None and paths.results_root() == root / "results"
+    monkeypatch.chdir(tmp_path)  # not from the current directory
+    assert paths.results_root() == root / "results"
+    monkeypatch.setenv("DYNAMICS_RESULTS", str(tmp_path / "r"))
+    assert paths.results_root() == tmp_path / "r" and paths.runs_root() == tmp_path / "runs"
+    assert paths.results_root("elsewhere") == type(tmp_path)("elsewhere")
+
+
+def test_one_vocabulary_for_result_directories(cli, tmp_path):
+    """--dir names one experiment's result directory everywhere (alias --out on run and sweep)."""
+    code, _, err = cli("run", "scan-snap-fig4", "--quick", "--dir", str(tmp_path / "r"))
+    assert code == 0, err
+    for command in ("table", "plot"):
+        code, _, err = cli(command, "scan-snap-fig4", "--dir", str(tmp_path / "r"))
+        assert code == 0, err

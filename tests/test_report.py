@@ -21,7 +21,7 @@ def report(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("results")
     for args in (["run", "scan-snap-fig4", "--quick", "--out", str(root / "scan-snap-fig4")],
-                 ["verify", "scan-snap-fig4", "--out", str(root)],
+                 ["verify", "scan-snap-fig4", "--results", str(root)],
                  ["report", "--results", str(root)]):
         try:
             main(args)

@@ -173,7 +173,7 @@ def test_a_swap_interrupted_half_way_is_undone_by_the_next_run(previous):
 
 
 def test_quick_run_writes_under_runs_not_results(cli, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DYNAMICS_RESULTS", str(tmp_path / "results"))
     committed = tmp_path / "results" / EXP
     committed.mkdir(parents=True)
     (committed / "table.csv").write_text("committed\n")

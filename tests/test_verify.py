@@ -142,23 +142,23 @@ def tiny_registry(monkeypatch):
 
 def test_exit_codes(cli, tmp_path, tiny_registry):
     _run(TINY, tmp_path)
-    code, text, _ = cli("verify", "--out", str(tmp_path))
+    code, text, _ = cli("verify", "--results", str(tmp_path))
     assert code == 0 and "reproductions: 1 PASS" in text and "consistency: 1 PASS" in text
     tiny_registry["tiny"] = _with_band(TINY, Band.above(5.0))
-    code, text, _ = cli("verify", "--out", str(tmp_path))
+    code, text, _ = cli("verify", "--results", str(tmp_path))
     assert code == 1 and "1 STALE" in text  # edited definition, not rerun
-    code, _, err = cli("verify", "tiny", "--redecide", "--out", str(tmp_path))
+    code, _, err = cli("verify", "tiny", "--redecide", "--results", str(tmp_path))
     assert code == 2 and "--reason" in err
-    code, _, _ = cli("verify", "tiny", "--redecide", "--reason", "test", "--out", str(tmp_path))
+    code, _, _ = cli("verify", "tiny", "--redecide", "--reason", "test", "--results", str(tmp_path))
     assert code == 1  # now decided: FAIL
-    code, _, err = cli("verify", "nope", "--out", str(tmp_path))
+    code, _, err = cli("verify", "nope", "--results", str(tmp_path))
     assert code == 2 and "unknown experiment" in err
-    code, _, err = cli("verify", "--reason", "x", "--out", str(tmp_path))
+    code, _, err = cli("verify", "--reason", "x", "--results", str(tmp_path))
     assert code == 2
 
 
 def test_cli_skips_missing_results_unless_run_is_asked(cli, tmp_path, tiny_registry):
-    code, text, _ = cli("verify", "--out", str(tmp_path))
+    code, text, _ = cli("verify", "--results", str(tmp_path))
     assert code == 0 and "skipped: no saved results" in text and not (tmp_path / "tiny").exists()
-    code, text, _ = cli("verify", "tiny", "--run", "--out", str(tmp_path))
+    code, text, _ = cli("verify", "tiny", "--run", "--results", str(tmp_path))
     assert code == 0 and (tmp_path / "tiny" / "claims.csv").exists() and "reproductions: 1 PASS" in text
