@@ -22,6 +22,7 @@ REGISTRY = {
     "scan-snap-theory": "experiments.scan_snap_theory",
     "scan-snap-phase": "experiments.scan_snap_phase",
     "scan-snap-closed-forms": "experiments.scan_snap_closed_forms",
+    "scan-snap-finite-t": "experiments.scan_snap_finite_t",
     "deepvit-collapse": "experiments.deepvit_collapse",
 }
 
