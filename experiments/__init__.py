@@ -23,6 +23,9 @@ REGISTRY = {
     "scan-snap-phase": "experiments.scan_snap_phase",
     "scan-snap-closed-forms": "experiments.scan_snap_closed_forms",
     "scan-snap-finite-t": "experiments.scan_snap_finite_t",
+    "scan-snap-t0-law": "experiments.scan_snap_t0_law",
+    "scan-snap-fig5": "experiments.scan_snap_fig5",
+    "scan-snap-fig11-12": "experiments.scan_snap_fig11_12",
     "deepvit-collapse": "experiments.deepvit_collapse",
 }
 
