@@ -137,8 +137,8 @@ def claims(tables, cfg):
     per = traj.groupby(["eta_z", "seed_index", "step"])[["common_mass", "distinct_entropy"]].mean()
     steps = int(traj.step.max())
     drop = (per.xs(0, level="step") - per.xs(steps, level="step")).unstack("eta_z")  # seed x (qty, eta)
-    out = {"adam-common-mass-falls": stats.t_interval(drop["common_mass"].min(1).to_numpy()),
-           "adam-distinct-sparsifies": stats.t_interval(drop["distinct_entropy"].min(1).to_numpy())}
+    out = {"adam-common-mass-falls": stats.t_interval(drop["common_mass"].min(axis=1).to_numpy()),
+           "adam-distinct-sparsifies": stats.t_interval(drop["distinct_entropy"].min(axis=1).to_numpy())}
     fa = tables["final_attention"]
     lo, hi = min(etas), max(etas)
     sets = {e: fa[(fa.eta_z == e) & fa.selected].groupby(["seed_index", "class"]).token.apply(frozenset)

@@ -98,7 +98,7 @@ def classes_of(cfg: T0Config) -> data.SequenceClasses:
 
 
 def batch_key(cfg: T0Config):
-    return dataclasses.replace(cfg, eta_y=1.0)
+    return dataclasses.replace(cfg, eta_y=cfg.eta_y_floor)
 
 
 def run_batch(cfgs, ctx):
