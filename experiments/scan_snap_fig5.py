@@ -92,6 +92,7 @@ def summarize(tables, base):
     n_d = fa.groupby(["eta_z", "seed_index", "class"]).token.transform("count")
     fa = fa.assign(selected=fa.share >= 1.0 / n_d)
     sel = fa[fa.selected].groupby(["eta_z", "rank_by_p"]).seed_index.count().unstack(fill_value=0)
+    sel = sel.reindex(index=sorted(fa.eta_z.unique()), columns=sorted(fa.rank_by_p.unique()), fill_value=0)
     out["final_attention"] = fa
     out["selection"] = (sel / (fa.seed_index.nunique() * fa["class"].nunique())).reset_index()
     return out
