@@ -132,9 +132,10 @@ def design(cells: pd.DataFrame) -> np.ndarray:
     return np.column_stack([np.ones(len(cells)), np.log(cells.K), np.log(np.log(cells.M)), np.log(cells.eta_y)])
 
 
-def fit(cells: pd.DataFrame, y: np.ndarray) -> np.ndarray:
-    """Least-squares (a, b_K, b_lnM, b_eta) of ln y on the design."""
-    coef, *_ = np.linalg.lstsq(design(cells), np.log(y), rcond=None)
+def fit(cells: pd.DataFrame | np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Least-squares (a, b_K, b_lnM, b_eta) of ln y on the design (the cells, or their design matrix)."""
+    X = cells if isinstance(cells, np.ndarray) else design(cells)
+    coef, *_ = np.linalg.lstsq(X, np.log(y), rcond=None)
     return coef
 
 
@@ -157,8 +158,9 @@ def summarize(tables, base):
     measured = fit(cells, cells.t_hat_median.to_numpy())
     exact = fit(cells, cells.gamma_peak.to_numpy())
     rows = []
+    X = design(cells)
     for k, name in enumerate(EXPONENTS, start=1):
-        est = stats.bootstrap(cube, lambda s, k=k: fit(cells, np.nanmedian(s, 0))[k], n_boot=1000, seed=19)
+        est = stats.bootstrap(cube, lambda s, k=k: fit(X, np.nanmedian(s, 0))[k], n_boot=1000, seed=19)
         rows.append({"exponent": name, "measured": measured[k], "ci_low": est.low, "ci_high": est.high,
                      "paper": [1.0, 1.0, -1.0][k - 1], "exact_gamma_peak": exact[k]})
     fits = pd.DataFrame(rows)
@@ -221,9 +223,10 @@ def claims(tables, cfg):
     cells, cube = cell_frame(runs)
     if cells.K.nunique() < 2 or cells.M.nunique() < 2 or cells.eta_y.nunique() < 2:
         return {}
-    exact = fit(cells.assign(K=cells.K), np.array([float(th.gamma_peak_time(k, m, e))
+    exact = fit(cells, np.array([float(th.gamma_peak_time(k, m, e))
                                                    for k, m, e in zip(cells.K, cells.M, cells.eta_y)]))
-    boot = lambda k, shift=0.0: stats.bootstrap(cube, lambda s: fit(cells, np.nanmedian(s, 0))[k] - shift,  # noqa: E731
+    X = design(cells)
+    boot = lambda k, shift=0.0: stats.bootstrap(cube, lambda s: fit(X, np.nanmedian(s, 0))[k] - shift,  # noqa: E731
                                                 n_boot=1000, seed=19)
     return {"t0-exponent-K": boot(1), "t0-exponent-lnM": boot(2), "t0-exponent-eta": boot(3),
             "t0-exponent-lnM-exact": (boot(2, exact[2]), f"exact gamma-peak exponent {exact[2]:.3f}")}

@@ -33,9 +33,9 @@ def test_finite_t_tiny(tmp_path):
 
 
 def test_t0_law_tiny(tmp_path):
-    out = _run("scan-snap-t0-law", tmp_path, {"seeds": 3, "records": 25, "batch": 8, "T": 32, "eta_y_floor": 1.6,
+    out = _run("scan-snap-t0-law", tmp_path, {"seeds": 3, "records": 16, "batch": 4, "T": 16, "eta_y_floor": 1.6,
                                              "horizon": 2.5},
-               {"num_last": (1, 2), "M": (48, 200), "eta_y": (1.6, 3.2)})
+               {"num_last": (1, 2), "M": (48, 120), "eta_y": (1.6, 3.2)})
     fits = pd.read_csv(out / "fits.csv").set_index("exponent")
     assert list(fits.index) == ["b_K", "b_lnM", "b_eta"]
     assert fits.loc["b_eta", "exact_gamma_peak"] == pytest_approx(-1.0)
