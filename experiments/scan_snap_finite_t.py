@@ -31,7 +31,8 @@ from dynamics import stats
 from dynamics.claims import ClaimSpec
 from dynamics.config import field, require
 from dynamics.experiment import Experiment
-from dynamics.scan_snap import data, finite_t as ft
+from dynamics.scan_snap import data
+from dynamics.scan_snap import finite_t as ft
 from dynamics.stats import Band
 
 NAME = "scan-snap-finite-t"
@@ -84,11 +85,9 @@ def run_batch(cfgs, ctx):
     classes = classes_of(first.model)
     S, steps = first.seeds, first.n_steps
     Ts = [c.T for c in cfgs]
-    root = np.random.SeedSequence([first.seed, 19])
-    # one independent stream per (T, seed): spawn over the whole grid so a cell's stream does not
-    # depend on which other cells run
+    # one independent stream per (T, seed), keyed by T, so a cell's stream does not depend on which
+    # other cells run
     streams = {T: np.random.SeedSequence([first.seed, 19, T]).spawn(S) for T in Ts}
-    del root
     sgd = ft.sgd_runs(classes, np.repeat(Ts, S).tolist(), [first.eta_y] * len(Ts) * S, [first.eta_z] * len(Ts) * S,
                       [s for T in Ts for s in streams[T]], first.batch, steps, [steps], bar=ctx.bar)
     d_sgd, c_sgd = ft.token_logits(sgd, classes)
@@ -220,7 +219,8 @@ def plot(tables, out: Path, cfg):
         t = table[(table.model == model) & (table.role == "distinct")].sort_values("p")
         # boundary lines in index coordinates (log-interpolated)
         ix = np.arange(len(P)) + 0.5
-        iy = lambda T: np.interp(np.log(T), np.log(Ts), np.arange(len(Ts)) + 0.5)  # noqa: E731
+        def iy(T, Ts=Ts):
+            return np.interp(np.log(T), np.log(Ts), np.arange(len(Ts)) + 0.5)
         ax.plot(ix, iy(t.T_star_pred), "k-", lw=1.2, label="predicted boundary")
         ax.plot(ix, iy(t.T_star_meas), "k--", lw=1, label="measured boundary")
         ax.set_xticks(ix[::max(1, len(P) // 8)], [f"{p:.3f}" for p in P[::max(1, len(P) // 8)]], rotation=60, fontsize=7)

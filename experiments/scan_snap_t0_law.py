@@ -36,7 +36,8 @@ from dynamics import stats
 from dynamics.claims import ClaimSpec
 from dynamics.config import field, require
 from dynamics.experiment import Experiment
-from dynamics.scan_snap import data, theory as th
+from dynamics.scan_snap import data
+from dynamics.scan_snap import theory as th
 from dynamics.scan_snap.population import intra_op_threads
 from dynamics.scan_snap.train import TrainOptions, train
 from dynamics.stats import Band
@@ -87,7 +88,7 @@ class T0Config:
 
     @property
     def n_steps(self) -> int:
-        return int(math.ceil(self.horizon * th.transition_time(self.K, self.M, self.eta_y_floor).t0))
+        return math.ceil(self.horizon * th.transition_time(self.K, self.M, self.eta_y_floor).t0)
 
 
 def classes_of(cfg: T0Config) -> data.SequenceClasses:
@@ -226,7 +227,7 @@ def claims(tables, cfg):
     exact = fit(cells, np.array([float(th.gamma_peak_time(k, m, e))
                                                    for k, m, e in zip(cells.K, cells.M, cells.eta_y)]))
     X = design(cells)
-    boot = lambda k, shift=0.0: stats.bootstrap(cube, lambda s: fit(X, np.nanmedian(s, 0))[k] - shift,  # noqa: E731
+    boot = lambda k, shift=0.0: stats.bootstrap(cube, lambda s: fit(X, np.nanmedian(s, 0))[k] - shift,
                                                 n_boot=1000, seed=19)
     return {"t0-exponent-K": boot(1), "t0-exponent-lnM": boot(2), "t0-exponent-eta": boot(3),
             "t0-exponent-lnM-exact": (boot(2, exact[2]), f"exact gamma-peak exponent {exact[2]:.3f}")}

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from dynamics.scan_snap import finite_t as ft, population as pop, symbolic
+from dynamics.scan_snap import finite_t as ft
+from dynamics.scan_snap import population as pop
+from dynamics.scan_snap import symbolic
 
 
 @pytest.fixture(scope="module")
