@@ -26,6 +26,7 @@ REGISTRY = {
     "scan-snap-t0-law": "experiments.scan_snap_t0_law",
     "scan-snap-fig5": "experiments.scan_snap_fig5",
     "scan-snap-fig11-12": "experiments.scan_snap_fig11_12",
+    "scan-snap-wikitext-resampled": "experiments.scan_snap_wikitext_resampled",
     "deepvit-collapse": "experiments.deepvit_collapse",
 }
 

@@ -289,3 +289,67 @@ def flip_boundary(classes: SequenceClasses, eta_y: float, eta_z: float, steps: i
         hi = np.where(same_as_lo, hi, mid)
     out = np.where(inside, np.exp((lo + hi) / 2), np.nan)
     return out[:D], out[D:]
+
+
+# ---------------------------------------------------------------------------------------------
+# real-text classes with i.i.d. resampled contexts (issue 19, real text step 1)
+# ---------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class PooledQuery:
+    """One query's classes from real co-occurrence counts, ready for the synthetic simulators.
+
+    classes: K classes (one shared query) over the query's role tokens plus one pooled token per class;
+    roles:   (K, M) int, +1 distinct token of class k, -1 common token, 0 pooled / query / next (by the
+             co-occurrence's ``min_count`` roles, not by ``classes.distinct``, which counts any overlap);
+    tokens:  (M,) corpus token id of each column (-1 for pooled tokens, the query and next tokens keep theirs).
+    """
+
+    classes: SequenceClasses
+    roles: np.ndarray
+    tokens: np.ndarray
+
+
+def pooled_query(counts: np.ndarray, min_count: int, query: int, next_tokens: np.ndarray) -> PooledQuery:
+    """Classes s_{m,n} whose P(l|m,n) is the empirical context distribution of real windows.
+
+    counts (K, V): occurrences of each corpus token in the contexts of class k's windows.  Tokens with a
+    role (count >= ``min_count`` in some class: distinct if in exactly one, common if in several) keep their
+    own column and their exact P(l|m,n), including occurrences below ``min_count`` in the other class
+    (the leak of real text).  Tokens without a role (rare in every class: about 90% of the support, 20% of
+    the mass at T = 32) are pooled into one token per class, distinct to it: sampling keeps the law of every
+    role token's count exactly, and the pooled token stands for many rare keys sharing one logit.
+    Decoder outputs: the columns plus the query and the K next tokens (M = columns + 1 + K).
+    """
+    counts = np.asarray(counts, dtype=np.float64)
+    K, V = counts.shape
+    has_role = (counts >= min_count).any(0)
+    has_role[[query, *next_tokens]] = False
+    cols = np.flatnonzero(has_role)
+    omega = (counts[:, cols] >= min_count).sum(0)
+    rest = np.where(has_role[None, :], 0.0, counts).sum(1)  # (K,)
+    body = counts[:, cols]
+    C = len(cols)
+    M = C + K + 1 + K
+    probs = np.zeros((K, M))
+    probs[:, :C] = body
+    probs[np.arange(K), C + np.arange(K)] = rest
+    probs /= probs.sum(1, keepdims=True)
+    roles = np.zeros((K, M), dtype=np.int64)
+    roles[:, :C] = np.where(omega == 1, np.where(body >= min_count, 1, 0), -1)[None, :] * (body > 0)
+    tokens = np.concatenate([cols, np.full(K, -1), [query], np.asarray(next_tokens)])
+    q = C + K
+    return PooledQuery(from_probs(probs, np.full(K, q), q + 1 + np.arange(K)), roles, tokens)
+
+
+def role_signs(res: FlowResult, pq: PooledQuery) -> dict[str, np.ndarray]:
+    """Final-step role fractions per run: distinct tokens with z > 0 and common tokens with z < 0
+    (Thm. 2 under the min_count roles), and the per-column final logits.  Each (R,) / (R, M)."""
+    col = {int(v): i for i, v in enumerate(res.vocab)}
+    M = pq.classes.M
+    z = np.full((res.Z.shape[1], M), np.nan)
+    for j in range(M):
+        if j in col:
+            z[:, j] = res.Z[-1][:, 0, col[j]]
+    d = (pq.roles == 1).any(0)
+    c = (pq.roles == -1).any(0)
+    return {"distinct_up": (z[:, d] > 0).mean(1), "common_down": (z[:, c] < 0).mean(1), "z": z}
