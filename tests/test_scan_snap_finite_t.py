@@ -81,3 +81,21 @@ def test_boundary_scales_like_one_over_p(classes):
     ok = np.isfinite(star)
     assert ok.sum() >= 3
     assert np.all(np.diff(star[ok]) < 0)
+
+
+def test_pooled_query_keeps_role_tokens_exact_and_pools_the_rest():
+    """Real-text classes: role tokens keep their empirical P(l|m,n) (leak included), rare tokens pool into
+    one token per class, roles follow the min_count rule."""
+    counts = np.zeros((2, 12))
+    counts[0, [0, 1, 2]] = [5, 4, 1]  # 0: distinct to class 0; 2: rare everywhere -> pooled
+    counts[1, [0, 3, 4]] = [1, 6, 3]  # 0 leaks once into class 1 (stays distinct, P > 0); 3, 4 distinct to 1
+    counts[:, 5] = [3, 3]  # common
+    pq = ft.pooled_query(counts, 3, query=10, next_tokens=np.array([11, 9]))
+    cl = pq.classes
+    assert np.allclose(cl.probs.sum(1), 1)
+    cols = list(pq.tokens)
+    assert 2 not in cols and cl.M == 5 + 2 + 1 + 2  # tokens 0, 1, 3, 4, 5; two pooled; query; next
+    assert cl.probs[1, cols.index(0)] == pytest.approx(1 / 13)  # the leak is kept
+    assert pq.roles[0, cols.index(0)] == 1 and pq.roles[1, cols.index(0)] == 0
+    assert pq.roles[0, cols.index(5)] == -1 and pq.roles[1, cols.index(3)] == 1
+    assert cl.probs[0, 5] == pytest.approx(1 / 13)  # class 0's pooled token holds token 2's one occurrence

@@ -321,7 +321,7 @@ def pooled_query(counts: np.ndarray, min_count: int, query: int, next_tokens: np
     Decoder outputs: the columns plus the query and the K next tokens (M = columns + 1 + K).
     """
     counts = np.asarray(counts, dtype=np.float64)
-    K, V = counts.shape
+    K = counts.shape[0]
     has_role = (counts >= min_count).any(0)
     has_role[[query, *next_tokens]] = False
     cols = np.flatnonzero(has_role)
