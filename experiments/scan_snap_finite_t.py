@@ -158,7 +158,9 @@ def seed_cube(runs: pd.DataFrame, model: str) -> tuple[np.ndarray, np.ndarray, p
 
 
 def summarize(tables, base):
-    runs, pred, dense = tables["runs"], tables["predicted"], tables["dense"]
+    # with --set model=..., model is not a grid key and the runner adds no column for it
+    runs, pred, dense = (tables[k] if "model" in tables[k] else tables[k].assign(model=base.model)
+                         for k in ("runs", "predicted", "dense"))
     rows = []
     for model in sorted(runs.model.unique()):
         Ts, cube, toks = seed_cube(runs, model)
