@@ -148,3 +148,68 @@ CHECKS: tuple[Callable[[], Check], ...] = (
 
 def run_all() -> list[Check]:
     return [check() for check in CHECKS]
+
+
+# ---------------------------------------------------------------------------------------------
+# finite T (dynamics/scan_snap/finite_t.py, docs/scan_snap_finite_t.md)
+# ---------------------------------------------------------------------------------------------
+def window_second_moment() -> Check:
+    """A window of T-1 i.i.d. keys has count N_l ~ Binomial(T-1, P_l); from its moment generating function
+    (1 - P + P e^s)^(T-1), E[p_hat_l^2] = E[N_l^2]/(T-1)^2 = P_l^2 + P_l (1 - P_l)/(T-1)."""
+    P, sv = sp.Symbol("P", positive=True), sp.Symbol("s")
+    n = sp.Symbol("T", positive=True) - 1
+    mgf = (1 - P + P * sp.exp(sv)) ** n
+    second = sp.diff(mgf, sv, 2).subs(sv, 0)
+    res = sp.simplify(second / n ** 2 - (P ** 2 + P * (1 - P) / n))
+    return Check("ft-window-second-moment", "E[p_hat_l^2] = P_l^2 + P_l (1 - P_l)/(T - 1) for a window of T - 1 "
+                 "i.i.d. keys", res == 0, str(res))
+
+
+def homogeneous_hessian() -> Check:
+    """For g homogeneous of degree 0 (the attention c_l = p_l e^{z_l}/sum p e^z and everything computed
+    from it), P^T H_g P = 0, so tr(Sigma H_g) with Sigma = diag(P) - P P^T is sum_i P_i d^2 g/dp_i^2 (FT-1)."""
+    p = sp.symbols("p1:4", positive=True)
+    a = sp.symbols("a1:4", real=True)
+    # the attention of token 1 and a normalised-attention feature, both degree 0, with generic weights a
+    ez = [p[i] * sp.exp(a[i]) for i in range(3)]
+    c1 = ez[0] / sum(ez)
+    g = c1 * p[1] / p[2] + ez[0] ** 2 / sum(x ** 2 for x in ez)
+    quad = sum(p[i] * p[j] * sp.diff(g, p[i], p[j]) for i in range(3) for j in range(3))
+    res = sp.simplify(quad)
+    return Check("ft-homogeneous-hessian", "P^T H P = 0 for degree-0 homogeneous g (3 tokens: attention c_1 times "
+                 "p_2/p_3 plus f_1^2, generic logits)",
+                 res == 0, str(res))
+
+
+def delta_method_on_simplex() -> Check:
+    """(FT-1) reproduces the exact second moment: for the degree-0 form g = p_1^2/(p_1+p_2+p_3)^2 of p_hat_1^2,
+    1/2 sum_i P_i d^2 g/dp_i^2 at sum P = 1 equals P_1 (1 - P_1), the exact coefficient of 1/(T-1)."""
+    p = sp.symbols("p1:4", positive=True)
+    g = p[0] ** 2 / (p[0] + p[1] + p[2]) ** 2
+    half_trace = sum(p[i] * sp.diff(g, p[i], 2) for i in range(3)) / 2
+    res = sp.simplify(half_trace.subs(p[2], 1 - p[0] - p[1]) - p[0] * (1 - p[0]))
+    return Check("ft-delta-method-simplex", "1/2 sum_i P_i d^2/dp_i^2 [p_1^2/(sum p)^2] = P_1 (1 - P_1) on the "
+                 "simplex (FT-1 is exact for E[p_hat_l^2])", res == 0, str(res))
+
+
+def attention_logit_gradient() -> Check:
+    """Per sample, with c_l = n_l e^{z_l}/sum n e^z, f = c/||c|| and a decoder whose gradient in f is u,
+    d(u^T f)/dz_l = f_l u_l - f_l^2 (f^T u): the form whose window average finite_t corrects (3 tokens)."""
+    z = sp.symbols("z1:4", real=True)
+    nn = sp.symbols("n1:4", positive=True)
+    u = sp.symbols("u1:4", real=True)
+    e = [nn[i] * sp.exp(z[i]) for i in range(3)]
+    S = sum(e)
+    c = [x / S for x in e]
+    norm = sp.sqrt(sum(x ** 2 for x in c))
+    f = [x / norm for x in c]
+    J = sum(u[i] * f[i] for i in range(3))
+    fu = sum(f[i] * u[i] for i in range(3))
+    res = sp.simplify(sp.diff(J, z[0]) - (f[0] * u[0] - f[0] ** 2 * fu))
+    return Check("ft-logit-gradient", "dJ/dz_l = f_l u_l - f_l^2 (f^T u) for J = u^T f (Lemma 1, Eq. 4, per sample)",
+                 res == 0, str(res))
+
+
+FINITE_T_CHECKS: tuple[Callable[[], Check], ...] = (
+    window_second_moment, homogeneous_hessian, delta_method_on_simplex, attention_logit_gradient,
+)
