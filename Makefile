@@ -9,7 +9,8 @@ PYTEST_FLAGS ?= -q
 WIKITEXT ?= $(abspath ../shared/data/wikitext-2)
 EXPERIMENTS := scan-snap-fig4 scan-snap-fig6 scan-snap-closed-forms scan-snap-theory scan-snap-phase \
                scan-snap-wikitext wikitext-attention depth-width-rank depth-width-theory depth-width-budget \
-               deepvit-collapse dacdetr-gather joma-invariant joma-attention joma-fig4 joma-hier joma-wikitext
+               deepvit-collapse dacdetr-gather joma-invariant joma-attention joma-fig4 joma-hier joma-wikitext \
+               scan-snap-finite-t scan-snap-t0-law scan-snap-fig5 scan-snap-fig11-12 scan-snap-wikitext-resampled
 
 .PHONY: venv test test-all reproduce ablations bench clean
 
@@ -49,6 +50,8 @@ ablations: $(STAMP)
 	    --out results/dacdetr-gather/ia-bce
 	$(BIN)/dynamics sweep depth-width-budget --set task=ses --set budget=8000 --grid depth=1,3 \
 	    --set steps=6000 --set eval_every=1000 --out results/depth-width-budget-ses-long
+	$(BIN)/dynamics run scan-snap-finite-t --set model=theory --seeds 32 \
+	    --out results/scan-snap-finite-t-theory-32seeds
 
 bench: $(STAMP)
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

@@ -58,6 +58,11 @@ ITEMS: tuple[Item, ...] = (
         "scan-snap-theory/thm2-signs-ode", "scan-snap-theory/thm2-signs-sgd-T512",
         "scan-snap-theory/thm2-signs-sgd-T4096", "scan-snap-wikitext/thm2a-distinct-up-population",
         "scan-snap-wikitext/thm2a-distinct-up-windows")),
+    Item(SCAN, "Thm. 2 at finite T", "the T -> infinity signs hold once T P(l|n) is large; our O(1/T) correction "
+         "predicts where each sign flips (docs/scan_snap_finite_t.md)", (
+             "scan-snap-finite-t/ft-distinct-boundary-geometric", "scan-snap-finite-t/ft-distinct-boundary-theory",
+             "scan-snap-finite-t/ft-common-boundary-theory", "scan-snap-finite-t/ft-sign-agreement",
+             "scan-snap-wikitext-resampled/wt-resampled-sign-agreement")),
     Item(SCAN, "Thm. 2 (b) / Cor. 2", "scan: the logit of a common token falls", (
         "scan-snap-wikitext/thm2b-common-down-population", "scan-snap-wikitext/thm2b-common-down-windows",
         "scan-snap-fig4/common-mass-falls")),
@@ -68,7 +73,9 @@ ITEMS: tuple[Item, ...] = (
     Item(SCAN, "Thm. 3 corollary (Eq. 98)", "an invariant of the distinct-token logits", (
         "scan-snap-theory/thm3-invariant",)),
     Item(SCAN, "Thm. 4 (t_0)", "snap: the phase transition at t_0 = 2 K ln M / eta_Y", (
-        "scan-snap-phase/t0-scaling", "scan-snap-phase/t0-scaling-assumption1", "scan-snap-phase/thm4a-earlier")),
+        "scan-snap-phase/t0-scaling", "scan-snap-phase/t0-scaling-assumption1", "scan-snap-phase/thm4a-earlier",
+        "scan-snap-t0-law/t0-exponent-K", "scan-snap-t0-law/t0-exponent-eta", "scan-snap-t0-law/t0-exponent-lnM",
+        "scan-snap-t0-law/t0-exponent-lnM-exact")),
     Item(SCAN, "Thm. 4 (b, c)", "larger rates give sparser attention; larger eta_Y at fixed eta_Z denser", (
         "scan-snap-phase/thm4b-sparser", "scan-snap-phase/thm4c-denser")),
     Item(SCAN, "Thm. 4 / Eq. 13, 122", "the common-token logit after the transition", (
@@ -81,8 +88,9 @@ ITEMS: tuple[Item, ...] = (
          "eta_Y = 10 eta_Z converges faster and stays less sparse", (
              "scan-snap-fig4/common-mass-falls", "scan-snap-fig4/distinct-concentrates",
              "scan-snap-fig4/top-distinct-grows", "scan-snap-fig4/faster-convergence", "scan-snap-fig4/less-sparse")),
-    Item(SCAN, "Fig. 5", "Syn-Small with Adam: learning rates select different distinct tokens", (),
-         "no committed Adam results or claims (the sweep command exists; Adam is not analysed by the paper)"),
+    Item(SCAN, "Fig. 5", "Syn-Small with Adam: learning rates select different distinct tokens", (
+        "scan-snap-fig5/adam-common-mass-falls", "scan-snap-fig5/adam-distinct-sparsifies",
+        "scan-snap-fig5/adam-lr-selects-different-tokens")),
     Item(SCAN, "Fig. 6", "Syn-Medium: entropy falls with eta_Z and rises with eta_Y / eta_Z past about 2", (
         "scan-snap-fig6/entropy-falls-with-eta_z", "scan-snap-fig6/entropy-rises-with-eta_y",
         "scan-snap-wikitext/entropy-falls-with-eta_z-population", "scan-snap-wikitext/entropy-rises-with-eta_y-population",
@@ -91,6 +99,10 @@ ITEMS: tuple[Item, ...] = (
         "wikitext-attention/attention-sparsifies", "wikitext-attention/attention-freezes")),
     Item(SCAN, "Fig. 8", "discrete h* against continuous h", ("scan-snap-closed-forms/lemma7-gap",)),
     Item(SCAN, "Fig. 9", "B_n(t_0) depends only on K, M and nu", ("scan-snap-closed-forms/fig9-b-t0",)),
+    Item(SCAN, "App. Fig. 11", "recall of distinct tokens above a threshold falls as eta_Z grows", (
+        "scan-snap-fig11-12/fig11-recall-falls-with-eta_z",)),
+    Item(SCAN, "App. Fig. 12", "recall of distinct tokens above a threshold rises with eta_Y / eta_Z", (
+        "scan-snap-fig11-12/fig12-recall-rises-with-ratio",)),
     Item(SCAN, "Fig. 10 (App. G)", "WikiText: attention entropy falls as the learning rate grows", (
         "wikitext-attention/entropy-falls-with-lr",)),
     # --- Levine et al. 2020 ----------------------------------------------------------------------

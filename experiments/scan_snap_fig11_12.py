@@ -17,7 +17,6 @@ eta_Z it rises with eta_Y/eta_Z beyond 2.
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -72,22 +71,24 @@ def summarize(tables, base):
     return {"table": table, "headline": headline, "curves": curves, "runs": runs}
 
 
-def plot(tables, out: Path, cfg):
-    from dynamics.report.figures import plt, save
+def plot(tables, cfg) -> dict:
+    from matplotlib import colormaps
+
+    from dynamics.report.figures import subplots
 
     curves = tables["curves"]
     names = {"eta_z": "$\\eta_Z$", "ratio": "$\\eta_Y/\\eta_Z$"}
-    paths = []
+    paths = {}
     for fig_no, vary, fixed in ((11, "eta_z", "ratio"), (12, "ratio", "eta_z")):
         Ms = sorted(curves.M.unique())
         fixed_vals = sorted(curves[fixed].unique())
-        fig, axes = plt.subplots(len(fixed_vals), len(Ms), figsize=(3.0 * len(Ms), 2.4 * len(fixed_vals)),
+        fig, axes = subplots(len(fixed_vals), len(Ms), figsize=(3.0 * len(Ms), 2.4 * len(fixed_vals)),
                                  squeeze=False, sharex=True, sharey=True, layout="constrained")
         for row, fv in zip(axes, fixed_vals):
             for ax, M in zip(row, Ms):
                 sub = curves[(curves.M == M) & (curves[fixed] == fv)]
                 for j, (v, g) in enumerate(sub.groupby(vary)):
-                    ax.plot(g.kappa / M, g["mean"], color=plt.cm.viridis(j / max(1, sub[vary].nunique() - 1)),
+                    ax.plot(g.kappa / M, g["mean"], color=colormaps['viridis'](j / max(1, sub[vary].nunique() - 1)),
                             label=f"{names[vary]} = {v:g}")
                 ax.axvline(1 / M, color="grey", lw=0.6, ls=":")
                 ax.set(xscale="log", title=f"M = {M}, {names[fixed]} = {fv:g}")
@@ -97,7 +98,7 @@ def plot(tables, out: Path, cfg):
         axes[0][-1].legend(fontsize=6)
         fig.suptitle(f"App. Fig. {fig_no} (Syn-Medium): fraction of distinct tokens with attention above $\\tau$ "
                      f"(seed mean; dotted: 1/M)")
-        paths.append(save(fig, out / f"fig{fig_no}_recall.png"))
+        paths[f"fig{fig_no}_recall"] = fig
     return paths
 
 

@@ -98,19 +98,19 @@ def summarize(tables, base):
     return out
 
 
-def plot(tables, out, cfg):
-    from dynamics.report.figures import plt, save
+def plot(tables, cfg) -> dict:
+    from dynamics.report.figures import subplots
 
-    paths = [p.rename(p.with_name(p.name.replace("fig4", "fig5"))) for p in fig4.plot(tables, out, cfg)]
+    paths = {name.replace("fig4", "fig5"): f for name, f in fig4.plot(tables, cfg).items()}
     sel = tables["selection"].set_index("eta_z")
-    fig, ax = plt.subplots(figsize=(5, 3.2), layout="constrained")
+    fig, ax = subplots(figsize=(5, 3.2), layout="constrained")
     for eta, row in sel.iterrows():
         ax.plot(row.index.astype(int) + 1, row.to_numpy(), marker="o", label=f"Adam $\\eta$ = {eta:g}")
     ax.set(xlabel="distinct token, by rank of P(l|n) (10 = most frequent)",
            ylabel="fraction of (seed, class) selecting it", title="Fig. 5: which distinct tokens Adam keeps",
            ylim=(-0.05, 1.05))
     ax.legend(fontsize=7)
-    paths.append(save(fig, out / "fig5_selection.png"))
+    paths["fig5_selection"] = fig
     return paths
 
 

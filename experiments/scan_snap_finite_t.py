@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -191,12 +190,12 @@ def summarize(tables, base):
 # ---------------------------------------------------------------------------------------------
 # figure
 # ---------------------------------------------------------------------------------------------
-def plot(tables, out: Path, cfg):
-    from dynamics.report.figures import plt, save
+def plot(tables, cfg) -> dict:
+    from dynamics.report.figures import subplots
 
     table = tables["table"]
     models = sorted(table.model.unique())
-    fig, axes = plt.subplots(1, len(models), figsize=(5.0 * len(models), 4.0), squeeze=False, layout="constrained")
+    fig, axes = subplots(1, len(models), figsize=(5.0 * len(models), 4.0), squeeze=False, layout="constrained")
     for ax, model in zip(axes[0], models):
         t = table[table.model == model]
         for role, mk, col in (("distinct", "o", "C0"), ("common", "s", "C3")):
@@ -207,10 +206,10 @@ def plot(tables, out: Path, cfg):
         ax.set(xscale="log", yscale="log", xlabel="$P(l|n)$", ylabel="boundary $T^*$ (sign of $z_{ml}$ flips)",
                title=f"{model}: Theorem 2 holds above $T^*$")
         ax.legend(fontsize=6)
-    save_paths = [save(fig, out / "finite_t_boundary.png")]
+    figs = {"finite_t_boundary": fig}
 
     cells = tables["cells"]
-    fig, axes = plt.subplots(1, len(models), figsize=(5.0 * len(models), 4.0), squeeze=False, layout="constrained")
+    fig, axes = subplots(1, len(models), figsize=(5.0 * len(models), 4.0), squeeze=False, layout="constrained")
     for ax, model in zip(axes[0], models):
         c = cells[(cells.model == model) & (cells.role == "distinct")]
         Ts = np.sort(c["T"].unique())
@@ -230,8 +229,8 @@ def plot(tables, out: Path, cfg):
         ax.set(xlabel="$P(l|n)$ (distinct tokens)", ylabel="T", title=f"{model}: seed-mean final $z_{{ml}}$ (SGD)")
         fig.colorbar(im, ax=ax, shrink=0.8)
         ax.legend(fontsize=6, loc="upper left")
-    save_paths.append(save(fig, out / "finite_t_grid.png"))
-    return save_paths
+    figs["finite_t_grid"] = fig
+    return figs
 
 
 # ---------------------------------------------------------------------------------------------

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -36,9 +35,9 @@ from dynamics import stats
 from dynamics.claims import ClaimSpec
 from dynamics.config import field, require
 from dynamics.experiment import Experiment
+from dynamics.runtime import threads
 from dynamics.scan_snap import data
 from dynamics.scan_snap import theory as th
-from dynamics.scan_snap.population import intra_op_threads
 from dynamics.scan_snap.train import TrainOptions, train
 from dynamics.stats import Band
 
@@ -110,7 +109,7 @@ def run_batch(cfgs, ctx):
     eta_y = np.repeat([c.eta_y for c in cfgs], S)
     opts = TrainOptions(steps=steps, batch=first.batch, T=first.T, optimizer="sgd", momentum=0.0, init="zero",
                         normalize=True, residual=False, dtype="float32", root_seed=first.seed)
-    with intra_op_threads(first.threads):
+    with threads(first.threads):
         traj = train(classes, eta_y.tolist(), (eta_y / first.ratio).tolist(),
                      np.tile(np.arange(S), len(cfgs)).tolist(), opts, record, bar=ctx.bar)
     t_hat = transition_step(record, dominant_logit(traj, classes))
@@ -170,12 +169,12 @@ def summarize(tables, base):
     return {"table": cells, "headline": fits, "fits": fits, "runs": runs}
 
 
-def plot(tables, out: Path, cfg):
-    from dynamics.report.figures import plt, save
+def plot(tables, cfg) -> dict:
+    from dynamics.report.figures import subplots
 
     cells, fits = tables["table"], tables["fits"].set_index("exponent")
     b = fits.measured
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6), layout="constrained")
+    fig, axes = subplots(1, 3, figsize=(12, 3.6), layout="constrained")
     # partial-residual plots: t_hat with the other two factors divided out at their fitted exponents
     terms = {"b_K": np.log(cells.K), "b_lnM": np.log(np.log(cells.M)), "b_eta": np.log(cells.eta_y)}
     y = np.log(cells.t_hat_median)
@@ -192,16 +191,16 @@ def plot(tables, out: Path, cfg):
         ax.set(xscale="log", yscale="log", xlabel=label, ylabel="$\\hat t$, other factors divided out",
                title=f"exponent of {label}")
         ax.legend(fontsize=7)
-    save_paths = [save(fig, out / "t0_law_partials.png")]
-    fig, ax = plt.subplots(figsize=(4.6, 4.0), layout="constrained")
+    figs = {"t0_law_partials": fig}
+    fig, ax = subplots(figsize=(4.6, 4.0), layout="constrained")
     sc = ax.scatter(cells.K_lnM_over_eta, cells.t_hat_median, c=cells.K, s=16, cmap="plasma")
     xs = np.geomspace(cells.K_lnM_over_eta.min(), cells.K_lnM_over_eta.max(), 20)
     ax.plot(xs, 2 * xs, "k:", lw=1, label="$t_0 = 2K\\ln M/\\eta_Y$")
     ax.set(xscale="log", yscale="log", xlabel="$K\\ln M/\\eta_Y$", ylabel="measured $\\hat t$ (median over seeds)")
     fig.colorbar(sc, ax=ax, label="K")
     ax.legend(fontsize=7)
-    save_paths.append(save(fig, out / "t0_law_scatter.png"))
-    return save_paths
+    figs["t0_law_scatter"] = fig
+    return figs
 
 
 INPUTS = ("seeds", "batch", "T", "ratio", "horizon", "records", "num_common", "num_unique_per_next")

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -125,11 +124,11 @@ def summarize(tables, base):
     return {"table": table, "headline": table, "cells": cells, "runs": runs, "tokens": tables["tokens"]}
 
 
-def plot(tables, out: Path, cfg):
-    from dynamics.report.figures import plt, save
+def plot(tables, cfg) -> dict:
+    from dynamics.report.figures import subplots
 
     t = tables["table"]
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), layout="constrained")
+    fig, axes = subplots(1, 2, figsize=(9, 3.4), layout="constrained")
     for j, (qt, g) in enumerate(t.groupby("query_token")):
         g = g.sort_values("T")
         for ax, meas, pred, pop in ((axes[0], "distinct_up", "pred_distinct_up", "population_distinct_up"),
@@ -140,7 +139,7 @@ def plot(tables, out: Path, cfg):
     axes[0].set(xscale="log", xlabel="T", ylabel="fraction", title="distinct tokens with $z_{ml}$ > 0 (Thm. 2a)")
     axes[1].set(xscale="log", xlabel="T", ylabel="fraction", title="common tokens with $z_{ml}$ < 0 (Thm. 2b)")
     axes[1].legend(fontsize=6)
-    return [save(fig, out / "wikitext_resampled_signs.png")]
+    return {"wikitext_resampled_signs": fig}
 
 
 CLAIMS = (

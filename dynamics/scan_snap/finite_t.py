@@ -46,10 +46,10 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from ..runtime import threads
 from . import model
 from .data import SequenceClasses, from_probs
 from .grouped import ClassLayout
-from .population import intra_op_threads
 from .train import input_vocab
 
 
@@ -139,7 +139,7 @@ class CorrectedFlow:
         Y = torch.zeros(self.R, self.V, self.M, dtype=self.dtype, device=self.device)
         Z = torch.zeros(self.R, self.Q, self.V, dtype=self.dtype, device=self.device)
         Zs, losses = [], []
-        with intra_op_threads(1), torch.no_grad():
+        with threads(1), torch.no_grad():
             for step in range(steps + 1):
                 if step in record:
                     Zs.append(Z.cpu().numpy().copy())
@@ -196,7 +196,7 @@ def sgd_runs(classes: SequenceClasses, T: Sequence[int], eta_y: Sequence[float],
     counts = np.empty((R, batch, V))
     cls = np.empty((R, batch), dtype=np.int64)
     progress = bar(steps, "finite-T SGD", unit="step") if bar else None
-    with intra_op_threads(1), torch.no_grad():
+    with threads(1), torch.no_grad():
         for step in range(steps + 1):
             if step in record:
                 Zs.append(Z.to(torch.float64).numpy().copy())
