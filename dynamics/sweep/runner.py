@@ -202,7 +202,11 @@ def execute(p: Plan, out: Path, resume: bool = False, executor=None, argv: Seque
     git = manifest.git_state(Path(__file__).resolve().parent)  # the code that runs, not what is checked out at the end
     config = dataclasses.asdict(p.base)
     grid = {k: list(v) for k, v in p.grid.items()}
-    store.check_target(exp.name, config, grid, resume)  # before the lock: a refused run creates nothing
+    try:  # before the lock, so a refused run creates nothing ...
+        store.check_target(exp.name, config, grid, resume)
+    except UserError:
+        if not store.busy():  # ... unless another run is mid-write: its half-written state is no verdict
+            raise
     lock = store.lock(wait=wait)
     staging = None
     try:

@@ -217,6 +217,22 @@ class Store:
             raise UserError(f"cannot write in {self.root.parent}: {exc.strerror or exc}") from None
         return lock
 
+    def busy(self) -> bool:
+        """Whether another process holds this directory's lock now (a run is writing it).  Creates
+        nothing: without a lock file nobody is writing."""
+        path = self.root.parent / f".{self.name}.lock"
+        if not path.is_file():
+            return False
+        lock = FileLock(str(path))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            return True
+        except OSError:
+            return False
+        lock.release()
+        return False
+
     # -- ownership -------------------------------------------------------------------------
     def manifest(self) -> dict | None:
         path = self.root / "manifest.json"
