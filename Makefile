@@ -37,7 +37,7 @@ test-all: $(STAMP)
 ABLATIONS ?= yes
 reproduce: $(STAMP)
 	@export DYNAMICS_WIKITEXT="$${DYNAMICS_WIKITEXT:-$(WIKITEXT)}"; \
-	for e in $(EXPERIMENTS); do echo "== dynamics run $$e"; $(BIN)/dynamics run $$e || exit 1; done
+	$(BIN)/dynamics reproduce $(EXPERIMENTS)
 	@if [ "$(ABLATIONS)" = yes ]; then $(MAKE) --no-print-directory ablations; fi
 	@# verify exits 1 when a claim FAILs (a finding, the build goes on); any other code is a fault
 	@# (2: bad input or results, 3: internal error) and stops the build, so no stale table is reported

@@ -215,6 +215,53 @@ def sweep(experiment, grid_items, quick, sets, seeds, out, resume, executor, add
             data_dir, runs_root(), max_cells, max_work, threads, dask_tls)
 
 
+@cli.command()
+@click.argument("experiment", nargs=-1)
+@_results_option
+def reproduce(experiment, results) -> None:
+    """Run each EXPERIMENT (default: all) with its default config into the results root, one after the
+    other, printing which one runs, the time elapsed and an ETA taken from the last full runs' times.
+
+    This is what `make reproduce` calls; `dynamics run EXP` is the same for one experiment.
+    """
+    import time
+
+    import experiments
+
+    names = list(experiment) or experiments.names()
+    for name in names:
+        experiments.get(name)  # unknown names fail before anything runs
+    root = results_root(results)
+    expected = {name: _last_full_time(root / name) for name in names}
+    started = time.time()
+    for i, name in enumerate(names, 1):
+        left = [expected[n] for n in names[i - 1:]]
+        eta = "unknown" if any(t is None for t in left) else _clock(sum(left))
+        click.echo(f"== [{i}/{len(names)}] {name}: elapsed {_clock(time.time() - started)}, ETA {eta} "
+                   "(from the last full runs)", err=True)
+        _do_run(name, [], False, (), None, None, False, "local", None, None, False, None, root)
+    click.echo(f"== {len(names)} experiments in {_clock(time.time() - started)}", err=True)
+
+
+def _last_full_time(directory: Path) -> float | None:
+    """Wall time of the last full, unresumed run saved in ``directory`` (None if unknown)."""
+    import json
+
+    try:
+        m = json.loads((directory / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if m.get("quick") or m.get("resumed_cells"):
+        return None
+    t = m.get("wall_time_s")
+    return float(t) if isinstance(t, (int, float)) else None
+
+
+def _clock(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
 def _store(experiment: str, directory: Path | None, results: Path | None = None):
     from .sweep.store import Store
 
