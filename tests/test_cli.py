@@ -145,9 +145,9 @@ def test_one_vocabulary_for_result_directories(cli, tmp_path):
 
 def test_reproduce_reports_progress_across_experiments(cli, tmp_path, monkeypatch):
     monkeypatch.setenv("DYNAMICS_RESULTS", str(tmp_path / "results"))
-    code, _, err = cli("reproduce", "scan-snap-closed-forms")
+    code, _, err = cli("reproduce", "scan-snap-fig4")
     assert code == 0, err
-    assert "== [1/1] scan-snap-closed-forms: elapsed 0:00:00, ETA unknown" in err
-    assert (tmp_path / "results" / "scan-snap-closed-forms" / "manifest.json").is_file()
+    assert "== [1/1] scan-snap-fig4: elapsed 0:00:00, ETA unknown" in err
+    assert (tmp_path / "results" / "scan-snap-fig4" / "manifest.json").is_file()
     code, _, err = cli("reproduce", "nope")
     assert code == 2 and "unknown experiment" in err
