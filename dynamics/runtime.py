@@ -19,6 +19,8 @@ Learning-rate schedules of the trained transformers live with their optimiser in
 from __future__ import annotations
 
 import contextlib
+import hashlib
+from pathlib import Path
 from typing import Iterator
 
 import numpy as np
@@ -92,3 +94,12 @@ def freeze_diverged(loss, params: list, lrs: list, opt, alive, diverged: np.ndar
             for t in (*params, *lrs):
                 t[~alive] = 0.0
             opt.forget(~alive)
+
+
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB chunks (data-file provenance, result-file integrity)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

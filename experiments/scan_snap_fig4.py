@@ -47,6 +47,12 @@ class Fig4Config(SynConfig):
 
 
 def run_batch(cfgs, ctx):
+    return simulate_cells(cfgs, ctx)[0]
+
+
+def simulate_cells(cfgs, ctx):
+    """One batched simulation of the cells: (per-cell tables, classes, trajectory, attention c of shape
+    (steps, runs, K, M)); runs are cell-major, so cell i's seeds are runs i*S .. (i+1)*S - 1."""
     ctx.notes.update(NOTES)
     steps = cfgs[0].steps
     classes, traj = simulate(cfgs, record=range(steps + 1), bar=ctx.bar)
@@ -77,7 +83,7 @@ def run_batch(cfgs, ctx):
         diverged = pd.DataFrame({"seed_index": np.arange(S), "diverged_step": traj.diverged[r]})
         out.append({name: df.assign(optimizer=cfg.optimizer, eta_z=cfg.eta_z, ratio=cfg.ratio)
                     for name, df in (("trajectory", trajectory), ("attention", attention), ("diverged", diverged))})
-    return out
+    return out, classes, traj, c
 
 
 def summarize(tables, base):

@@ -26,11 +26,10 @@ from dynamics import stats
 from dynamics.claims import ClaimSpec
 from dynamics.config import field
 from dynamics.experiment import Experiment
-from dynamics.scan_snap import metrics
 from dynamics.stats import Band
 
 from . import scan_snap_fig4 as fig4
-from .scan_snap_common import NOTES, attention_at, simulate, simulation_key
+from .scan_snap_common import simulation_key
 
 NAME = "scan-snap-fig5"
 REF = "Tian et al. 2023, Fig. 5"
@@ -45,32 +44,11 @@ class Fig5Config(fig4.Fig4Config):
 
 
 def run_batch(cfgs, ctx):
-    ctx.notes.update(NOTES)
-    steps = cfgs[0].steps
-    classes, traj = simulate(cfgs, record=range(steps + 1), bar=ctx.bar)
-    c = attention_at(traj, classes)  # (S, R, K, M)
-    H = metrics.distinct_entropy(c, classes)
-    common = metrics.common_mass(c, classes)
-    top = metrics.top_distinct_weight(c, classes)
+    """Fig. 4's tables, plus each seed's final attention over every class's distinct tokens (which
+    tokens Adam keeps)."""
+    out, classes, _, c = fig4.simulate_cells(cfgs, ctx)
     S, K = cfgs[0].seeds, classes.K
-    tokens0 = np.flatnonzero(classes.probs[0] > 0)
-    snaps = [s for s in fig4.SNAPSHOTS if s < steps] + [steps]
-    out = []
-    for i, cfg in enumerate(cfgs):
-        r = slice(i * S, (i + 1) * S)
-        seed, step, cls = np.meshgrid(np.arange(S), traj.steps, np.arange(K), indexing="ij")
-        loss = np.concatenate([np.full((1, S), np.nan), traj.loss[:, r]])
-        trajectory = pd.DataFrame({
-            "seed_index": seed.ravel(), "step": step.ravel(), "class": cls.ravel(),
-            "common_mass": common[:, r].transpose(1, 0, 2).ravel(),
-            "top_distinct_weight": top[:, r].transpose(1, 0, 2).ravel(),
-            "distinct_entropy": H[:, r].transpose(1, 0, 2).ravel(),
-            "loss": np.repeat(loss.T[:, :, None], K, axis=2).ravel()})
-        st, tok = np.meshgrid(snaps, tokens0, indexing="ij")
-        attention = pd.DataFrame({"step": st.ravel(), "token": tok.ravel(),
-                                  "p_l_given_n": classes.probs[0][tok.ravel()],
-                                  "distinct": classes.distinct[0][tok.ravel()],
-                                  "c": c[snaps][:, i * S, 0][:, tokens0].ravel()})
+    for i, (cfg, tables) in enumerate(zip(cfgs, out)):
         rows = []
         for n in range(K):
             d = np.flatnonzero(classes.distinct[n])
@@ -79,10 +57,8 @@ def run_batch(cfgs, ctx):
                 for rank, (tokn, v) in enumerate(zip(d, cd)):
                     rows.append({"seed_index": s, "class": n, "rank_by_p": rank, "token": int(tokn),
                                  "p_l_given_n": classes.probs[n, tokn], "c": v, "share": v / cd.sum()})
-        diverged = pd.DataFrame({"seed_index": np.arange(S), "diverged_step": traj.diverged[r]})
-        out.append({name: df.assign(optimizer=cfg.optimizer, eta_z=cfg.eta_z, ratio=cfg.ratio)
-                    for name, df in (("trajectory", trajectory), ("attention", attention), ("diverged", diverged),
-                                     ("final_attention", pd.DataFrame(rows)))})
+        tables["final_attention"] = pd.DataFrame(rows).assign(optimizer=cfg.optimizer, eta_z=cfg.eta_z,
+                                                              ratio=cfg.ratio)
     return out
 
 

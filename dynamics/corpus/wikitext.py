@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
+from ..runtime import sha256_file
 
 ENV_DATA = "DYNAMICS_WIKITEXT"
 ENV_CACHE = "DYNAMICS_CACHE"
@@ -142,7 +143,7 @@ def find_files(root: Path, layout: str = "auto") -> dict[str, tuple[Path, str]]:
     for split in SPLITS:
         for lay in order:
             hits = [root / n.format(split=split) for n in NAMES[lay] if (root / n.format(split=split)).is_file()]
-            if len(hits) > 1 and len({sha256(p) for p in hits}) > 1:
+            if len(hits) > 1 and len({sha256_file(p) for p in hits}) > 1:
                 raise UserError(f"{root} holds two different {split} files ({hits[0].name}, {hits[1].name}); "
                                 "keep one")
             if hits:
@@ -177,12 +178,6 @@ def choose_splits(found: dict, train_split: str | None, eval_split: str | None) 
     return train_split, eval_split, note
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def read_tokens(path: Path) -> list[str]:
@@ -279,7 +274,7 @@ def load_wikitext(data_dir: str | os.PathLike | None = None, min_count: int = 1,
     tr, ev, note = choose_splits(found, train_split, eval_split)
     files, hashes = {}, {}
     for split, (path, lay) in found.items():
-        digest = sha256(path)
+        digest = sha256_file(path)
         release = KNOWN_SHA256.get(digest)
         if release is not None and release[1] != split:
             raise UserError(f"{path} is byte-identical to the published {release[0]} {release[1]} split, "

@@ -44,6 +44,7 @@ import pandas as pd
 from filelock import FileLock, Timeout
 
 from ..errors import UserError
+from ..runtime import sha256_file
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -89,12 +90,6 @@ def to_markdown(df: pd.DataFrame, floatfmt: str = ".4g") -> str:
     return "\n".join(lines) + "\n"
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def read_json_file(path: Path, what: str = "JSON file") -> Any:
@@ -167,7 +162,7 @@ def _check_against_manifest(path: Path, expected: dict | None) -> None:
         size = path.stat().st_size
     except OSError:
         raise UserError(f"{path}: listed in the manifest but missing") from None
-    if size != expected.get("bytes") or sha256(path) != expected.get("sha256"):
+    if size != expected.get("bytes") or sha256_file(path) != expected.get("sha256"):
         raise UserError(f"{path}: does not match its manifest (truncated or edited since the run); rerun the experiment")
 
 
@@ -465,7 +460,7 @@ class Store:
             p = Path(p)
             if p.parent.resolve() != staging.resolve() or not p.is_file():
                 raise ValueError(f"{p} was not written into the staging directory {staging}")
-            files[p.name] = {"bytes": p.stat().st_size, "sha256": sha256(p)}
+            files[p.name] = {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
         manifest = {**manifest, "files": files, "store_format": STORE_FORMAT}
         atomic_write_text(staging / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n")
         _fsync_dir(staging)
