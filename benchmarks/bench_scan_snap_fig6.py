@@ -14,11 +14,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import experiments
+from dynamics import experiments
 from dynamics.sweep import runner
 from dynamics.scan_snap import data
 from dynamics.scan_snap.train import train
-from experiments.scan_snap_common import options
+from dynamics.experiments.scan_snap_common import options
 
 GOAL_S = 15.0
 

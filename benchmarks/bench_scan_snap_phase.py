@@ -17,7 +17,7 @@ import time
 
 from dynamics.experiment import Context
 from dynamics.sweep import runner
-from experiments import scan_snap_phase as phase
+from dynamics.experiments import scan_snap_phase as phase
 
 
 def quiet_bar(*args, **kwargs):

@@ -18,6 +18,10 @@ __all__ = ["Result", "describe", "experiments", "run", "sweep"]
 
 
 def __getattr__(name: str):
+    if name == "experiments":  # the registry package; calling it lists the names
+        import importlib
+
+        return importlib.import_module(".experiments", __name__)
     if name in __all__:
         from . import api
 

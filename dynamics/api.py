@@ -69,16 +69,9 @@ class Result:
                 f"claims={verdicts or len(self.claims)})")
 
 
-def experiments() -> list[str]:
-    """The names of the installed experiments (``dynamics list``)."""
-    from experiments import names
-
-    return names()
-
-
 def describe(name: str) -> pd.DataFrame:
     """One row per config key of experiment ``name``: key, type, default, meaning."""
-    from experiments import get
+    from .experiments import get
 
     from .config import describe as fields
 
@@ -98,7 +91,7 @@ def sweep(name: str, grid: Mapping[str, Any] | None = None, *, quick: bool = Fal
           **overrides: Any) -> Result:
     """Run experiment ``name`` over ``grid`` ({key: values}, replacing those keys of the default grid),
     in memory.  Keyword overrides fix config keys."""
-    from experiments import get
+    from .experiments import get
 
     from .config import build, coerce
     from .errors import UserError

@@ -34,7 +34,7 @@ def _results_option(fn):
 
 
 def _experiment(name: str):
-    import experiments
+    from . import experiments
 
     return experiments.get(name)
 
@@ -68,7 +68,7 @@ def cli(debug: bool) -> None:
 @_results_option
 def list_cmd(results) -> None:
     """List the experiments, the paper result each reproduces, and whether results exist."""
-    import experiments
+    from . import experiments
 
     root = results_root(results)
     for name in experiments.names():
@@ -226,7 +226,7 @@ def reproduce(experiment, results) -> None:
     """
     import time
 
-    import experiments
+    from . import experiments
 
     names = list(experiment) or experiments.names()
     for name in names:
@@ -355,7 +355,7 @@ def verify(experiment, run_missing, quick, redecide, reason, out) -> None:
     Merges EXPERIMENT's rows into verification.csv and writes VERIFICATION.md, verification-summary.md
     and coverage.md.  Exit 0 when no reproduction FAILs or is STALE, 1 otherwise, 2 on a user error.
     """
-    import experiments
+    from . import experiments
 
     from .verify import verify as run_verify
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import experiments
+from dynamics import experiments
 from dynamics.depth_width import theory
 from dynamics.depth_width.modular import P1
 from dynamics.depth_width.seprank import RankSpec, grid_rank

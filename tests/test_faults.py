@@ -105,7 +105,7 @@ def test_unwritable_out_is_one_line(cli, tmp_path, monkeypatch):
 def test_an_internal_error_is_one_line_exit_3_and_debug_shows_the_traceback(cli, tmp_path, monkeypatch):
     import dataclasses
 
-    import experiments.scan_snap_fig6 as fig6
+    from dynamics.experiments import scan_snap_fig6 as fig6
 
     def broken(tables, base):
         raise ZeroDivisionError("a bug")
@@ -216,7 +216,7 @@ def test_grid_over_seeds_keeps_cells_apart(cli, tmp_path):
 
 def test_fig4_diverged_runs_are_nan_and_counted_never_a_finite_metric():
     """eta_z = 1e30 blows up every run: the table must say so, not report an entropy of 0."""
-    import experiments
+    from dynamics import experiments
     from dynamics import progress
     from dynamics.experiment import Context
     from dynamics.sweep import runner
@@ -252,7 +252,7 @@ def test_heartbeat_prints_cell_elapsed_and_eta_to_a_non_terminal():
 
 # -- property tests of config parsing -------------------------------------------------------------
 def _cls():
-    from experiments.scan_snap_fig6 import Fig6Config
+    from dynamics.experiments.scan_snap_fig6 import Fig6Config
 
     return Fig6Config
 

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from dynamics.sweep import runner
-from experiments import get
+from dynamics.experiments import get
 
 TINY_BLOCK = {"num_distinct": 4, "num_common": 2, "num_classes": 4, "hidden": 4, "seeds": 3}
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-import experiments
+from dynamics import experiments
 from dynamics.sweep.runner import execute, plan
 
 

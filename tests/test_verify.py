@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import experiments
+from dynamics import experiments
 from dynamics import stats as S
 from dynamics.claims import ClaimSpec
 from dynamics.config import field
