@@ -14,6 +14,7 @@ REGISTRY = {
     "depth-width-rank": "experiments.depth_width_rank",
     "depth-width-theory": "experiments.depth_width_theory",
     "depth-width-budget": "experiments.depth_width_budget",
+    "rank-collapse": "experiments.rank_collapse",
     "dacdetr-gather": "experiments.dacdetr_gather",
     "wikitext-attention": "experiments.wikitext_attention",
     "scan-snap-wikitext": "experiments.scan_snap_wikitext",
