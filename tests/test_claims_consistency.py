@@ -21,6 +21,11 @@ from dynamics.detr import analytic
 
 # claim id -> "tests/file.py::test_name" that checks the same identity or construction
 CONSISTENCY_TESTS = {
+    ("joma-invariant", "exp-exact"): "tests/test_joma_model.py::test_exp_invariant_holds_to_first_order_in_eta",
+    ("joma-invariant", "exp-rate-ratio"): "tests/test_joma_model.py::test_exp_invariant_with_unequal_rates",
+    ("joma-invariant", "first-order-error"): "tests/test_joma_model.py::test_exp_invariant_holds_to_first_order_in_eta",
+    ("joma-invariant", "large-steps-break"): "tests/test_joma_model.py::test_large_steps_degrade_in_proportion",
+    ("joma-invariant", "adam-breaks"): "tests/test_joma_model.py::test_adam_breaks_the_invariant",
     ("depth-width-rank", "ranks-agree-primes-seeds"):
         "tests/test_depth_width.py::test_rank_agrees_across_primes_and_seeds_and_template_growth",
     ("depth-width-rank", "rank-stable-when-templates-grow"):
