@@ -1,14 +1,12 @@
 """DeepViT attention collapse: similar blocks across depth and width, at init and after training,
-with and without re-attention; the exact DC removal of re-attention's BN; Dong et al.'s cubic rank loss.
+with and without re-attention; the exact DC removal of re-attention's BN.
 
 Reference: Zhou et al. 2021 (DeepViT, arXiv 2103.11886) Eq. 2, Fig. 3 and its README table (ViT-16/24/32
-have 5/11/15 similar blocks, DeepViT 0); official ``models/layers.py`` ``ReAttention``; Dong,
-Cordonnier & Loukas 2021, Thm. 2.2.
+have 5/11/15 similar blocks, DeepViT 0); official ``models/layers.py`` ``ReAttention``.
+Dong et al.'s pure-attention rank collapse is the ``rank-collapse`` experiment's (issue 14).
 
 One cell = one (dataset, depth, width).  Each cell measures
 
-* ``san``: a pure-attention stack (no skips, MLP, LN) of the cell's depth and width in exact centred
-  float64 coordinates, and the growth factor of successive log-decrements of the token residual;
 * ``init``: every attention variant at random init (``init_seeds`` seeds batched along a run axis),
   probed in training mode (BN batch statistics: an untrained BN's running statistics are the
   identity; attention dropping active);
@@ -36,7 +34,6 @@ import torch
 from dynamics import stats as S
 from dynamics.claims import ClaimSpec
 from dynamics.collapse import analysis, data
-from dynamics.collapse import pure_attention as pa
 from dynamics.collapse import train as tr
 from dynamics.collapse.attention import VARIANTS
 from dynamics.collapse.vit import ViTSpec, check_patch, check_shape, init_params
@@ -83,8 +80,10 @@ class CollapseConfig:
     window: int = field(1, "k: a block is compared with the k blocks before it")
     max_window: int = field(4, "largest k stored for the sensitivity table")
     block_thr: float = field(0.9, "a block is similar when its similarity ratio >= this")
-    san_inputs: int = field(8, "random inputs per pure-attention network")
-    san_tokens: int = field(32, "tokens of the pure-attention inputs")
+    # retired (the pure-attention part moved to rank-collapse, issue 14): kept only so the committed run's
+    # saved config still builds for `dynamics verify` until that run is rebuilt (issue 17); unused
+    san_inputs: int = field(8, "retired: unused (pure attention moved to the rank-collapse experiment)")
+    san_tokens: int = field(32, "retired: unused (pure attention moved to the rank-collapse experiment)")
     map_depth: int = field(24, "depth whose attention-map grid is stored")
     map_width: int = field(64, "width whose attention-map grid is stored")
     curve_every: int = field(10, "store the training loss every this many steps")
@@ -111,9 +110,8 @@ class CollapseConfig:
             require(w % self.heads == 0, f"train width {w} is not divisible by heads {self.heads}")
         require(self.temperature > 0, f"temperature must be positive, got {self.temperature}")
         require(0 <= self.attn_drop < 1, f"attn_drop must be in [0, 1), got {self.attn_drop}")
-        for name in ("seeds", "init_seeds", "steps", "batch", "probe_images", "san_inputs", "curve_every"):
+        for name in ("seeds", "init_seeds", "steps", "batch", "probe_images", "curve_every"):
             require(getattr(self, name) >= 1, f"{name} must be at least 1, got {getattr(self, name)}")
-        require(self.san_tokens >= 2, f"san_tokens must be at least 2, got {self.san_tokens}")
         require(self.lr > 0, f"lr must be positive, got {self.lr}")
         require(self.threads >= 0, f"threads must be >= 0, got {self.threads}")
         require(self.device == "cpu" or self.device.startswith("cuda"), f"unknown device {self.device!r}")
@@ -213,25 +211,6 @@ def _bn_rows(spec, params, buffers, x, study, seeds, scale, max_runs: int = 2) -
             for i, s in enumerate(seeds)]
 
 
-def _san_rows(cfg: CollapseConfig) -> pd.DataFrame:
-    # Seeded by the whole cell (dataset included), so every cell contributes independent networks.
-    tag = sum(map(ord, cfg.dataset))
-    rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 0x5A4, tag, cfg.depth, cfg.width, cfg.heads]))
-    rows = []
-    for s in range(cfg.init_seeds):
-        w = pa.random_weights(cfg.depth, cfg.width, cfg.heads, rng)
-        X0 = rng.standard_normal((cfg.san_inputs, cfg.san_tokens, cfg.width))
-        exact = pa.log_residual_ratio_centred(X0, w)
-        naive = pa.log_residual_ratio_naive(X0, w)
-        ratio = pa.decrement_ratios(exact)
-        for n in range(cfg.san_inputs):
-            for l in range(cfg.depth + 1):
-                rows.append({"seed": s, "input": n, "layer": l, "log_ratio": exact[n, l],
-                             "log_ratio_naive": naive[n, l],
-                             "decrement_ratio": ratio[n, l - 1] if 1 <= l < cfg.depth else np.nan})
-    return pd.DataFrame(rows)
-
-
 def run_cell(cfg: CollapseConfig, ctx) -> dict[str, pd.DataFrame]:
     split = data.load(cfg.dataset, seed=cfg.seed)
     ctx.notes[f"data_{cfg.dataset}"] = {"sha256_16": split.digest, "n_train": len(split.y_train),
@@ -287,7 +266,6 @@ def run_cell(cfg: CollapseConfig, ctx) -> dict[str, pd.DataFrame]:
             del rec, fit
 
     out = {name: pd.concat(dfs, ignore_index=True) for name, dfs in parts.items()}
-    out["san"] = _san_rows(cfg)
     if bn:
         out["bn"] = pd.DataFrame(bn)
     return out
@@ -446,7 +424,7 @@ def summarize(tables, base: CollapseConfig):
 
     out = {"table": table, "per_run": per_run, "pairs": pairs, "blocks": blocks, "runs": runs,
            "curves_fig3": block_curves(pairs, base.tau, base.window),
-           "sensitivity": sensitivity(pairs, base), "san": tables["san"]}
+           "sensitivity": sensitivity(pairs, base)}
     for name in ("pairs_softmax", "bn", "maps", "curves"):
         if name in tables:
             out[name] = tables[name]
@@ -623,24 +601,7 @@ def plot(tables, cfg: CollapseConfig) -> dict:
                          "rows = queries, columns = keys; re-attention shows the map after BN)", fontsize=8)
             paths[f"attention_maps_{ds}"] = fig
 
-    # 6. Pure attention: doubly exponential residual decay.
-    san = tables["san"]
-    fig, axes = subplots(1, 2, figsize=(9, 3.2), layout="constrained")
-    one = san[(san.dataset == datasets[0]) & (san.depth == san.depth.max())]
-    for w, g in one.groupby("width"):
-        m = g.groupby("layer")[["log_ratio", "log_ratio_naive"]].median()
-        axes[0].plot(m.index, m.log_ratio / np.log(10), color=colors.get(w, "k"), label=f"exact d={w}")
-        axes[0].plot(m.index, m.log_ratio_naive / np.log(10), color=colors.get(w, "k"), ls=":", lw=0.8)
-    axes[0].set(xlabel="layer l", ylabel="log10 residual ratio", title="pure attention (dotted: naive float64)",
-                xlim=(0, 8))
-    axes[0].legend(fontsize=7)
-    ratios = san.decrement_ratio.dropna()
-    axes[1].hist(ratios, bins=40, color="C0")
-    axes[1].axvline(3, color="k", lw=0.8)
-    axes[1].set(xlabel="Delta_{l+1} / Delta_l", title=f"successive log-decrement ratios (median {ratios.median():.3f})")
-    paths["pure_attention_rank_collapse"] = fig
-
-    # 7. Random-init ablation of re-attention's parts: token residual and similar blocks at the last block.
+    # 6. Random-init ablation of re-attention's parts: token residual and similar blocks at the last block.
     init = table[(table.study == "init") & (table.dataset == datasets[0])]
     fig, axes = subplots(1, 3, figsize=(12, 3.2), layout="constrained")
     w0 = cfg.map_width if cfg.map_width in init.width.values else init.width.min()
@@ -654,7 +615,7 @@ def plot(tables, cfg: CollapseConfig) -> dict:
     axes[0].legend(fontsize=7)
     paths["init_variants"] = fig
 
-    # 8. Threshold sensitivity of the three trends (trained, raw M, first dataset, k = window).
+    # 7. Threshold sensitivity of the three trends (trained, raw M, first dataset, k = window).
     sens = tables["sensitivity"]
     s = sens[(sens.study == "trained") & (~sens.centred) & (sens.k == cfg.window) & (sens.dataset == datasets[0])]
     if not s.empty:
@@ -712,11 +673,6 @@ CLAIMS = _trained_specs("digits") + _trained_specs("glyphs") + (
               "beta_g: max |DC - beta| / rms over all runs, blocks, images, heads (float64) <= 1e-10 (an algebraic "
               "identity).", "Official ReAttention (Conv2d + BatchNorm2d); identity in docs/deepvit.md",
               Band.below(1e-10)),
-    ClaimSpec("pure-attention-doubly-exponential", "consistency",
-              "Pure self-attention (no skip/MLP/LN): successive log-decrements of the token residual grow by a factor "
-              "near 3 (median ratio in [2, 4], residual <= 1e-2 and >= 1e-150, exact centred float64): the Taylor "
-              "order of the layer the code builds.", "Dong, Cordonnier & Loukas 2021, Thm. 2.2", Band.between(2.0, 4.0),
-              ("san_inputs",)),
 )
 
 
@@ -760,24 +716,20 @@ def claims(tables, cfg: CollapseConfig) -> dict:
             f"closed form Theta^T(A - 11^T/T) gamma/sigma + beta: max rel. error {bn.closed_form_rel_err.max():.2g}; "
             f"with running statistics (eval mode) the DC offset is {running:.2g} (median, trained): exact only in "
             "training mode")
-    ratios = tables["san"].decrement_ratio.dropna()
-    out["pure-attention-doubly-exponential"] = (
-        (S.exact(ratios.median()), f"{len(ratios)} ratios; 10-90% range {ratios.quantile(0.1):.3f}-"
-         f"{ratios.quantile(0.9):.3f}") if len(ratios) else None)
     return out
 
 
 EXPERIMENT = Experiment(
     name=NAME,
-    summary="attention collapse across depth x width, init and trained, vanilla vs re-attention; rank collapse",
-    reference="Zhou et al. 2021 (DeepViT) Fig. 3 / README table; Dong et al. 2021 Thm. 2.2",
+    summary="attention collapse across depth x width, init and trained, vanilla vs re-attention",
+    reference="Zhou et al. 2021 (DeepViT) Fig. 3 / README table",
     config=CollapseConfig,
     run_batch=run_batch,
     grid={"dataset": ("digits", "glyphs"), "depth": (4, 8, 16, 24, 32), "width": (32, 64, 128, 256)},
     quick={"seeds": 2, "init_seeds": 3, "steps": 30, "probe_images": 16, "train_depths": (2, 4),
            "train_widths": (16, 32), "glyph_train_widths": (16, 32),
            "init_variants": ("vanilla", "reattn", "bn-only"), "map_depth": 4,
-           "map_width": 32, "san_inputs": 4, "max_window": 2},
+           "map_width": 32, "max_window": 2},
     quick_grid={"dataset": ("digits",), "depth": (2, 4), "width": (16, 32)},
     summarize=summarize,
     plot=plot,

@@ -36,15 +36,17 @@ CONSISTENCY_TESTS = {
     ("depth-width-theory", "fit-1T-width"): "tests/test_depth_width_theory.py::test_levine_fit_numbers",
     ("depth-width-theory", "gpt3-175B-too-deep"): "tests/test_depth_width_theory.py::test_levine_fit_numbers",
     ("depth-width-theory", "fit-bigscience-70-layers"): "tests/test_depth_width_theory.py::test_levine_fit_numbers",
-    ("depth-width-theory", "dong-cubic-per-layer"): "tests/test_depth_width_theory.py::test_dong_per_layer_exponents",
-    ("depth-width-theory", "dong-skip-linear"): "tests/test_depth_width_theory.py::test_dong_per_layer_exponents",
-    ("depth-width-theory", "dong-mlp-keeps-cubic"): "tests/test_depth_width_theory.py::test_dong_per_layer_exponents",
-    ("depth-width-theory", "dong-doubly-exponential"):
-        "tests/test_depth_width_theory.py::test_dong_exact_trajectory_is_doubly_exponential",
-    **{("depth-width-theory", f"noci-growth-L{L}-alpha-{a}"): "tests/test_depth_width_theory.py::"
+    ("rank-collapse", "dong-cubic-per-layer"): "tests/test_rank_collapse.py::test_per_layer_exponent",
+    ("rank-collapse", "dong-skip-linear"): "tests/test_rank_collapse.py::test_per_layer_exponent",
+    ("rank-collapse", "dong-mlp-keeps-cubic"): "tests/test_rank_collapse.py::test_per_layer_exponent",
+    ("rank-collapse", "dong-doubly-exponential"):
+        "tests/test_rank_collapse.py::test_high_precision_equals_float64_on_the_first_layer_and_follows_the_cube",
+    ("rank-collapse", "pure-attention-doubly-exponential"):
+        "tests/test_rank_collapse.py::test_pure_attention_centred_matches_direct_and_decrements_grow_threefold",
+    **{("rank-collapse", f"noci-growth-L{L}-alpha-{a}"): "tests/test_depth_width_theory.py::"
        "test_uniform_attention_growth_law" for L in (4, 16) for a in ("1", "invsqrtL")},
-    ("depth-width-theory", "noci-qk-gradients-vanish"):
-        "tests/test_depth_width_theory.py::test_noci_qk_gradients_vanish_at_collapse",
+    ("rank-collapse", "noci-qk-gradients-vanish"):
+        "tests/test_rank_collapse.py::test_collapsed_input_has_no_query_key_gradient",
     ("dacdetr-gather", "plane-ca-gathers"): "tests/test_claims_consistency.py::test_plane_o_decoder_signs",
     ("dacdetr-gather", "plane-sa-rep-disperses"): "tests/test_claims_consistency.py::test_plane_o_decoder_signs",
     ("dacdetr-gather", "plane-sa-avg-no-disperse"): "tests/test_claims_consistency.py::test_plane_o_decoder_signs",
@@ -63,8 +65,6 @@ CONSISTENCY_TESTS = {
         "tests/test_collapse_model.py::test_batchnorm_removes_uniform_component_exactly",
     ("deepvit-collapse", "reattention-bn-removes-uniform-component"):
         "tests/test_collapse_model.py::test_batchnorm_removes_uniform_component_exactly",
-    ("deepvit-collapse", "pure-attention-doubly-exponential"):
-        "tests/test_collapse_model.py::test_pure_attention_exact_matches_naive_and_decrements_grow_threefold",
 }
 
 

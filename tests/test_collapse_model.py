@@ -1,4 +1,4 @@
-"""Re-attention against the official module layout, the BN identity, the batched ViT, data, pure attention."""
+"""Re-attention against the official module layout, the BN identity, the batched ViT, data."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from dynamics.collapse import analysis, attention, data, metrics, vit
-from dynamics.collapse import pure_attention as pa
 from dynamics.collapse import train as tr
 from dynamics.errors import UserError
 
@@ -157,19 +156,3 @@ def test_impossible_shapes_are_user_errors():
         _spec(width=30)
     with pytest.raises(UserError, match="does not divide"):
         vit.check_patch(8, 3)
-
-
-def test_pure_attention_exact_matches_naive_and_decrements_grow_threefold():
-    """Dong et al. 2021: centred propagation = naive float64 where the latter is resolved; log-decrements
-    then grow by about 3 per layer (band [2, 4], reference notes D7a)."""
-    rng = np.random.default_rng(0)
-    w = pa.random_weights(8, 32, 4, rng)
-    X0 = rng.standard_normal((6, 16, 32))
-    exact = pa.log_residual_ratio_centred(X0, w)
-    naive = pa.log_residual_ratio_naive(X0, w)
-    resolved = naive > np.log(1e-10)
-    np.testing.assert_allclose(exact[resolved], naive[resolved], rtol=1e-6, atol=1e-8)
-    assert np.nanmin(exact) < np.log(1e-40) < np.min(naive)  # the exact path goes far below float64 rounding
-    ratios = pa.decrement_ratios(exact)
-    assert np.isfinite(ratios).sum() >= 6
-    assert 2.0 <= np.nanmedian(ratios) <= 4.0

@@ -1,4 +1,5 @@
-"""Closed forms and related bounds: Levine et al.'s fit, the N=2 rank law, Dong, Noci, SES ranks."""
+"""Closed forms and related bounds: Levine et al.'s fit, the N=2 rank law, Noci's uniform-attention growth, SES
+ranks (Dong et al.'s rank collapse is tested in test_rank_collapse.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from dynamics.depth_width import collapse, theory
+from dynamics.depth_width import theory
 from dynamics.depth_width.modular import P1, rank_mod_p
 from dynamics.depth_width.seprank import RankSpec, grid_rank
 from dynamics.depth_width.tasks import ses_class_rank, ses_matrix
@@ -61,27 +62,6 @@ def test_uniform_attention_growth_law():
         pred = theory.uniform_attention_growth(L, alpha)
         assert abs(s.mean() - pred) < 4 * s.std(ddof=1) / math.sqrt(len(s))
     assert theory.uniform_attention_growth(100, 0.1) < math.e
-
-
-def test_dong_per_layer_exponents():
-    rng = np.random.default_rng(1)
-    eps = np.geomspace(1e-1, 1e-3, 4)
-    slope = {v: collapse.loglog_slope(eps, collapse.residual_scaling(eps, v, 8, 16, rng, 2))
-             for v in collapse.VARIANTS}
-    assert slope["san"] == pytest.approx(3.0, abs=0.05)
-    assert slope["san+mlp"] == pytest.approx(3.0, abs=0.05)
-    assert slope["san+skip"] == pytest.approx(1.0, abs=0.01)
-    assert slope["san+skip+mlp"] == pytest.approx(1.0, abs=0.01)
-
-
-def test_dong_exact_trajectory_is_doubly_exponential():
-    logs = np.array(collapse.trajectory_exact(4, 6, 6, 0.1, seed=0, digits=150))
-    assert np.polyfit(logs[1:-1], logs[2:], 1)[0] == pytest.approx(3.0, abs=0.15)
-
-
-def test_noci_qk_gradients_vanish_at_collapse():
-    collapsed, generic = collapse.qk_gradient_ratio(8, 16, 0)
-    assert collapsed < 1e-12 < 1e-3 < generic
 
 
 def test_bottleneck_width():

@@ -9,5 +9,6 @@ Modules::
     vit             a pre-LN vision transformer batched along a leading run axis (seeds train together)
     data            scikit-learn's 8x8 digits and a synthetic "majority glyph" task, as patch tokens
     train           batched AdamW training, evaluation and attention probes
-    pure_attention  Dong et al. (2021) pure self-attention stack in exact centred coordinates
+
+Dong et al.'s pure-attention rank collapse is :mod:`dynamics.rank_collapse` (the one simulator).
 """
