@@ -12,7 +12,7 @@ EXPERIMENTS := scan-snap-fig4 scan-snap-fig6 scan-snap-closed-forms scan-snap-th
                deepvit-collapse dacdetr-gather joma-invariant joma-attention joma-fig4 joma-hier joma-wikitext \
                scan-snap-finite-t scan-snap-t0-law scan-snap-fig5 scan-snap-fig11-12 scan-snap-wikitext-resampled
 
-.PHONY: venv test test-all reproduce ablations bench clean
+.PHONY: venv test test-all lint format reproduce ablations bench clean
 
 venv: $(STAMP)
 
@@ -28,6 +28,13 @@ test: $(STAMP)
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_FLAGS) -m ""
+
+# ruff (configured in pyproject.toml): lint rules on the whole tree
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+format: $(STAMP)
+	$(BIN)/ruff format .
 
 # The main reproduction: every experiment's full run into results/, two ablation sweeps (DAC-DETR with
 # IoU-aware BCE; the synthetic depth-width task trained 4x longer), the verification table (a FAIL

@@ -36,8 +36,8 @@ def main() -> None:
         spec = vit.ViTSpec(depth=depth, width=width, heads=4, n_patches=16, patch_dim=4, n_classes=10,
                            attention="reattn")
         opts = tr.TrainOptions(steps=steps, batch=64)
-        seq = _time(lambda: [tr.train(spec, split, [s], opts) for s in seeds])
-        bat = _time(lambda: tr.train(spec, split, seeds, opts))
+        seq = _time(lambda: [tr.train(spec, split, [s], opts) for s in seeds])  # noqa: B023 (called within this iteration)
+        bat = _time(lambda: tr.train(spec, split, seeds, opts))  # noqa: B023 (called within this iteration)
         print(f"L={depth:2d} d={width:3d} reattn: one seed at a time {seq / steps * 1e3:7.1f} ms/step, "
               f"batched {bat / steps * 1e3:7.1f} ms/step, speed-up x{seq / bat:.2f}")
     spec = vit.ViTSpec(depth=16, width=64, heads=4, n_patches=16, patch_dim=4, n_classes=10)

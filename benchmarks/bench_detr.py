@@ -91,7 +91,7 @@ def main():
     for c in (False, True):
         model = T.build_model(ms, 0)
         opts = T.TrainOptions(steps=10, warmup=1, c_decoder=c)
-        t = timeit(lambda: T.train(model, spec, opts, 0), 1) / opts.steps
+        t = timeit(lambda: T.train(model, spec, opts, 0), 1) / opts.steps  # noqa: B023 (called within this iteration)
         if not c:
             base = t
         print(f"train step, batch {opts.batch}, {'O+C' if c else 'O  '}: {t * 1e3:.1f} ms"

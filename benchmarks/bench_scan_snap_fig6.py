@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 
 from dynamics import experiments
-from dynamics.sweep import runner
+from dynamics.experiments.scan_snap_common import options
 from dynamics.scan_snap import data
 from dynamics.scan_snap.train import train
-from dynamics.experiments.scan_snap_common import options
+from dynamics.sweep import runner
 
 GOAL_S = 15.0
 

@@ -16,8 +16,8 @@ import argparse
 import time
 
 from dynamics.experiment import Context
-from dynamics.sweep import runner
 from dynamics.experiments import scan_snap_phase as phase
+from dynamics.sweep import runner
 
 
 def quiet_bar(*args, **kwargs):

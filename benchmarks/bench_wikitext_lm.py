@@ -91,8 +91,8 @@ def main() -> None:
         for name, step in steps.items():
             best[name] = max(best[name], tokens_per_s(step, x.numel(), args.iters))
     t_ref, t_ours, t_plain = best["ref"], best["ours"], best["plain"]
-    rows.append(("nn.TransformerEncoderLayer LM (MLP %d)" % args.d_ff, n_params(ref), t_ref))
-    rows.append(("dynamics.lm TransformerLM   (MLP %d)" % args.d_ff, n_params(ours), t_ours))
+    rows.append((f"nn.TransformerEncoderLayer LM (MLP {args.d_ff})", n_params(ref), t_ref))
+    rows.append((f"dynamics.lm TransformerLM   (MLP {args.d_ff})", n_params(ours), t_ours))
     rows.append(("dynamics.lm TransformerLM   (no MLP, experiment default)", n_params(plain), t_plain))
     for name, n, t in rows:
         print(f"{name:58s} {n:>9,d} params {t:>12,.0f} tokens/s")

@@ -16,8 +16,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import pandas as pd
 
@@ -71,9 +72,8 @@ class Result:
 
 def describe(name: str) -> pd.DataFrame:
     """One row per config key of experiment ``name``: key, type, default, meaning."""
-    from .experiments import get
-
     from .config import describe as fields
+    from .experiments import get
 
     return pd.DataFrame(fields(get(name).config), columns=["key", "type", "default", "meaning"])
 
@@ -91,10 +91,9 @@ def sweep(name: str, grid: Mapping[str, Any] | None = None, *, quick: bool = Fal
           **overrides: Any) -> Result:
     """Run experiment ``name`` over ``grid`` ({key: values}, replacing those keys of the default grid),
     in memory.  Keyword overrides fix config keys."""
-    from .experiments import get
-
     from .config import build, coerce
     from .errors import UserError
+    from .experiments import get
     from .report.figures import render
     from .sweep import runner
     from .sweep.executors import make_executor

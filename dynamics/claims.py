@@ -16,7 +16,8 @@ import dataclasses
 import hashlib
 import json
 import math
-from typing import Any, Literal, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
 from .stats import Band, Estimate
 from .stats import verdict as _verdict

@@ -19,7 +19,6 @@ from pathlib import Path
 import click
 
 from .errors import ENVIRONMENT_ERRNOS, UserError
-
 from .paths import ENV_RESULTS, readme_path, results_root, runs_root
 
 # One vocabulary: --dir is one experiment's result directory (alias --out on run and sweep), and
@@ -356,7 +355,6 @@ def verify(experiment, run_missing, quick, redecide, reason, out) -> None:
     and coverage.md.  Exit 0 when no reproduction FAILs or is STALE, 1 otherwise, 2 on a user error.
     """
     from . import experiments
-
     from .verify import verify as run_verify
 
     if redecide and not experiment:

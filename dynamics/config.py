@@ -11,7 +11,8 @@ import dataclasses
 import difflib
 import math
 import typing
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from .errors import UserError
 

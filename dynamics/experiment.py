@@ -21,7 +21,8 @@ executors (in-process, process pool, Dask) see the same behaviour.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from typing import Any
 
 import pandas as pd
 

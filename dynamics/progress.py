@@ -69,7 +69,7 @@ class Heartbeat:
             except (OSError, ValueError):  # the stream went away; the run goes on
                 return
 
-    def __enter__(self) -> "Heartbeat":
+    def __enter__(self) -> Heartbeat:
         try:
             tty = self.stream.isatty()
         except (AttributeError, ValueError):

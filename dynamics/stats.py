@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable, Literal
+from collections.abc import Callable
+from typing import Literal
 
 import numpy as np
 from scipy import stats as _st
@@ -51,19 +52,19 @@ class Band:
             raise ValueError(f"band needs low <= high, got [{self.low}, {self.high}]")
 
     @classmethod
-    def above(cls, x: float) -> "Band":
+    def above(cls, x: float) -> Band:
         return cls(float(x), math.inf)
 
     @classmethod
-    def below(cls, x: float) -> "Band":
+    def below(cls, x: float) -> Band:
         return cls(-math.inf, float(x))
 
     @classmethod
-    def between(cls, lo: float, hi: float) -> "Band":
+    def between(cls, lo: float, hi: float) -> Band:
         return cls(float(lo), float(hi))
 
     @classmethod
-    def around(cls, centre: float, rel: float) -> "Band":
+    def around(cls, centre: float, rel: float) -> Band:
         """``centre ± rel |centre|``: a relative tolerance written as a band."""
         half = abs(centre) * rel
         return cls(centre - half, centre + half)

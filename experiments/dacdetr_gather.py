@@ -182,7 +182,7 @@ def _plane_signs(spec: analytic.PlaneSpec, seed: int) -> list[dict]:
 def run_plane(cfg: DacConfig, ctx) -> dict[str, pd.DataFrame]:
     spec = cfg.plane_spec()
     rows = []
-    for k, kind in enumerate(analytic.KINDS):  # the same scenes for every kind (same rng stream)
+    for _k, kind in enumerate(analytic.KINDS):  # the same scenes for every kind (same rng stream)
         points, counts = analytic.run(spec, kind, np.random.default_rng([cfg.seed, 0]))
         delta = np.diff(counts, axis=0, prepend=counts[:1])  # (P, trials): change across the sublayer
         for i, (layer, point) in enumerate(points):
@@ -437,7 +437,7 @@ def plot(tables, cfg) -> dict:
         ax = axes[0][0]
         models = list(dict.fromkeys(ap.model))
         wide = ap.pivot_table(index="seed", columns="model", values="ap")[models]
-        for seed, row in wide.iterrows():  # paired design: one line per seed
+        for _seed, row in wide.iterrows():  # paired design: one line per seed
             ax.plot(range(len(models)), row.to_numpy(), color="0.7", marker="o", ms=4, zorder=1)
         for i, model in enumerate(models):
             x = wide[model].dropna()

@@ -345,11 +345,11 @@ def claims(tables, cfg):
             continue
 
         def rise(x):
-            d, _ = _optimum(x, width, depths)
+            d, _ = _optimum(x, width, depths)  # noqa: B023 (called within this iteration)
             return float(d[-1] - d[0])
 
         def slope(x):
-            d, w = _optimum(x, width, depths)
+            d, w = _optimum(x, width, depths)  # noqa: B023 (called within this iteration)
             return float(np.polyfit(d, np.log(w), 1)[0]) if np.ptp(d) > 0 else math.nan
 
         d0, _ = _optimum(loss, width, depths)

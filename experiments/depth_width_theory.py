@@ -154,11 +154,11 @@ def claims(tables, cfg):
     out["fit-bigscience-70-layers"] = S.exact(theory.optimal_params(70, cfg.fit_a, cfg.fit_b))
     w = tables["wies"]
     flat, grows = [], []
-    for (r, L), g in w.groupby(["input_rank", "L"]):
+    for (r, _L), g in w.groupby(["input_rank", "L"]):
         g = g[g.status == "exact"].set_index("d_x")["rank"]
         if r in g.index:
             flat += [bool(g[d] == g[r]) for d in g.index if d > r]
-    for (r, d), g in w[w.status == "exact"].groupby(["input_rank", "d_x"]):
+    for _, g in w[w.status == "exact"].groupby(["input_rank", "d_x"]):
         grows += list(np.diff(g.sort_values("L")["rank"].to_numpy()) > 0)
     out["wies-rank-stops-growing-with-width"] = S.exact(np.mean(flat)) if flat else None
     out["wies-depth-still-helps"] = S.exact(np.mean(grows)) if grows else None

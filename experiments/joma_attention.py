@@ -100,7 +100,7 @@ def figure(traj: pd.DataFrame, turning: pd.DataFrame):
     fig, axes = subplots(1, len(arms), figsize=(3.3 * len(arms), 3.2), sharey=True, squeeze=False)
     for ax, arm in zip(axes[0], arms):
         g = traj[traj.arm == arm]
-        for seed, s in g.groupby("seed_index"):
+        for _seed, s in g.groupby("seed_index"):
             ax.plot(s.step, s.entropy, lw=0.8, alpha=0.7)
         for t in turning[(turning.arm == arm)].turning_step.dropna():
             ax.axvline(t, color="k", lw=0.3, alpha=0.4)

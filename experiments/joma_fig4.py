@@ -95,7 +95,7 @@ def figure(traj: pd.DataFrame, v_seed0: pd.DataFrame):
 
     fig, axes = subplots(1, 2, figsize=(10, 3.2))
     v0 = v_seed0[v_seed0.case == "nonlinear"] if "case" in v_seed0 else v_seed0
-    for comp, g in v0.groupby("component"):
+    for _comp, g in v0.groupby("component"):
         axes[0].plot(g.step, g.v, lw=1)
     axes[0].set(xlabel="step", ylabel="v_j(t)", title="Fig. 4 (left): components of v, seed 0 (nonlinear)")
     for case, g in traj.groupby("case"):

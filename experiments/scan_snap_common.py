@@ -4,7 +4,8 @@ training, and turning a batch of cells into one batched simulation."""
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 

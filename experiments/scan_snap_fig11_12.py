@@ -17,7 +17,6 @@ eta_Z it rises with eta_Y/eta_Z beyond 2.
 
 from __future__ import annotations
 
-
 import numpy as np
 import pandas as pd
 

@@ -23,8 +23,8 @@ from dynamics.claims import ClaimSpec
 from dynamics.config import field
 from dynamics.experiment import Experiment
 from dynamics.scan_snap import metrics
-from dynamics.sweep.grid import POOLED_KEYS, group_keys
 from dynamics.stats import Band
+from dynamics.sweep.grid import POOLED_KEYS, group_keys
 
 from .scan_snap_common import (
     NOTES,

@@ -208,7 +208,7 @@ def summarize(tables, base):
     headline = fits.copy()
     headline["median t_hat / t0"] = [
         float(np.median((table if c == "all cells" else table[table.ratio >= base.assumption_ratio])
-                        .pipe(lambda d: d if nl == "all" else d[d.num_last == nl]).t_hat_over_t0))
+                        .pipe(lambda d: d if nl == "all" else d[d.num_last == nl]).t_hat_over_t0))  # noqa: B023 (called within this iteration)
         for c, nl in zip(fits.cells, fits.num_last)]
     return {"table": table, "headline": headline, "fits": fits, "runs": runs, "curves": tables["curves"]}
 
@@ -217,9 +217,8 @@ def summarize(tables, base):
 # figures
 # ---------------------------------------------------------------------------------------------
 def plot(tables, cfg) -> dict:
-    from matplotlib.colors import LogNorm
-
     from matplotlib import colormaps
+    from matplotlib.colors import LogNorm
 
     from dynamics.report.figures import subplots
 

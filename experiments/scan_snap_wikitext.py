@@ -29,9 +29,9 @@ from dynamics import stats as S
 from dynamics.claims import ClaimSpec
 from dynamics.config import field, require
 from dynamics.corpus import check_wikitext, load_wikitext
-from dynamics.scan_snap import text as sim
 from dynamics.corpus.cooccurrence import cooccurrence, query_table
 from dynamics.experiment import Experiment
+from dynamics.scan_snap import text as sim
 from dynamics.stats import Band
 
 NAME = "scan-snap-wikitext"
@@ -118,7 +118,7 @@ def run_batch(cfgs, ctx):
            f"the {wt.train_split} split"
     per_run = len(q_run) // len(cfgs)
     out = []
-    for i, cfg in enumerate(cfgs):
+    for i, _cfg in enumerate(cfgs):
         r = np.arange(i * per_run, (i + 1) * per_run)
         rr, kk = np.repeat(r, K), np.tile(np.arange(K), len(r))
         runs = pd.DataFrame({
@@ -175,7 +175,7 @@ def summarize(tables, base):
         distinct_up_exact=("distinct_up_exact", "mean"), common_down_exact=("common_down_exact", "mean"),
         rho_exact=("rho_exact", "mean")).reset_index()
     trend = []
-    for mode, t in table.groupby("mode", sort=True):
+    for _mode, t in table.groupby("mode", sort=True):
         trend.append(_trends(t, base.rise_from_ratio))
     headline["entropy_falls_with_eta_z"] = [x[0] for x in trend]
     headline["entropy_rises_with_eta_y"] = [x[1] for x in trend]

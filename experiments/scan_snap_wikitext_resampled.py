@@ -92,7 +92,7 @@ def run_batch(cfgs, ctx):
     ctx.notes[f"query[{q}]"] = {"token": query, "next": [co.vocab[n] for n in co.next[q]], "M": pq.classes.M,
                                 "distinct": int((role == "distinct").sum()), "common": int((role == "common").sum())}
     out = []
-    for i, cfg in enumerate(cfgs):
+    for i, _cfg in enumerate(cfgs):
         r = slice(i * S, (i + 1) * S)
         runs = pd.DataFrame({"query_token": query, "seed_index": np.arange(S), "distinct_up": ms["distinct_up"][r],
                              "common_down": ms["common_down"][r]})

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from dynamics.corpus import cooccurrence as CO
-from dynamics.scan_snap import text as S
 from dynamics.errors import UserError
 from dynamics.scan_snap import model
+from dynamics.scan_snap import text as S
 
 
 def tiny_stream(seed: int = 0, n: int = 400):
@@ -128,7 +128,7 @@ def test_window_and_count_losses_match_the_exact_gradients():
 def test_shared_column_for_never_target_outputs_is_exact():
     """M - K identical never-target outputs == one column with multiplicity (loss and per-copy gradient)."""
     Y, Z, keys, first, label = _setup(seed=1)
-    V, K1 = Y.shape[1], Y.shape[2]
+    _V, K1 = Y.shape[1], Y.shape[2]
     n_rest = 7
     Y[..., -1] = 0.3  # any common value of the copies
     full = torch.cat([Y[..., :-1], Y[..., -1:].expand(*Y.shape[:2], n_rest)], -1)

@@ -8,8 +8,8 @@ import torch
 
 from dynamics.depth_width.tasks import lm_eval_windows, lm_windows, ses_batch
 from dynamics.depth_width.train import TrainSpec, schedule, ses_task, train
-from dynamics.engine import FusedAdamW, ReplicaParams
 from dynamics.depth_width.transformer import ReplicaTransformer, nonembedding_params, width_for_budget
+from dynamics.engine import FusedAdamW, ReplicaParams
 
 
 @pytest.fixture(autouse=True)

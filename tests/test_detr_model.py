@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
 import torch
 
 from dynamics.detr import analytic, evaluate, scenes
 from dynamics.detr import train as T
-from dynamics.detr.model import ModelSpec, ToyDETR
+from dynamics.detr.model import ModelSpec
 
 SPEC = ModelSpec(d=32, heads=2, layers=2, queries=8, ffn=32)
 SCENE = scenes.SceneSpec()

@@ -216,8 +216,7 @@ def test_grid_over_seeds_keeps_cells_apart(cli, tmp_path):
 
 def test_fig4_diverged_runs_are_nan_and_counted_never_a_finite_metric():
     """eta_z = 1e30 blows up every run: the table must say so, not report an entropy of 0."""
-    from dynamics import experiments
-    from dynamics import progress
+    from dynamics import experiments, progress
     from dynamics.experiment import Context
     from dynamics.sweep import runner
     from dynamics.sweep.store import Store

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from dynamics.sweep import runner
 from dynamics.experiments import get
+from dynamics.sweep import runner
 
 TINY_BLOCK = {"num_distinct": 4, "num_common": 2, "num_classes": 4, "hidden": 4, "seeds": 3}
 

@@ -7,8 +7,6 @@ different random-number stream, so we compare that single published run with the
 10 seeds: it must lie within 3 seed standard deviations of our mean at every logged step.
 """
 
-import numpy as np
-import pytest
 
 from dynamics.scan_snap.data import SyntheticSpec, build_classes
 from dynamics.scan_snap.train import TrainOptions, train

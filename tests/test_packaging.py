@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
+
 import pytest
 
 tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
-from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 

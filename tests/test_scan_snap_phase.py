@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dynamics.scan_snap import theory as th
 from dynamics.experiments import scan_snap_phase as phase
+from dynamics.scan_snap import theory as th
 
 TINY = ["--set", "steps=120", "--set", "records=30", "--set", "seeds=2", "--set", "batch=8", "--set", "T=64",
         "--set", "num_common=3", "--set", "num_unique_per_next=4"]

@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from dynamics.scan_snap import data, population as P, theory as th
+from dynamics.scan_snap import data
+from dynamics.scan_snap import population as P
+from dynamics.scan_snap import theory as th
 
 
 def classes_with(num_common=1, p_common=1.0, unique=6, next_per_last=2, num_last=1):

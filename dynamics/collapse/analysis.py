@@ -7,7 +7,7 @@ carry the run axis first; the experiment module turns them into tidy tables.
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

@@ -28,7 +28,7 @@ All functions take numpy-compatible arrays with any leading axes and compute in 
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -20,10 +20,9 @@ import torch.nn.functional as F
 
 from .. import memory
 from ..engine import FusedAdamW, Precision, ReplicaParams, Schedule, Trainer, lr_table
+from ..runtime import torch_dtype
 from .data import Split, patchify
 from .vit import Record, ViTSpec, decayed, forward, init_params
-from ..runtime import torch_dtype
-
 
 
 @dataclasses.dataclass(frozen=True)

@@ -26,7 +26,7 @@ is simulated on its own, as :mod:`dynamics.scan_snap.text` does.
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd

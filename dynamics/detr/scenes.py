@@ -45,10 +45,10 @@ class Scenes:
     def __len__(self) -> int:
         return self.boxes.shape[0]
 
-    def to(self, device) -> "Scenes":
+    def to(self, device) -> Scenes:
         return Scenes(self.boxes.to(device), self.labels.to(device), self.valid.to(device))
 
-    def subset(self, idx) -> "Scenes":
+    def subset(self, idx) -> Scenes:
         return Scenes(self.boxes[idx], self.labels[idx], self.valid[idx])
 
 

@@ -11,8 +11,9 @@ byte-identical across reruns and does not churn git.
 from __future__ import annotations
 
 import io
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import matplotlib
 from matplotlib.figure import Figure

@@ -24,16 +24,16 @@ query rows), so every metric of the finite-T simulator applies unchanged.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 from scipy.integrate import solve_ivp
 
+from ..runtime import threads
 from . import model
 from .data import SequenceClasses
 from .train import Trajectory, input_vocab
-from ..runtime import threads
 
 
 class Population:

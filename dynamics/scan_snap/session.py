@@ -14,7 +14,7 @@ tensor program by :func:`dynamics.scan_snap.train.train`) and turns it into tidy
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd

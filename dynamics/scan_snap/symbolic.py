@@ -8,7 +8,7 @@ and asks sympy whether the difference simplifies to zero (or a limit vanishes). 
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 import sympy as sp
 

@@ -29,7 +29,7 @@ runs with the same (query, seed) share the sample stream whatever their learning
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch

@@ -13,15 +13,14 @@ input vocabulary V and Z's query rows restricted to V.  :class:`Trajectory` maps
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 
 from .. import memory
+from ..runtime import freeze_diverged, torch_dtype, torch_generator
 from . import grouped, model, optim
-from ..runtime import freeze_diverged, torch_dtype
-from ..runtime import torch_generator
 from .data import Sampler, SequenceClasses
 
 

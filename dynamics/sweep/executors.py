@@ -24,8 +24,9 @@ import concurrent.futures as cf
 import multiprocessing
 import os
 import re
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 from ..errors import UserError
 
