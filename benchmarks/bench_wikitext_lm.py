@@ -1,11 +1,11 @@
-"""Training speed of the 1-layer WikiText LM (dynamics.lm) against the same model built on
+"""Training speed of the 1-layer WikiText LM (dynamics.scan_snap.lm) against the same model built on
 torch.nn.TransformerEncoderLayer, same batch shape, same sizes, both measured in this run.
 
 Both models: token embedding -> one single-head causal self-attention block (post-LayerNorm
 residual, as nn.TransformerEncoderLayer) -> linear decoder, dropout 0, SGD.  nn.TransformerEncoderLayer
-always has an MLP, so the matched comparison gives dynamics.lm the same MLP width; the no-MLP
+always has an MLP, so the matched comparison gives dynamics.scan_snap.lm the same MLP width; the no-MLP
 default of the experiments is timed as well.  Prints tokens per second (best of several repeats)
-and the ratio dynamics.lm / nn.TransformerEncoderLayer (>= 1: at least as fast).
+and the ratio dynamics.scan_snap.lm / nn.TransformerEncoderLayer (>= 1: at least as fast).
 
     .venv/bin/python benchmarks/bench_wikitext_lm.py [--vocab 2000] [--d-model 64] [--iters 20] [--rounds 6]
 """
@@ -18,7 +18,7 @@ import time
 import torch
 from torch import nn
 
-from dynamics.lm import LMSpec, TransformerLM
+from dynamics.scan_snap.lm import LMSpec, TransformerLM
 
 
 class TorchEncoderLM(nn.Module):
@@ -92,11 +92,11 @@ def main() -> None:
             best[name] = max(best[name], tokens_per_s(step, x.numel(), args.iters))
     t_ref, t_ours, t_plain = best["ref"], best["ours"], best["plain"]
     rows.append((f"nn.TransformerEncoderLayer LM (MLP {args.d_ff})", n_params(ref), t_ref))
-    rows.append((f"dynamics.lm TransformerLM   (MLP {args.d_ff})", n_params(ours), t_ours))
-    rows.append(("dynamics.lm TransformerLM   (no MLP, experiment default)", n_params(plain), t_plain))
+    rows.append((f"dynamics.scan_snap.lm TransformerLM   (MLP {args.d_ff})", n_params(ours), t_ours))
+    rows.append(("dynamics.scan_snap.lm TransformerLM   (no MLP, experiment default)", n_params(plain), t_plain))
     for name, n, t in rows:
         print(f"{name:58s} {n:>9,d} params {t:>12,.0f} tokens/s")
-    print(f"ratio dynamics.lm / nn.TransformerEncoderLayer (same size, same batch): {t_ours / t_ref:.2f}")
+    print(f"ratio dynamics.scan_snap.lm / nn.TransformerEncoderLayer (same size, same batch): {t_ours / t_ref:.2f}")
 
 
 if __name__ == "__main__":

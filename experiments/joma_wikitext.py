@@ -3,7 +3,7 @@
 The paper (official ``joma/draw_figure_6.py``, ``draw_figure_8.py``) trains 1-10 layer Transformers on
 WikiText-2/103 with Adam (lr 1e-4 in Fig. 6; Fig. 8 varies lr) for ~100k minibatches and reports that the
 attention entropy first drops and then bounces back.  On two CPU cores we train a small model
-(:mod:`dynamics.lm`: ``layers`` pre-LN blocks with a ReLU MLP, no positional encoding, d = 64) with Adam at
+(:mod:`dynamics.scan_snap.lm`: ``layers`` pre-LN blocks with a ReLU MLP, no positional encoding, d = 64) with Adam at
 a larger lr (1e-3, which compresses the time axis, as Fig. 8's lr sweep does) for ``iters`` minibatches,
 and measure the mean causal-attention entropy per layer on fixed evaluation chunks.  Without the
 training split (this project's copy has valid/test only) the model trains on ``valid`` and is evaluated
@@ -23,8 +23,8 @@ from dynamics.config import field, require
 from dynamics.corpus import check_wikitext, load_wikitext
 from dynamics.experiment import Experiment
 from dynamics.joma import analysis
-from dynamics.lm import LMSpec, TransformerLM, attention_entropy, batchify, chunk
 from dynamics.runtime import torch_generator
+from dynamics.scan_snap.lm import LMSpec, TransformerLM, attention_entropy, batchify, chunk
 
 NAME = "joma-wikitext"
 REF = "Tian et al. 2024 (JoMA)"

@@ -3,7 +3,7 @@
 0, 500, 1000, 1500, final attention entropy against the learning rate (App. G, Fig. 10: entropy
 falls as eta grows), and whether the learned token-to-token attention orders by co-occurrence.
 
-Model (:mod:`dynamics.lm`): token embedding, one single-head causal softmax self-attention layer,
+Model (:mod:`dynamics.scan_snap.lm`): token embedding, one single-head causal softmax self-attention layer,
 no MLP, post-LayerNorm residual block, linear decoder; positional encoding off by default
 (Assumption 1(a) of the theory; the paper's notebook used sinusoidal, ``--set pos=sinusoidal``).
 Training: the word-language-model layout (stream in ``batch`` columns, ``bptt``-token chunks in
@@ -34,7 +34,7 @@ from dynamics.corpus import check_wikitext, load_wikitext
 from dynamics.corpus.cooccurrence import cooccurrence
 from dynamics.engine import replica_seeds
 from dynamics.experiment import Experiment
-from dynamics.lm import LMSpec, batchify, chunk, replica_token_logits, train_replicas
+from dynamics.scan_snap.lm import LMSpec, batchify, chunk, replica_token_logits, train_replicas
 from dynamics.scan_snap.text import role_metrics
 from dynamics.stats import Band
 

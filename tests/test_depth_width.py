@@ -8,8 +8,16 @@ import numpy as np
 import pytest
 import sympy
 
-from dynamics.depth_width.modular import (P1, P2, check_prime, is_prime, mm_mod, products_per_sum, rank_mod_p,
-                                          rank_mod_p_numpy)
+from dynamics.depth_width.modular import (
+    P1,
+    P2,
+    check_prime,
+    is_prime,
+    mm_mod,
+    products_per_sum,
+    rank_mod_p,
+    rank_mod_p_numpy,
+)
 from dynamics.depth_width.network import LinearAttentionNet, evaluate_exact
 from dynamics.depth_width.rank_sweep import sweep_family
 from dynamics.depth_width.seprank import RankSpec, grid_matrix, grid_rank, grid_shape, validate

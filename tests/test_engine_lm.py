@@ -1,4 +1,4 @@
-"""The engine's replica LM equals dynamics.lm.TransformerLM given the same weights (logits, attention,
+"""The engine's replica LM equals dynamics.scan_snap.lm.TransformerLM given the same weights (logits, attention,
 content logits), so the wikitext-attention port measures the same model."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from dynamics.engine import ReplicaParams, models
-from dynamics.lm import (
+from dynamics.scan_snap.lm import (
     LMSpec,
     TransformerLM,
     replica_attention,

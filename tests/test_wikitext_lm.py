@@ -1,4 +1,4 @@
-"""The 1-layer Transformer LM (dynamics.lm) and the two WikiText experiments on a tiny corpus built here."""
+"""The 1-layer Transformer LM (dynamics.scan_snap.lm) and the two WikiText experiments on a tiny corpus built here."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from dynamics.lm import LMSpec, TransformerLM, attention_entropy, batchify, chunk, sinusoidal
+from dynamics.scan_snap.lm import LMSpec, TransformerLM, attention_entropy, batchify, chunk, sinusoidal
 
 
 def make_model(**kw) -> TransformerLM:

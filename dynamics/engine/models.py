@@ -7,7 +7,7 @@ Initialisations (per replica, each parameter from its own generator of the repli
 
 * ``lecun``: matrices N(0, 1/fan_in), biases 0, embeddings N(0, 1) (dynamics.collapse.vit's default);
 * ``torch``: PyTorch's module defaults: matrices and biases U(+-1/sqrt(fan_in)), embeddings and the
-  LM decoder U(+-0.1), decoder bias 0 (the word-language-model init of dynamics.lm);
+  LM decoder U(+-0.1), decoder bias 0 (the word-language-model init of dynamics.scan_snap.lm);
 * ``gpt2``: matrices and embeddings N(0, 0.02^2), residual projections N(0, (0.02/sqrt(2L))^2), biases 0.
 
 LayerNorms start at (1, 0); re-attention's Theta and bias U(+-1/sqrt(H)) (nn.Conv2d's default).
@@ -90,7 +90,7 @@ def param_specs(spec: EncoderSpec) -> dict[str, ParamSpec]:
         raw["head_w"], raw["head_b"] = ((d, spec.vocab), "emb" if init == "torch" else "w", d), ((spec.vocab,), "z", d)
     out = {n: _param(kind, shape, fan, init, n in ("proj_w", "fc2_w"), L) for n, (shape, kind, fan) in raw.items()}
     if spec.pos == "learned" and init == "torch":
-        out["pos"] = ParamSpec(out["pos"].shape, "zeros", decay=True)  # dynamics.lm's learned positions start at 0
+        out["pos"] = ParamSpec(out["pos"].shape, "zeros", decay=True)  # dynamics.scan_snap.lm's learned positions start at 0
     return out
 
 
@@ -110,8 +110,8 @@ def bn_buffers(spec: EncoderSpec, replicas: int, dtype=torch.float32, device="cp
 
 
 def sinusoidal(T: int, d: int, dtype, device) -> torch.Tensor:
-    """Vaswani et al. 2017, Sec. 3.5 (shared with dynamics.lm)."""
-    from ..lm import sinusoidal as table
+    """Vaswani et al. 2017, Sec. 3.5 (shared with dynamics.scan_snap.lm)."""
+    from ..scan_snap.lm import sinusoidal as table
 
     return table(T, d).to(dtype=dtype, device=device)
 

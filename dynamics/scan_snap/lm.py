@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .engine import (
+from ..engine import (
     FusedSGD,
     Precision,
     Record,
@@ -43,7 +43,7 @@ from .engine import (
     models,
     ops,
 )
-from .engine.ops import BlockSpec
+from ..engine.ops import BlockSpec
 
 
 @dataclasses.dataclass(frozen=True)
