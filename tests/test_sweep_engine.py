@@ -14,7 +14,7 @@ SWEEP = [sys.executable, "-m", "dynamics.cli", "sweep", "scan-snap-fig6", "--gri
          "--set", "num_last=1", "--set", "eta_z=1", "--set", "ratio=2", "--seeds", "2", "--set", "steps=20",
          "--set", "batch=32", "--set", "T=64", "--workers", "1"]
 # for the kill test: 10 slower cells, so that the kill lands between cells
-SLOW = [*SWEEP[:6], "seed=0,1,2,3,4,5,6,7,8,9", *SWEEP[7:], "--set", "steps=200"]
+SLOW = [*SWEEP[:6], "seed=0,1,2,3,4,5,6,7,8,9", *SWEEP[7:], "--set", "steps=100"]
 
 
 def sweep(out: Path, *extra: str, cmd=SWEEP) -> subprocess.CompletedProcess:
