@@ -33,3 +33,25 @@ def cli(capsys):
         return code, captured.out, captured.err
 
     return run
+
+
+def _tiny_wikitext(root, n=900, seed=0):
+    """valid.txt and test.txt with sentences "ctx ctx ctx q A|B": the query "q" has two next tokens."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    root.mkdir()
+    for name, k in (("valid.txt", n), ("test.txt", n // 3)):
+        lines = []
+        for _ in range(k):
+            nxt = rng.choice(["A", "B"])
+            pool = ["c0", "c1", "a0", "a0", "a1"] if nxt == "A" else ["c0", "c1", "b0", "b1"]
+            lines.append(" " + " ".join([*rng.choice(pool, 3), "q", nxt]) + " ")
+        (root / name).write_text("\n".join(lines) + "\n")
+    return root
+
+
+@pytest.fixture
+def tiny_wikitext():
+    """``tiny_wikitext(directory)`` builds a WikiText-like corpus there and returns the directory."""
+    return _tiny_wikitext

@@ -68,11 +68,9 @@ def pytest_approx(x):
     return pytest.approx(x, abs=1e-9)
 
 
-def test_wikitext_resampled_tiny(tmp_path, monkeypatch):
+def test_wikitext_resampled_tiny(tmp_path, monkeypatch, tiny_wikitext):
     """On a tiny WikiText-like corpus (query "q", next "A"/"B", distinct a*/b*, common c*): roles come out
     as built, and the measured signs agree with the O(1/T) flow."""
-    from tests.test_wikitext_lm import tiny_wikitext
-
     monkeypatch.setenv("DYNAMICS_CACHE", str(tmp_path / "cache"))
     data = tiny_wikitext(tmp_path / "wt")
     out = _run("scan-snap-wikitext-resampled", tmp_path / "res",

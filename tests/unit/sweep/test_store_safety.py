@@ -233,7 +233,7 @@ def test_a_corrupt_checkpoint_on_resume_is_one_line_naming_the_file(cli, previou
 
 
 def test_no_pickle_or_torch_load_of_files():
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[3]
     hits = []
     for base in ("dynamics", "experiments"):
         for path in (root / base).rglob("*.py"):

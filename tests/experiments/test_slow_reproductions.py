@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXPERIMENTS = ["scan-snap-fig4", "scan-snap-fig6", "scan-snap-closed-forms", "scan-snap-phase", "rank-collapse",
                "joma-fig4", "depth-width-theory"]
 

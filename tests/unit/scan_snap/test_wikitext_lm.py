@@ -83,20 +83,6 @@ def test_sgd_lowers_the_loss_on_a_repeating_text():
 
 # -- the experiments on a tiny WikiText-like directory --------------------------------------------
 
-def tiny_wikitext(root, n=900, seed=0):
-    """valid.txt and test.txt with sentences "ctx ctx ctx q A|B": the query "q" has two next tokens."""
-    rng = np.random.default_rng(seed)
-    root.mkdir()
-    for name, k in (("valid.txt", n), ("test.txt", n // 3)):
-        lines = []
-        for _ in range(k):
-            nxt = rng.choice(["A", "B"])
-            pool = ["c0", "c1", "a0", "a0", "a1"] if nxt == "A" else ["c0", "c1", "b0", "b1"]
-            lines.append(" " + " ".join([*rng.choice(pool, 3), "q", nxt]) + " ")
-        (root / name).write_text("\n".join(lines) + "\n")
-    return root
-
-
 SMALL_YZ = ["queries=1", "T=4", "min_support=10", "steps=6", "batch=8"]
 SMALL_LM = ["queries=1", "bptt=4", "min_support=10", "iters=12", "eval_every=4", "map_every=4", "d_model=8",
             "batch=4", "eval_chunks=2", "max_vocab=0", "seeds=2"]
@@ -106,7 +92,7 @@ def _sets(items):
     return [a for kv in items for a in ("--set", kv)]
 
 
-def test_scan_snap_wikitext_smoke(cli, tmp_path, monkeypatch):
+def test_scan_snap_wikitext_smoke(cli, tmp_path, monkeypatch, tiny_wikitext):
     monkeypatch.setenv("DYNAMICS_CACHE", str(tmp_path / "cache"))
     data = tiny_wikitext(tmp_path / "wt")
     out = tmp_path / "out"
@@ -126,7 +112,7 @@ def test_scan_snap_wikitext_smoke(cli, tmp_path, monkeypatch):
     assert manifest["notes"]["wikitext_note"].startswith("training split absent")
 
 
-def test_wikitext_attention_smoke(cli, tmp_path, monkeypatch):
+def test_wikitext_attention_smoke(cli, tmp_path, monkeypatch, tiny_wikitext):
     monkeypatch.setenv("DYNAMICS_CACHE", str(tmp_path / "cache"))
     data = tiny_wikitext(tmp_path / "wt")
     out = tmp_path / "out"

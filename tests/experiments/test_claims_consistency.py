@@ -21,50 +21,50 @@ from dynamics.detr import analytic
 
 # claim id -> "tests/file.py::test_name" that checks the same identity or construction
 CONSISTENCY_TESTS = {
-    ("joma-invariant", "exp-exact"): "tests/test_joma_model.py::test_exp_invariant_holds_to_first_order_in_eta",
-    ("joma-invariant", "exp-rate-ratio"): "tests/test_joma_model.py::test_exp_invariant_with_unequal_rates",
-    ("joma-invariant", "first-order-error"): "tests/test_joma_model.py::test_exp_invariant_holds_to_first_order_in_eta",
-    ("joma-invariant", "large-steps-break"): "tests/test_joma_model.py::test_large_steps_degrade_in_proportion",
-    ("joma-invariant", "adam-breaks"): "tests/test_joma_model.py::test_adam_breaks_the_invariant",
+    ("joma-invariant", "exp-exact"): "tests/unit/joma/test_joma_model.py::test_exp_invariant_holds_to_first_order_in_eta",
+    ("joma-invariant", "exp-rate-ratio"): "tests/unit/joma/test_joma_model.py::test_exp_invariant_with_unequal_rates",
+    ("joma-invariant", "first-order-error"): "tests/unit/joma/test_joma_model.py::test_exp_invariant_holds_to_first_order_in_eta",
+    ("joma-invariant", "large-steps-break"): "tests/unit/joma/test_joma_model.py::test_large_steps_degrade_in_proportion",
+    ("joma-invariant", "adam-breaks"): "tests/unit/joma/test_joma_model.py::test_adam_breaks_the_invariant",
     ("depth-width-rank", "ranks-agree-primes-seeds"):
-        "tests/test_depth_width.py::test_rank_agrees_across_primes_and_seeds_and_template_growth",
+        "tests/unit/depth_width/test_depth_width.py::test_rank_agrees_across_primes_and_seeds_and_template_growth",
     ("depth-width-rank", "rank-stable-when-templates-grow"):
-        "tests/test_depth_width.py::test_rank_agrees_across_primes_and_seeds_and_template_growth",
-    ("depth-width-rank", "n2-closed-form"): "tests/test_depth_width_theory.py::test_n2_closed_form_matches_exact_rank",
-    ("depth-width-rank", "below-degree-bound"): "tests/test_claims_consistency.py::test_exact_rank_below_degree_bound",
-    ("depth-width-theory", "fit-1T-depth"): "tests/test_depth_width_theory.py::test_levine_fit_numbers",
-    ("depth-width-theory", "fit-1T-width"): "tests/test_depth_width_theory.py::test_levine_fit_numbers",
-    ("depth-width-theory", "gpt3-175B-too-deep"): "tests/test_depth_width_theory.py::test_levine_fit_numbers",
-    ("depth-width-theory", "fit-bigscience-70-layers"): "tests/test_depth_width_theory.py::test_levine_fit_numbers",
-    ("rank-collapse", "dong-cubic-per-layer"): "tests/test_rank_collapse.py::test_per_layer_exponent",
-    ("rank-collapse", "dong-skip-linear"): "tests/test_rank_collapse.py::test_per_layer_exponent",
-    ("rank-collapse", "dong-mlp-keeps-cubic"): "tests/test_rank_collapse.py::test_per_layer_exponent",
+        "tests/unit/depth_width/test_depth_width.py::test_rank_agrees_across_primes_and_seeds_and_template_growth",
+    ("depth-width-rank", "n2-closed-form"): "tests/unit/depth_width/test_depth_width_theory.py::test_n2_closed_form_matches_exact_rank",
+    ("depth-width-rank", "below-degree-bound"): "tests/experiments/test_claims_consistency.py::test_exact_rank_below_degree_bound",
+    ("depth-width-theory", "fit-1T-depth"): "tests/unit/depth_width/test_depth_width_theory.py::test_levine_fit_numbers",
+    ("depth-width-theory", "fit-1T-width"): "tests/unit/depth_width/test_depth_width_theory.py::test_levine_fit_numbers",
+    ("depth-width-theory", "gpt3-175B-too-deep"): "tests/unit/depth_width/test_depth_width_theory.py::test_levine_fit_numbers",
+    ("depth-width-theory", "fit-bigscience-70-layers"): "tests/unit/depth_width/test_depth_width_theory.py::test_levine_fit_numbers",
+    ("rank-collapse", "dong-cubic-per-layer"): "tests/unit/test_rank_collapse.py::test_per_layer_exponent",
+    ("rank-collapse", "dong-skip-linear"): "tests/unit/test_rank_collapse.py::test_per_layer_exponent",
+    ("rank-collapse", "dong-mlp-keeps-cubic"): "tests/unit/test_rank_collapse.py::test_per_layer_exponent",
     ("rank-collapse", "dong-doubly-exponential"):
-        "tests/test_rank_collapse.py::test_high_precision_equals_float64_on_the_first_layer_and_follows_the_cube",
+        "tests/unit/test_rank_collapse.py::test_high_precision_equals_float64_on_the_first_layer_and_follows_the_cube",
     ("rank-collapse", "pure-attention-doubly-exponential"):
-        "tests/test_rank_collapse.py::test_pure_attention_centred_matches_direct_and_decrements_grow_threefold",
-    **{("rank-collapse", f"noci-growth-L{L}-alpha-{a}"): "tests/test_depth_width_theory.py::"
+        "tests/unit/test_rank_collapse.py::test_pure_attention_centred_matches_direct_and_decrements_grow_threefold",
+    **{("rank-collapse", f"noci-growth-L{L}-alpha-{a}"): "tests/unit/depth_width/test_depth_width_theory.py::"
        "test_uniform_attention_growth_law" for L in (4, 16) for a in ("1", "invsqrtL")},
     ("rank-collapse", "noci-qk-gradients-vanish"):
-        "tests/test_rank_collapse.py::test_collapsed_input_has_no_query_key_gradient",
-    ("dacdetr-gather", "plane-ca-gathers"): "tests/test_claims_consistency.py::test_plane_o_decoder_signs",
-    ("dacdetr-gather", "plane-sa-rep-disperses"): "tests/test_claims_consistency.py::test_plane_o_decoder_signs",
-    ("dacdetr-gather", "plane-sa-avg-no-disperse"): "tests/test_claims_consistency.py::test_plane_o_decoder_signs",
-    ("dacdetr-gather", "plane-c-more-than-o"): "tests/test_detr_model.py::test_plane_ca_only_ends_above_o_type",
-    ("dacdetr-gather", "plane-ca-hard-limit"): "tests/test_detr_model.py::test_plane_hard_limit_matches_small_temperature",
-    ("dacdetr-gather", "plane-sweep-signs"): "tests/test_claims_consistency.py::test_plane_sweep_signs",
+        "tests/unit/test_rank_collapse.py::test_collapsed_input_has_no_query_key_gradient",
+    ("dacdetr-gather", "plane-ca-gathers"): "tests/experiments/test_claims_consistency.py::test_plane_o_decoder_signs",
+    ("dacdetr-gather", "plane-sa-rep-disperses"): "tests/experiments/test_claims_consistency.py::test_plane_o_decoder_signs",
+    ("dacdetr-gather", "plane-sa-avg-no-disperse"): "tests/experiments/test_claims_consistency.py::test_plane_o_decoder_signs",
+    ("dacdetr-gather", "plane-c-more-than-o"): "tests/unit/detr/test_detr_model.py::test_plane_ca_only_ends_above_o_type",
+    ("dacdetr-gather", "plane-ca-hard-limit"): "tests/unit/detr/test_detr_model.py::test_plane_hard_limit_matches_small_temperature",
+    ("dacdetr-gather", "plane-sweep-signs"): "tests/experiments/test_claims_consistency.py::test_plane_sweep_signs",
     ("dacdetr-gather", "detr-sa-init-no-disperse"):
-        "tests/test_detr_experiment.py::test_smoke_run_writes_tables_figures_and_claims",
-    ("scan-snap-theory", "eq122-common-logit-ode-lemma3"): "tests/test_scan_snap_theory.py::test_theory_experiment_smoke",
-    ("scan-snap-closed-forms", "eq45-lambert-vs-root"): "tests/test_scan_snap_theory.py::test_h_lambert_matches_newton_root",
-    ("scan-snap-closed-forms", "fig9-b-t0"): "tests/test_scan_snap_theory.py::test_B_at_t0_depends_on_nu_only",
-    ("scan-snap-closed-forms", "symbolic-checks"): "tests/test_scan_snap_symbolic.py::test_symbolic_check_passes",
+        "tests/experiments/test_detr_experiment.py::test_smoke_run_writes_tables_figures_and_claims",
+    ("scan-snap-theory", "eq122-common-logit-ode-lemma3"): "tests/unit/scan_snap/test_scan_snap_theory.py::test_theory_experiment_smoke",
+    ("scan-snap-closed-forms", "eq45-lambert-vs-root"): "tests/unit/scan_snap/test_scan_snap_theory.py::test_h_lambert_matches_newton_root",
+    ("scan-snap-closed-forms", "fig9-b-t0"): "tests/unit/scan_snap/test_scan_snap_theory.py::test_B_at_t0_depends_on_nu_only",
+    ("scan-snap-closed-forms", "symbolic-checks"): "tests/unit/scan_snap/test_scan_snap_symbolic.py::test_symbolic_check_passes",
     # the count difference at init is the consequence of BN's exact removal of the uniform component;
     # a tiny init sweep has no similar blocks to remove, so the identity itself is the test
     ("deepvit-collapse", "reattention-fewer-similar-blocks-at-init"):
-        "tests/test_collapse_model.py::test_batchnorm_removes_uniform_component_exactly",
+        "tests/unit/collapse/test_collapse_model.py::test_batchnorm_removes_uniform_component_exactly",
     ("deepvit-collapse", "reattention-bn-removes-uniform-component"):
-        "tests/test_collapse_model.py::test_batchnorm_removes_uniform_component_exactly",
+        "tests/unit/collapse/test_collapse_model.py::test_batchnorm_removes_uniform_component_exactly",
 }
 
 
@@ -74,7 +74,7 @@ def test_every_consistency_claim_has_a_test():
     assert declared == set(CONSISTENCY_TESTS), (
         f"without a test: {sorted(declared - set(CONSISTENCY_TESTS))}; "
         f"no longer consistency claims: {sorted(set(CONSISTENCY_TESTS) - declared)}")
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     for target in set(CONSISTENCY_TESTS.values()):
         path, name = target.split("::")
         assert f"\ndef {name}(" in (root / path).read_text(), target
