@@ -176,9 +176,13 @@ def _do_run(experiment, grid_items, quick, sets, seeds, out, resume, executor, a
 
         entry = read_manifest(root / "manifest.json").get("files", {}).get("claims.csv")
         table = read_csv_checked(claims, entry)
-        if len(table):
-            col = "verdict" if "verdict" in table.columns else "status"
-            click.echo(f"claims: {(table[col] == 'PASS').sum()} of {len(table)} pass (dynamics verify {exp.name})")
+        if len(table) and "verdict" in table.columns:
+            def counts(kind: str) -> str:
+                v = table[table.kind == kind].verdict.value_counts()
+                return ", ".join(f"{v[k]} {k}" for k in ("PASS", "FAIL", "INCONCLUSIVE") if k in v) or "none"
+
+            click.echo(f"claims: reproductions {counts('reproduction')}; consistency {counts('consistency')} "
+                       f"(details: dynamics verify {exp.name})")
 
 
 @cli.command()
