@@ -80,6 +80,26 @@ def batch_norm_heads(C: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, r
     return (C - mean.view(shape)) * torch.rsqrt(var.view(shape) + eps) * gamma.view(shape) + beta.view(shape)
 
 
+def effective_maps(A: torch.Tensor, attention: str, w: dict, bn_mean: torch.Tensor | None,
+                   bn_var: torch.Tensor | None, train: bool, *, drop: float = 0.0,
+                   generator: torch.Generator | None = None, transform_scale: bool = False,
+                   head_dim: int = 1) -> torch.Tensor:
+    """The maps that multiply V for each DeepViT variant, from the softmax maps A (R, B, H, T, T):
+    attention dropping (training only), re-attention's head mixing Theta, and its BatchNorm over heads
+    (Zhou et al. 2021, Eq. 5: Re-Attention(Q, K, V) = Norm(Theta^T softmax(QK^T / sqrt(d))) V).
+    ``w`` holds theta, theta_b, bn_g, bn_b for the variants that use them."""
+    E = A
+    if attention == "drop" and train:
+        E = drop_entries(A, drop, generator)
+    if attention in MIXES_HEADS:
+        E = mix_heads(E, w["theta"], w["theta_b"])
+    if attention in NORMALISES:
+        E = batch_norm_heads(E, w["bn_g"], w["bn_b"], bn_mean, bn_var, train)
+        if transform_scale:
+            E = E * head_dim ** -0.5
+    return E
+
+
 def reattention_closed_form(A: torch.Tensor, theta: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor,
                             eps: float = 1e-5) -> torch.Tensor:
     """The identity above, evaluated without BN's mean: gamma Theta^T(A - 11^T/T) / sqrt(sigma^2 + eps) + beta.

@@ -200,16 +200,10 @@ def forward(params: dict, buffers: dict, spec: ViTSpec, x: torch.Tensor, train: 
         q, k, v = qkv[0], qkv[1], qkv[2]  # (R, B, H, T, dh)
         tau = spec.temperature if spec.attention == "temperature" else 1.0
         A = attn.softmax_maps(q, k, tau)
-        E = A
-        if spec.attention == "drop" and train:
-            E = attn.drop_entries(A, spec.attn_drop, generator)
-        if spec.attention in attn.MIXES_HEADS:
-            E = attn.mix_heads(E, w["theta"], w["theta_b"])
-        if spec.attention in attn.NORMALISES:
-            E = attn.batch_norm_heads(E, w["bn_g"], w["bn_b"], buffers["bn_mean"][:, l],
-                                      buffers["bn_var"][:, l], train)
-            if spec.transform_scale:
-                E = E * dh ** -0.5
+        normalised = spec.attention in attn.NORMALISES
+        E = attn.effective_maps(A, spec.attention, w, buffers["bn_mean"][:, l] if normalised else None,
+                                buffers["bn_var"][:, l] if normalised else None, train, drop=spec.attn_drop,
+                                generator=generator, transform_scale=spec.transform_scale, head_dim=dh)
         out = torch.matmul(E, v).transpose(2, 3).reshape(R, B, T, spec.width)
         h = h + _linear(out, w["proj_w"], w["proj_b"])
         z = _layer_norm(h, w["ln2_g"], w["ln2_b"])

@@ -118,15 +118,9 @@ def self_attention(w: dict, h: torch.Tensor, spec: BlockSpec, *, train: bool = T
     if spec.causal:
         scores = scores.masked_fill(causal_mask(T, h.device), float("-inf"))
     A = torch.softmax(scores, dim=-1)
-    E = A
-    if spec.attention == "drop" and train:
-        E = variants.drop_entries(A, spec.attn_drop, generator)
-    if spec.attention in variants.MIXES_HEADS:
-        E = variants.mix_heads(E, w["theta"], w["theta_b"])
-    if spec.attention in variants.NORMALISES:
-        E = variants.batch_norm_heads(E, w["bn_g"], w["bn_b"], bn[0], bn[1], train)
-        if spec.transform_scale:
-            E = E * dh ** -0.5
+    E = variants.effective_maps(A, spec.attention, w, *(bn if spec.attention in variants.NORMALISES else (None, None)),
+                                train, drop=spec.attn_drop, generator=generator,
+                                transform_scale=spec.transform_scale, head_dim=dh)
     if rec is not None:
         rec.add("attention", layer, A)
         if E is not A:
