@@ -63,7 +63,7 @@ class LinearAttentionNet:
 
     @classmethod
     def random(cls, rng: np.random.Generator, d_x: int, depth: int, heads: int, residual: bool,
-               p: int) -> "LinearAttentionNet":
+               p: int) -> LinearAttentionNet:
         if d_x % heads:
             raise ValueError(f"heads={heads} must divide d_x={d_x}")
         d_a = d_x // heads
@@ -78,7 +78,7 @@ class LinearAttentionNet:
         Y = np.remainder(np.asarray(X, dtype=np.int64), self.p)
         return self._readout(Y, first=0)
 
-    def evaluate_grid(self, templates: np.ndarray, idx: np.ndarray, tables: "GridTables | None" = None) -> np.ndarray:
+    def evaluate_grid(self, templates: np.ndarray, idx: np.ndarray, tables: GridTables | None = None) -> np.ndarray:
         """f on template tuples: idx (T, N) indexes templates (K, d_x); returns (T,) int64.
 
         Layer 1 only ever sees template vectors, so its scores <W^Q v^(a), W^K v^(b)> and its
@@ -99,7 +99,7 @@ class LinearAttentionNet:
             np.remainder(Y, self.p, out=Y)
         return self._readout(Y, first=1)
 
-    def grid_tables(self, templates: np.ndarray) -> "GridTables":
+    def grid_tables(self, templates: np.ndarray) -> GridTables:
         """Layer-1 tables for templates (K, d_x): scores (H, K, K) and values (K, H, d_x)."""
         p = self.p
         _, H, d_a, d_x = self.Q.shape

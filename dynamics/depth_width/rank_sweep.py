@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from .seprank import MAX_SIDE, RankSpec, grid_rank, grid_shape, validate
 

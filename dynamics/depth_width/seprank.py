@@ -26,8 +26,8 @@ import dataclasses
 import itertools
 import math
 import multiprocessing
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
 
 import numpy as np
 

@@ -23,7 +23,7 @@ Wies, Levine, Jannai & Shashua (ICML 2021): inputs of rank r replace d_x by min(
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
