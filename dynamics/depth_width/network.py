@@ -22,7 +22,7 @@ import dataclasses
 
 import numpy as np
 
-from .modular import mm_mod, random_residues
+from .modular import mm_mod, products_per_sum, random_residues
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +88,8 @@ class LinearAttentionNet:
         if self.depth == 1:
             return self._readout(templates[idx], first=0)
         t = tables if tables is not None else self.grid_tables(templates)
+        if self.depth == 2:
+            return self._depth2_grid(templates, idx, t)
         T, N = idx.shape
         H = self.heads
         S = t.scores[:, idx[:, :, None], idx[:, None, :]]  # (H, T, N, N): S_h[k_i, k_j]
@@ -98,6 +100,69 @@ class LinearAttentionNet:
             Y += templates[idx]
             np.remainder(Y, self.p, out=Y)
         return self._readout(Y, first=1)
+
+    def _depth2_grid(self, templates: np.ndarray, idx: np.ndarray, t: "GridTables") -> np.ndarray:
+        """f on template tuples for L = 2 with per-tuple cost independent of d_x.
+
+        Every y^{1,i} is a combination of the same M = (H + [res]) N "atom" vectors of the tuple,
+        z_(h,l) = W^{O,1,h} W^{V,1,h} v^(k_l) (and z_(res,l) = v^(k_l)), with coefficients
+        c[i,(h,l)] = S_h[k_i, k_l] (and c[i,(res,l)] = [i = l]).  The last layer then only needs
+        tables over atoms: G_h'[a,b] = <W^{Q,2,h'} z_a, W^{K,2,h'} z_b>, g_h'[b] = <u_h', W^{V,2,h'} z_b>
+        with u_h' = (W^{O,2,h'})^T w, and wz[a] = <w, z_a> for the skip term:
+
+            f = sum_h' sum_j (sum_{a,b} c[0,a] c[j,b] G_h'[a,b]) (sum_b c[j,b] g_h'[b])  [+ sum_a c[0,a] wz[a]].
+
+        Same values as :meth:`_readout` (tested); O(H' M^2 + H' N M) gathers per tuple.
+        """
+        p = self.p
+        K = templates.shape[0]
+        T, N = idx.shape
+        H = self.heads
+        d_a = self.Q.shape[2]
+        Z = t.values.transpose(1, 0, 2).reshape(H * K, -1)  # atom table: (h, k) -> W^O W^V v^(k)
+        if self.residual:
+            Z = np.concatenate([Z, templates % p])  # (res, k) -> v^(k)
+        qkv = mm_mod(Z, self._wqkv(1).T, p).reshape(len(Z), 3, H, d_a)  # layer-2 projections of the atoms
+        u = mm_mod(self._wo(1).T, self.w[:, None], p)[:, 0].reshape(H, d_a)
+        G = mm_mod(qkv[:, 0].transpose(1, 0, 2), qkv[:, 1].transpose(1, 2, 0), p)  # (H, A, A)
+        g = mm_mod(qkv[:, 2].transpose(1, 0, 2), u[:, :, None], p)[..., 0]  # (H, A)
+        # atoms of the tuple: (T, M) indices into the atom table, coefficients c (T, N, M)
+        atoms = [h * K + idx for h in range(H)]
+        coef = [t.scores[h][idx[:, :, None], idx[:, None, :]] for h in range(H)]  # (T, N, N): S_h[k_i, k_l]
+        if self.residual:
+            atoms.append(H * K + idx)
+            coef.append(np.broadcast_to(np.eye(N, dtype=np.int64), (T, N, N)))
+        atoms = np.concatenate(atoms, axis=1)
+        c = np.concatenate(coef, axis=2)
+        M, A = atoms.shape[1], len(Z)
+        lazy = products_per_sum(p) >= M  # M products sum in int64 before one reduction (p < 2^28)
+
+        def acc(total, prod):
+            if not lazy:
+                np.remainder(prod, p, out=prod)
+            total += prod
+
+        f = np.zeros(T, dtype=np.int64)
+        rows = atoms * A
+        for hp in range(H):
+            Gf = G[hp].ravel()
+            R = np.zeros((T, M), dtype=np.int64)  # R[b] = sum_a c[0,a] G[a,b]
+            for a in range(M):
+                acc(R, Gf[rows[:, a, None] + atoms] * c[:, 0, a, None])
+            np.remainder(R, p, out=R)
+            bil = np.zeros((T, N), dtype=np.int64)  # sum_b c[j,b] R[b]
+            val = np.zeros((T, N), dtype=np.int64)  # sum_b c[j,b] g[b]
+            gb = g[hp][atoms]  # (T, M)
+            for b in range(M):
+                acc(bil, c[:, :, b] * R[:, b, None])
+                acc(val, c[:, :, b] * gb[:, b, None])
+            np.remainder(bil, p, out=bil)
+            np.remainder(val, p, out=val)
+            f += ((bil * val) % p).sum(axis=1) % p
+        if self.residual:
+            wz = mm_mod(Z, self.w[:, None], p)[:, 0][atoms]  # (T, M)
+            f += ((c[:, 0, :] * wz) % p).sum(axis=1) % p
+        return f % p
 
     def grid_tables(self, templates: np.ndarray) -> "GridTables":
         """Layer-1 tables for templates (K, d_x): scores (H, K, K) and values (K, H, d_x)."""
