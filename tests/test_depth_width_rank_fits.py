@@ -73,9 +73,10 @@ def test_hockey_stick_count():
 @pytest.mark.parametrize("heads", [1, 2])
 @pytest.mark.parametrize("N", [2, 4, 6])
 @pytest.mark.parametrize("p", [P1, MERSENNE])
-def test_depth2_grid_path_matches_exact_integers(residual, heads, N, p):
+@pytest.mark.parametrize("L", [2, 3])
+def test_atom_grid_path_matches_exact_integers(residual, heads, N, p, L):
     rng = np.random.default_rng(5)
-    net = LinearAttentionNet.random(rng, 4, 2, heads, residual, p)
+    net = LinearAttentionNet.random(rng, 4, L, heads, residual, p)
     templates = rng.integers(0, p, size=(7, 4), dtype=np.int64)
     idx = rng.integers(0, 7, size=(30, N))
     exact = evaluate_exact(net, templates[idx]).astype(np.int64)
