@@ -312,7 +312,8 @@ def _rank_vs_width(tables):
         ax.axvline(3**L, color="grey", ls="--", lw=0.8)
         ax.set(xscale="log", yscale="log", xlabel="width $d_x$", ylabel="exact rank",
                title=f"L={L}: α = slope on ln d (d > 3^L), β = on d (d < 3^L); dotted: N=2 bound")
-        ax.legend(fontsize=6)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=6)
     return fig
 
 
