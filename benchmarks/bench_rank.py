@@ -10,7 +10,14 @@ Usage: python benchmarks/bench_rank.py [--n 2000] [--sympy-sizes 200,400] [--num
           pure-Python elimination is far too slow at n = 2000, so its time there is extrapolated
           from those sizes with the fitted exponent (printed, and labelled "extrapolated").
 
-All three are asserted to give the same rank where they run on the same block.  Timings on a
+Also (ratios against a baseline measured in the same run):
+
+* row-by-row copy into ``nmod_mat`` (what ``rank_mod_p`` does above ``LIST_LIMIT`` entries, to keep
+  memory at 16 bytes an entry) against the one-list conversion;
+* the depth-2 grid evaluator (tables over atoms, per-tuple cost independent of d_x) against the
+  general layer-by-layer readout, at N = 6, d_x = 12 (``--tuples``).
+
+All three rank engines are asserted to give the same rank where they run on the same block.  Timings on a
 shared machine are upper bounds: rerun on an idle one before quoting.
 """
 
@@ -46,12 +53,31 @@ def sympy_rank(M: np.ndarray, p: int) -> tuple[int, float]:
     return int(dM.rank()), time.perf_counter() - t0
 
 
+def bench_depth2(p: int, T: int) -> None:
+    from dynamics.depth_width.network import LinearAttentionNet
+
+    rng = np.random.default_rng(1)
+    net = LinearAttentionNet.random(rng, 12, 2, 1, False, p)
+    templates = rng.integers(0, p, size=(40, 12), dtype=np.int64)
+    idx = rng.integers(0, 40, size=(T, 6))
+    t0 = time.perf_counter()
+    fast = net.evaluate_grid(templates, idx)
+    t_fast = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    slow = net.evaluate(templates[idx])
+    t_slow = time.perf_counter() - t0
+    assert (fast == slow).all()
+    print(f"grid    depth 2, N=6, d_x=12, {T} tuples: atom tables {t_fast * 1e6 / T:.2f} us/tuple, layer by layer "
+          f"{t_slow * 1e6 / T:.2f} us/tuple  ratio = {t_slow / t_fast:.1f}x")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--p", type=int, default=P1)
     ap.add_argument("--numpy-n", type=int, default=0, help="numpy baseline size (0 = n, the same matrix)")
     ap.add_argument("--sympy-sizes", default="200,400")
+    ap.add_argument("--tuples", type=int, default=20000, help="grid tuples for the depth-2 evaluator comparison")
     args = ap.parse_args()
     n, p = args.n, args.p
     M = np.random.default_rng(0).integers(0, p, size=(n, n), dtype=np.int64)
@@ -62,6 +88,20 @@ def main() -> None:
     print(f"flint   rank={r_f}  {t_flint:.3f} s wall (conversion {conv:.3f} s + elimination {elim:.3f} s), "
           f"{cpu:.3f} s CPU  [target <= 2 s wall: {'met' if t_flint <= 2 else 'NOT met'}; "
           f"CPU time is what an idle core would take]")
+
+    from dynamics.depth_width import modular
+
+    t0 = time.perf_counter()
+    limit, modular.LIST_LIMIT = modular.LIST_LIMIT, 0
+    try:
+        r_rows = modular.rank_mod_p(M, p)
+    finally:
+        modular.LIST_LIMIT = limit
+    t_rows = time.perf_counter() - t0
+    assert r_rows == r_f
+    print(f"flint   row-by-row copy: {t_rows:.3f} s wall (copy {t_rows - elim:.3f} s)  ratio to one list = "
+          f"{(t_rows - elim) / conv:.2f}x copy time, memory 16 instead of 52 bytes an entry")
+    bench_depth2(p, args.tuples)
 
     m = args.numpy_n or n
     t0, c0 = time.perf_counter(), time.process_time()

@@ -107,14 +107,19 @@ ITEMS: tuple[Item, ...] = (
         "wikitext-attention/entropy-falls-with-lr",)),
     # --- Levine et al. 2020 ----------------------------------------------------------------------
     Item(LEVINE, "Thm. 1", "upper bound on the separation rank: past L = log_3 d_x depth and width are "
-         "interchangeable", ("depth-width-rank/below-degree-bound", "depth-width-rank/layer-worth-shrinks-with-depth")),
+         "interchangeable", ("depth-width-rank/below-degree-bound", "depth-width-rank/layer-worth-shrinks-with-depth",
+                             "depth-width-rank/deep-slope-L2-N2", "depth-width-rank/deep-slope-L3-N2",
+                             "depth-width-rank/deep-slope-L2-N4", "depth-width-rank/deep-slope-L2-N6")),
     Item(LEVINE, "Thm. 2", "lower bound: below L = log_3 d_x depth is exponentially more efficient than width", (
-        "depth-width-rank/layer-worth-grows-with-width", "depth-width-rank/increment-ratio-regimes",
+        "depth-width-rank/layer-worth-grows-with-width", "depth-width-rank/shallow-exponent-L1-N2",
+        "depth-width-rank/shallow-exponent-L2-N2", "depth-width-rank/shallow-exponent-L2-N4",
         "depth-width-budget/ses-shallow-loses", "depth-width-budget/wikitext-shallow-loses")),
     Item(LEVINE, "Sec. 4 (grid tensors)", "the grid-tensor matricization rank lower-bounds the separation rank", (
         "depth-width-rank/ranks-agree-primes-seeds", "depth-width-rank/rank-stable-when-templates-grow")),
     Item(LEVINE, "Transition L = log_3 d_x", "the depth threshold grows as log_3 of the width", (
-        "depth-width-rank/stop-depth-tracks-log3", "depth-width-rank/threshold-slope-closed-form")),
+        "depth-width-rank/crossover-slope-N2", "depth-width-rank/crossover-slope-N4",
+        "depth-width-rank/crossover-slope-N6", "depth-width-rank/crossover-offset-N2",
+        "depth-width-rank/threshold-slope-closed-form")),
     Item(LEVINE, "Table 1", "minimal depth for an efficient parameter distribution per width", (
         "depth-width-rank/threshold-slope-closed-form",)),
     Item(LEVINE, "Fig. 1", "Kaplan et al.'s loss against size for L = 1, 2, 3, 6, > 6 departs at L = 6", (),

@@ -25,6 +25,7 @@ MAX_PRIME = 2**31  # products of two residues must fit in int64 (< 2^62)
 # (one matmul per contraction); any prime below 2^31 works, reducing every second product.
 P1 = 268_435_399
 P2 = 268_435_367
+LIST_LIMIT = 4_000_000  # entries: above this, rank_mod_p copies row by row instead of via one list
 
 
 def is_prime(n: int) -> bool:
@@ -97,13 +98,25 @@ def mm_mod(A: np.ndarray, B: np.ndarray, p: int) -> np.ndarray:
 
 
 def rank_mod_p(M: np.ndarray, p: int) -> int:
-    """Exact rank of an integer matrix over Z_p, with FLINT's ``nmod_mat``."""
+    """Exact rank of an integer matrix over Z_p, with FLINT's ``nmod_mat``.
+
+    Small matrices go through one Python list (fastest); matrices above ``LIST_LIMIT`` entries are
+    copied into a zero ``nmod_mat`` one row at a time, so only one row of Python ints exists at once
+    (a 13000 x 13000 list would need about 6 GB; row by row is as fast per entry).
+    """
     import flint
 
     M = np.asarray(M)
     if M.size == 0:
         return 0
-    return int(flint.nmod_mat(np.remainder(M, p).tolist(), int(p)).rank())
+    if M.size <= LIST_LIMIT:
+        return int(flint.nmod_mat(np.remainder(M, p).tolist(), int(p)).rank())
+    rows, cols = M.shape
+    A = flint.nmod_mat(rows, cols, int(p))
+    for i in range(rows):
+        for j, v in enumerate(np.remainder(M[i], p).tolist()):
+            A[i, j] = v
+    return int(A.rank())
 
 
 def rank_mod_p_numpy(M: np.ndarray, p: int) -> int:
@@ -139,7 +152,8 @@ def rank_mod_p_numpy(M: np.ndarray, p: int) -> int:
 
 
 def matrix_bytes(rows: int, cols: int) -> int:
-    """Peak bytes to hold and rank a rows x cols matrix: the int64 array, its Python-int list
-    for FLINT (about 36 bytes an entry: an 8-byte pointer and a 28-byte int object), and FLINT's
-    own 8-byte copy."""
-    return int(rows) * int(cols) * (8 + 36 + 8)
+    """Peak bytes to hold and rank a rows x cols matrix: the int64 array and FLINT's own 8-byte
+    copy, plus, up to ``LIST_LIMIT`` entries, its Python-int list (about 36 bytes an entry: an
+    8-byte pointer and a 28-byte int object; larger matrices are copied row by row)."""
+    n = int(rows) * int(cols)
+    return n * (8 + 8) + min(n, LIST_LIMIT) * 36

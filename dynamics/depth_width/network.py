@@ -22,7 +22,9 @@ import dataclasses
 
 import numpy as np
 
-from .modular import mm_mod, random_residues
+from .modular import mm_mod, products_per_sum, random_residues
+
+ATOM_TABLE = 40_000_000  # largest Gram table over atoms (entries, all heads) the atom path builds (320 MB)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,11 +85,16 @@ class LinearAttentionNet:
 
         Layer 1 only ever sees template vectors, so its scores <W^Q v^(a), W^K v^(b)> and its
         projected values W^O W^V v^(b) are tables over templates (:meth:`grid_tables`); per tuple
-        it costs N^2 H gathers and N^2 H d_x products instead of the full layer.
+        it costs N^2 H gathers and N^2 H d_x products instead of the full layer.  Deeper layers run
+        on atom tables (:meth:`_atom_grid`) while their Gram tables stay below ``ATOM_TABLE``
+        entries, else layer by layer.
         """
         if self.depth == 1:
             return self._readout(templates[idx], first=0)
         t = tables if tables is not None else self.grid_tables(templates)
+        widest = (self.heads + int(self.residual)) ** (self.depth - 1) * templates.shape[0]
+        if self.heads * widest**2 <= ATOM_TABLE and (self.depth == 2 or idx.shape[1] <= 4):  # faster there
+            return self._atom_grid(templates, idx, t)
         T, N = idx.shape
         H = self.heads
         S = t.scores[:, idx[:, :, None], idx[:, None, :]]  # (H, T, N, N): S_h[k_i, k_j]
@@ -98,6 +105,112 @@ class LinearAttentionNet:
             Y += templates[idx]
             np.remainder(Y, self.p, out=Y)
         return self._readout(Y, first=1)
+
+    def _atom_grid(self, templates: np.ndarray, idx: np.ndarray, t: GridTables) -> np.ndarray:
+        """f on template tuples for L >= 2 with per-tuple cost independent of d_x.
+
+        Every y^{l,i} of a tuple is a combination of the same M_l "atom" vectors, y^{l,i} =
+        sum_m c_l[i,m] z_l[atom_m], where the atoms are rows of a table over templates.  Layer 1:
+        atoms z_1(h,k) = W^{O,1,h} W^{V,1,h} v^(k) (and v^(k) with residual), c_1[i,(h,l)] = S_h[k_i,k_l]
+        (and [i = l]).  A layer l < L maps atoms to W^{O,l,h} W^{V,l,h} z (and z) and coefficients to
+
+            c_{l+1}[i,(h,m)] = sum_j B_h[i,j] c_l[j,m],  B_h[i,j] = sum_{a,b} c_l[i,a] c_l[j,b] G_h[a,b],
+
+        with the table G_h[a,b] = <W^{Q,l,h} z_a, W^{K,l,h} z_b>.  The last layer reads out
+
+            f = sum_h sum_j B_h[0,j] (sum_b c[j,b] g_h[b])  [+ sum_a c[0,a] <w, z_a>],
+            g_h[b] = <(W^{O,L,h})^T w, W^{V,L,h} z_b>.
+
+        The atom table grows (H + [res])-fold per layer; same values as :meth:`_readout` (tested).
+        """
+        p = self.p
+        K = templates.shape[0]
+        T, N = idx.shape
+        H = self.heads
+        d_a = self.Q.shape[2]
+        Z = t.values.transpose(1, 0, 2).reshape(H * K, -1)  # atom table: (h, k) -> W^O W^V v^(k)
+        atoms = [h * K + idx for h in range(H)]
+        coef = [t.scores[h][idx[:, :, None], idx[:, None, :]] for h in range(H)]  # (T, N, N): S_h[k_i, k_l]
+        if self.residual:
+            Z = np.concatenate([Z, templates % p])  # (res, k) -> v^(k)
+            atoms.append(H * K + idx)
+            coef.append(np.broadcast_to(np.eye(N, dtype=np.int64), (T, N, N)))
+        atoms = np.concatenate(atoms, axis=1)  # (T, M) rows of Z
+        c = np.concatenate(coef, axis=2)  # (T, N, M)
+        for layer in range(1, self.depth):
+            last = layer == self.depth - 1
+            qkv = mm_mod(Z, self._wqkv(layer).T, p).reshape(len(Z), 3, H, d_a)  # this layer's projections
+            G = mm_mod(qkv[:, 0].transpose(1, 0, 2), qkv[:, 1].transpose(1, 2, 0), p)  # (H, A, A)
+            B = [self._pair_weights(G[h], atoms, c, 1 if last else N) for h in range(H)]  # (T, n_q, N)
+            if last:
+                u = mm_mod(self._wo(layer).T, self.w[:, None], p)[:, 0].reshape(H, d_a)
+                g = mm_mod(qkv[:, 2].transpose(1, 0, 2), u[:, :, None], p)[..., 0]  # (H, A)
+                f = np.zeros(T, dtype=np.int64)
+                for h in range(H):
+                    val = self._contract(c, g[h][atoms])  # (T, N): sum_b c[j,b] g[b]
+                    f += ((B[h][:, 0, :] * val) % p).sum(axis=1) % p
+                if self.residual:
+                    wz = mm_mod(Z, self.w[:, None], p)[:, 0][atoms]
+                    f += ((c[:, 0, :] * wz) % p).sum(axis=1) % p
+                return f % p
+            # next atoms: W^O_h W^V_h z for each head (and z itself with residual)
+            OV = [mm_mod(qkv[:, 2, h], self.O[layer, h].T, p) for h in range(H)]  # (A, d_x) each
+            A = len(Z)
+            new_c = [self._mix(B[h], c) for h in range(H)]
+            new_atoms = [h * A + atoms for h in range(H)]
+            if self.residual:
+                OV.append(Z)
+                new_c.append(c)
+                new_atoms.append(H * A + atoms)
+            Z = np.concatenate(OV)
+            atoms = np.concatenate(new_atoms, axis=1)
+            c = np.concatenate(new_c, axis=2)
+        raise AssertionError("unreachable: depth >= 2")
+
+    def _lazy(self, terms: int) -> bool:
+        """Whether ``terms`` products of residues can be summed in int64 before one reduction."""
+        return products_per_sum(self.p) >= terms
+
+    def _pair_weights(self, G: np.ndarray, atoms: np.ndarray, c: np.ndarray, n_q: int) -> np.ndarray:
+        """B[i,j] = sum_{a,b} c[i,a] c[j,b] G[atom_a, atom_b] for query positions i < n_q: (T, n_q, N)."""
+        p = self.p
+        T, N, M = c.shape
+        A = G.shape[0]
+        Gf = G.ravel()
+        rows = atoms * A
+        lazy = self._lazy(M)
+        R = np.zeros((T, n_q, M), dtype=np.int64)  # R[i,b] = sum_a c[i,a] G[a,b]
+        for a in range(M):
+            part = Gf[rows[:, a, None] + atoms][:, None, :] * c[:, :n_q, a, None]
+            if not lazy:
+                np.remainder(part, p, out=part)
+            R += part
+        np.remainder(R, p, out=R)
+        return np.stack([self._contract(c, R[:, i, :]) for i in range(n_q)], axis=1)
+
+    def _contract(self, c: np.ndarray, v: np.ndarray) -> np.ndarray:
+        """sum_b c[j,b] v[b] per tuple: c (T, N, M), v (T, M) -> (T, N)."""
+        p = self.p
+        lazy = self._lazy(c.shape[2])
+        out = np.zeros(c.shape[:2], dtype=np.int64)
+        for b in range(c.shape[2]):
+            part = c[:, :, b] * v[:, b, None]
+            if not lazy:
+                np.remainder(part, p, out=part)
+            out += part
+        return np.remainder(out, p, out=out)
+
+    def _mix(self, B: np.ndarray, c: np.ndarray) -> np.ndarray:
+        """sum_j B[i,j] c[j,m]: (T, N, N) x (T, N, M) -> (T, N, M)."""
+        p = self.p
+        lazy = self._lazy(c.shape[1])
+        out = np.zeros(c.shape, dtype=np.int64)
+        for j in range(c.shape[1]):
+            part = B[:, :, j, None] * c[:, None, j, :]
+            if not lazy:
+                np.remainder(part, p, out=part)
+            out += part
+        return np.remainder(out, p, out=out)
 
     def grid_tables(self, templates: np.ndarray) -> GridTables:
         """Layer-1 tables for templates (K, d_x): scores (H, K, K) and values (K, H, d_x)."""

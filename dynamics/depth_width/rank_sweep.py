@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from .seprank import MAX_SIDE, RankSpec, grid_rank, grid_shape, validate
+from .theory import n2_rank
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,7 +49,8 @@ def max_rank(spec: RankSpec, max_side: int) -> int:
 
 def sweep_family(widths: Sequence[int], depths: Sequence[int], heads: int, positions: int, residual: bool,
                  pairs: Sequence[tuple[int, int]], max_side: int = MAX_SIDE, input_rank: int = 0,
-                 on_row: Callable[[dict], None] | None = None) -> list[dict]:
+                 on_row: Callable[[dict], None] | None = None, start: float = 1.2,
+                 confirm: float = 1.1) -> list[dict]:
     """Rows (one per cell and (prime, seed) pair) for every width divisible by ``heads``.
 
     Row keys: d_x, L, heads, positions, residual, input_rank, prime, seed, templates,
@@ -74,6 +76,10 @@ def sweep_family(widths: Sequence[int], depths: Sequence[int], heads: int, posit
                     on_row(row)
                 continue
             hint = _hint(known, d, L, heads)
+            if positions == 2 and not input_rank:
+                # the proven N = 2 upper bound (theory.n2_rank, docs/depth_width.md) caps the guess
+                bound = float(n2_rank(d, L))
+                hint = bound if hint is None else min(hint, bound)
             if hint is not None and hint >= limit:
                 # Not evaluated: the extrapolated rank already exceeds the largest grid (an estimate,
                 # not a certificate, so the rank column stays empty).
@@ -86,7 +92,7 @@ def sweep_family(widths: Sequence[int], depths: Sequence[int], heads: int, posit
                     on_row(row)
                 continue
             t0 = time.perf_counter()
-            res = grid_rank(spec, *pairs[0], hint=hint, max_side=max_side)
+            res = grid_rank(spec, *pairs[0], hint=hint, max_side=max_side, start=start, confirm=confirm)
             status = "exact" if res.converged else f"lower bound: grid of {res.templates} templates is full rank"
             known[(d, L)] = Cell(d, L, res.rank, status)
             row = base | dict(prime=res.prime, seed=res.seed, templates=res.templates,

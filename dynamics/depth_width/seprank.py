@@ -205,14 +205,15 @@ class _Grid:
 
 def grid_rank(spec: RankSpec, prime: int, seed: int, hint: float | None = None, max_side: int = MAX_SIDE,
               fixed: int | None = None, max_bytes: float = 4 * 2**30,
-              on_step: Callable[[int, int], None] | None = None) -> RankResult:
+              on_step: Callable[[int, int], None] | None = None, start: float = 1.2,
+              confirm: float = 1.1) -> RankResult:
     """Exact rank of the grid tensor of one random network, growing the templates until it stops.
 
     The network and a stream of templates are drawn once from ``seed`` (a larger K only adds
     templates, so the rank never falls as K grows).  K starts where the smaller matrix side is
-    about 1.2 x ``hint`` (an expected rank; 8 without one) and grows 1.5x while the grid is full
-    rank.  Once a grid has rank r below its smaller side, a second grid whose side is about 1.1 r
-    (smaller if possible, else 1.25x larger) must give the same r -- two template counts, one rank,
+    about ``start`` x ``hint`` (an expected rank; 8 without one) and grows 1.5x while the grid is full
+    rank.  Once a grid has rank r below its smaller side, a second grid whose side is about
+    ``confirm`` x r (smaller if possible, else 1.25x larger) must give the same r -- two template counts, one rank,
     both below the matrix sides: ``converged``.  If the rank keeps growing until the grid would
     exceed ``max_side``, the last rank is a lower bound (``converged=False``).  ``fixed`` measures
     one K only (the cross-checks on other primes and seeds).
@@ -226,14 +227,16 @@ def grid_rank(spec: RankSpec, prime: int, seed: int, hint: float | None = None, 
     if fixed is not None:
         K = min(int(fixed), g.k_max)
         return result(K, g.rank(K), False, K)
-    K = g.k_for(1.2 * hint if hint else 8)
+    if not 1.0 < confirm <= start:
+        raise UserError(f"template slack: need 1 < confirm ({confirm}) <= start ({start})")
+    K = g.k_for(start * hint if hint else 8)
     r = g.rank(K)
     while r >= g.side(K):  # full rank: the grid is too small to show where the rank stops
         if K == g.k_max:
             return result(K, r, False, K)
         K = max(K + 1, g.k_for(1.5 * g.side(K)))
         r = g.rank(K)
-    K_c = g.k_for(max(r + 1, 1.1 * r))
+    K_c = g.k_for(max(r + 1, confirm * r))
     if K_c < K:  # confirm on a smaller grid that still has room above r
         r_c = g.rank(K_c)
         if r_c == r:

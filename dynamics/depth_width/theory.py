@@ -13,9 +13,10 @@ Counting bounds used next to the exact ranks (this package):
   at most the number of monomials of degree <= D in the smaller side's n d_x variables,
   C(n d_x + D, D); log C(n + D, D) ~ min(D log(n/D), n log(D/n)) shows the two regimes with the
   crossover at 3^L ~ n d_x;
-* observed for N = 2 (every measured cell, with and without residual, H in {1, 2}):
-  sep = C(d_x + m_L, d_x) with m_L = (3^L - 1)/2, the number of monomials of degree <= m_L in d_x
-  variables.  Not proven here; the rank experiment checks it cell by cell.
+* for N = 2, sep <= C(d_x + m_L, d_x) with m_L = (3^L - 1)/2, the number of monomials of degree
+  <= m_L in d_x variables, for any weights, heads and residual (proven in docs/depth_width.md: f has
+  odd degree in x^0 and even degree in x^1, term by term); every measured N = 2 rank meets it, so
+  there the bound is the rank.
 
 Wies, Levine, Jannai & Shashua (ICML 2021): inputs of rank r replace d_x by min(r, d_x).
 """
@@ -52,8 +53,16 @@ def degree_bound(d_x: int, depth: int, n_side: int) -> int:
 
 
 def n2_rank(d_x: int, depth: int) -> int:
-    """Observed N = 2 separation rank: C(d_x + m_L, d_x) with m_L = (3^L - 1)/2."""
+    """N = 2 separation rank bound C(d_x + m_L, d_x), m_L = (3^L - 1)/2 (proven upper bound, met by
+    every measured cell)."""
     return math.comb(d_x + (3**depth - 1) // 2, d_x)
+
+
+def n2_parity_count(d_x: int, depth: int) -> int:
+    """The proof's count: sum over k = 0..m_L of the C(k + d_x - 1, d_x - 1) monomials of degree k
+    (odd k on the x^0 side, even k on the x^1 side); equals :func:`n2_rank` (hockey stick)."""
+    m = (3**depth - 1) // 2
+    return sum(math.comb(k + d_x - 1, d_x - 1) for k in range(m + 1))
 
 
 def n2_log_rank(d_x: float, depth: float) -> float:
@@ -65,22 +74,6 @@ def n2_log_rank(d_x: float, depth: float) -> float:
 def increments(log_ranks: Sequence[float]) -> np.ndarray:
     """Delta_L = ln r(L+1) - ln r(L) for consecutive depths (input: ln r at L = L0, L0+1, ...)."""
     return np.diff(np.asarray(log_ranks, dtype=float))
-
-
-def stop_accelerating_depth(log_rank_of_depth, depths: Sequence[int], ratio: float = 1.5) -> float:
-    """The first depth L whose next increment is less than ``ratio`` times its previous one:
-    Delta_L / Delta_{L-1} < ratio, with Delta_L = ln r(L+1) - ln r(L) and r(0) = 1.
-
-    Levine et al.: increments grow ~3x per layer while 3^L << d_x (shallow regime) and approach
-    the constant d_x ln 3 past the threshold, so this depth tracks log_3 d_x.  NaN if it never
-    happens within ``depths``.
-    """
-    logs = [0.0] + [log_rank_of_depth(L) for L in depths]
-    deltas = np.diff(logs)  # deltas[k] = ln r(depths[k]) - ln r(depths[k]-1)
-    for k in range(1, len(deltas)):
-        if deltas[k] < ratio * deltas[k - 1]:
-            return float(depths[k - 1])
-    return math.nan
 
 
 # -- Levine et al.: the fitted optimal width -----------------------------------------------------

@@ -43,10 +43,13 @@ def test_n2_log_rank_regimes():
     assert deep / (3 * 30 * math.log(3)) == pytest.approx(1.0, rel=0.05)
 
 
-def test_stop_depth_tracks_log3_with_slope_one():
-    ks = np.arange(1, 11)
-    stops = [theory.stop_accelerating_depth(lambda L, d=3**k: theory.n2_log_rank(d, L), range(1, 40)) for k in ks]
-    assert np.polyfit(ks, stops, 1)[0] == pytest.approx(1.0, abs=0.1)
+def test_closed_form_crossover_tracks_log3_with_slope_one():
+    """The N = 2 bound's continuous crossover (ratio sqrt 3) moves one layer per factor 3 of width."""
+    from dynamics.depth_width.rank_fits import closed_form_crossover
+
+    ks = np.arange(4, 13)
+    stops = [closed_form_crossover(3.0**k) for k in ks]
+    assert np.polyfit(ks, stops, 1)[0] == pytest.approx(1.0, abs=0.02)
 
 
 @pytest.mark.parametrize("k,V", [(3, 3), (4, 4), (2, 5), (3, 2)])
