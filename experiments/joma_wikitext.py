@@ -23,8 +23,9 @@ from dynamics.config import field, require
 from dynamics.corpus import check_wikitext, load_wikitext
 from dynamics.experiment import Experiment
 from dynamics.joma import analysis
-from dynamics.runtime import torch_generator
-from dynamics.scan_snap.lm import LMSpec, TransformerLM, attention_entropy, batchify, chunk
+from dynamics.joma.wikitext import train_lm
+from dynamics.runtime import threads
+from dynamics.scan_snap.lm import batchify
 
 NAME = "joma-wikitext"
 REF = "Tian et al. 2024 (JoMA)"
@@ -54,51 +55,23 @@ class WikiConfig:
         require(self.seeds >= 1 and self.max_vocab >= 2, "seeds >= 1, max_vocab >= 2")
 
 
-def train_one(cfg, seed: int, src: torch.Tensor, ex: torch.Tensor, V: int, bar) -> pd.DataFrame:
-    g = torch_generator(cfg.root_seed, seed, "joma-wikitext")
-    torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=g)))  # nn init draws from the global RNG
-    model = TransformerLM(LMSpec(vocab=V, d_model=cfg.d_model, n_layers=cfg.layers, d_ff=cfg.d_ff, norm="pre"))
-    model.to(cfg.device)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    i = int(torch.randint(0, src.shape[0] - cfg.bptt - 2, (1,), generator=g))  # random start, then in order
-    rows = []
-    for it in range(cfg.iters + 1):
-        if it % cfg.eval_every == 0 or it == cfg.iters:
-            model.eval()
-            with torch.no_grad():
-                maps = model.attention(ex)
-                loss = model.loss(ex[:, :-1], ex[:, 1:]).item()
-            model.train()
-            for layer, a in enumerate(maps):
-                rows.append({"seed_index": seed, "iter": it, "layer": layer,
-                             "entropy": float(attention_entropy(a).mean()), "eval_loss": loss})
-        if it == cfg.iters:
-            break
-        x, y = chunk(src, i, cfg.bptt)
-        i = (i + cfg.bptt) % (src.shape[0] - cfg.bptt - 2)
-        opt.zero_grad()
-        model.loss(x, y).backward()
-        opt.step()
-        bar.update(1)
-    return pd.DataFrame(rows)
-
-
 def run_batch(cfgs, ctx):
-    out = []
-    torch.set_num_threads(1)
-    for cfg in cfgs:
-        wt = load_wikitext(cfg.data_dir or None, max_vocab=cfg.max_vocab)
-        ctx.notes["data"] = getattr(wt, "note", "")
-        src = batchify(torch.as_tensor(wt.train, device=cfg.device), cfg.batch)
-        ex = batchify(torch.as_tensor(wt.eval, device=cfg.device), 10)[: 2 * cfg.bptt].t()  # (10, 2 bptt)
-        with ctx.bar(cfg.iters * cfg.seeds, NAME) as bar:
-            traj = pd.concat([train_one(cfg, s, src, ex, wt.V, bar) for s in range(cfg.seeds)], ignore_index=True)
-        turning = []
-        for layer, g in traj.groupby("layer"):
-            H = g.pivot(index="iter", columns="seed_index", values="entropy")
-            turning.append(analysis.turning_frame(H.index.to_numpy(), H.to_numpy(), cfg.delta).assign(layer=layer))
-        out.append({"trajectory": traj, "turning": pd.concat(turning, ignore_index=True)})
-    return out
+    with threads(1):  # small tensors: one thread is fastest, and the caller's setting is restored
+        return [run_cell(cfg, ctx) for cfg in cfgs]
+
+
+def run_cell(cfg, ctx):
+    wt = load_wikitext(cfg.data_dir or None, max_vocab=cfg.max_vocab)
+    ctx.notes["data"] = getattr(wt, "note", "")
+    src = batchify(torch.as_tensor(wt.train, device=cfg.device), cfg.batch)
+    ex = batchify(torch.as_tensor(wt.eval, device=cfg.device), 10)[: 2 * cfg.bptt].t()  # (10, 2 bptt)
+    with ctx.bar(cfg.iters * cfg.seeds, NAME) as bar:
+        traj = pd.concat([train_lm(cfg, s, src, ex, wt.V, bar) for s in range(cfg.seeds)], ignore_index=True)
+    turning = []
+    for layer, g in traj.groupby("layer"):
+        H = g.pivot(index="iter", columns="seed_index", values="entropy")
+        turning.append(analysis.turning_frame(H.index.to_numpy(), H.to_numpy(), cfg.delta).assign(layer=layer))
+    return {"trajectory": traj, "turning": pd.concat(turning, ignore_index=True)}
 
 
 def summarize(tables, base):
