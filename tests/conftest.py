@@ -55,3 +55,17 @@ def _tiny_wikitext(root, n=900, seed=0):
 def tiny_wikitext():
     """``tiny_wikitext(directory)`` builds a WikiText-like corpus there and returns the directory."""
     return _tiny_wikitext
+
+
+@pytest.fixture(scope="module")
+def made(request, tmp_path_factory):
+    """One finished result of the test module's tiny sweep (its ``EXP`` and ``TINY`` arguments), for the
+    tests that need a previous result to copy."""
+    from dynamics.cli import main
+
+    exp, tiny = request.module.EXP, request.module.TINY
+    out = tmp_path_factory.mktemp("made") / exp
+    with pytest.raises(SystemExit) as exc:
+        main(["sweep", exp, *tiny, "--out", str(out)])
+    assert exc.value.code == 0
+    return out

@@ -119,17 +119,6 @@ def test_an_internal_error_is_one_line_exit_3_and_debug_shows_the_traceback(cli,
     assert code == 3 and "Traceback" in err and "ZeroDivisionError: a bug" in err
 
 
-@pytest.fixture(scope="module")
-def made(tmp_path_factory):
-    from dynamics.cli import main
-
-    out = tmp_path_factory.mktemp("made") / EXP
-    with pytest.raises(SystemExit) as exc:
-        main(["sweep", EXP, *TINY, "--out", str(out)])
-    assert exc.value.code == 0
-    return out
-
-
 @pytest.fixture
 def result(made, tmp_path):
     root = tmp_path / "results"

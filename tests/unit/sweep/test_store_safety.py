@@ -23,18 +23,6 @@ def snapshot(d: Path) -> dict[str, str]:
             for p in sorted(d.rglob("*")) if p.is_file()}
 
 
-@pytest.fixture(scope="module")
-def made(tmp_path_factory):
-    """One finished result directory, copied by the tests that need a previous result."""
-    from dynamics.cli import main
-
-    out = tmp_path_factory.mktemp("made") / EXP
-    with pytest.raises(SystemExit) as exc:
-        main(["sweep", EXP, *TINY, "--out", str(out)])
-    assert exc.value.code == 0
-    return out
-
-
 @pytest.fixture
 def previous(made, tmp_path):
     out = tmp_path / "res" / EXP
