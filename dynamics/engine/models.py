@@ -123,10 +123,10 @@ def embed_tokens(tok: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     return torch.gather(tok, 1, ids.reshape(R, B * T, 1).expand(R, B * T, d)).view(R, B, T, d)
 
 
-def forward(params, spec: EncoderSpec, x: torch.Tensor, *, train: bool = True, buffers: dict | None = None,
-            generator: torch.Generator | None = None, rec: Record | None = None) -> torch.Tensor:
-    """x: patches (R, B, n_patches, patch_dim) or ids (R, B, T).  Returns logits (R, B, classes) for
-    "cls"/"mean" heads, (R, B, T, vocab) for LM heads."""
+def features(params, spec: EncoderSpec, x: torch.Tensor, *, train: bool = True, buffers: dict | None = None,
+             generator: torch.Generator | None = None, rec: Record | None = None) -> torch.Tensor:
+    """The states the head reads: (R, B, d) for "cls"/"mean" heads (class token or mean over tokens,
+    after the final norm), (R, B, T, d) for LM heads.  Arguments as :func:`forward`."""
     p = params
     if spec.patch_dim:
         h = ops.linear(x, p["embed_w"], p["embed_b"])
@@ -156,9 +156,35 @@ def forward(params, spec: EncoderSpec, x: torch.Tensor, *, train: bool = True, b
         h = ops.layer_norm(h, p["norm_g"], p["norm_b"])
         if spec.head == "mean":
             h = h.mean(2)
+    return h
+
+
+def _head(params, spec: EncoderSpec) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The output map (R, d, out) and bias (R, out) or None."""
     if spec.head == "lm_tied":
-        return torch.matmul(h.flatten(1, 2), p["tok"].transpose(1, 2)).view(R, B, T, spec.vocab)
-    return ops.linear(h, p["head_w"], p["head_b"])
+        return params["tok"].transpose(1, 2), None
+    return params["head_w"], params["head_b"]
+
+
+def forward(params, spec: EncoderSpec, x: torch.Tensor, *, train: bool = True, buffers: dict | None = None,
+            generator: torch.Generator | None = None, rec: Record | None = None) -> torch.Tensor:
+    """x: patches (R, B, n_patches, patch_dim) or ids (R, B, T).  Returns logits (R, B, classes) for
+    "cls"/"mean" heads, (R, B, T, vocab) for LM heads."""
+    h = features(params, spec, x, train=train, buffers=buffers, generator=generator, rec=rec)
+    return ops.linear(h, *_head(params, spec))
+
+
+def loss(params, spec: EncoderSpec, x: torch.Tensor, y: torch.Tensor, *, train: bool = True,
+         buffers: dict | None = None, generator: torch.Generator | None = None,
+         rec: Record | None = None) -> torch.Tensor:
+    """Mean cross-entropy per replica (R,): ``cross_entropy(forward(...), y)`` with targets y (R, B)
+    (classes) or (R, B, T) (next tokens).  LM heads go through :func:`ops.linear_cross_entropy`, which
+    never materialises the (R, B, T, vocab) logits (same value up to rounding, less memory traffic)."""
+    h = features(params, spec, x, train=train, buffers=buffers, generator=generator, rec=rec)
+    w, b = _head(params, spec)
+    if spec.head in ("lm", "lm_tied"):
+        return ops.linear_cross_entropy(h.flatten(1, 2), w, b, y.reshape(y.shape[0], -1))
+    return cross_entropy(ops.linear(h, w, b), y)
 
 
 def cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

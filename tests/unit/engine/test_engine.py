@@ -206,3 +206,56 @@ def test_bf16_autocast_runs_on_cpu():
     losses = [trainer.step(lambda s, r: models.cross_entropy(models.forward(params, spec, x.float()), y))
               for _ in range(5)]
     assert params.data.dtype == torch.float32 and torch.isfinite(torch.stack(losses)).all()
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_loss_equals_cross_entropy_of_forward(name):
+    """models.loss (LM heads: the blockwise linear_cross_entropy) equals cross_entropy(forward) in value
+    and in every parameter's gradient, float64; the LM cells use several row blocks."""
+    spec = SPECS[name]
+    seeds = replica_seeds(7, 3)
+    x, y = _inputs(spec, seeds, 4, 0)
+    grads = []
+    for fn in (lambda p: models.loss(p, spec, x, y), lambda p: models.cross_entropy(models.forward(p, spec, x), y)):
+        params = models.init(spec, seeds, F64)
+        value = fn(params)
+        params.zero_grad()
+        value.mul(torch.tensor([1.0, 0.0, 2.0], dtype=F64)).sum().backward()  # per-replica upstream weights
+        grads.append((value.detach(), params.grad.clone()))
+    (v1, g1), (v2, g2) = grads
+    assert torch.allclose(v1, v2, atol=1e-12, rtol=0) and torch.allclose(g1, g2, atol=1e-12, rtol=0)
+    assert g1[1].abs().max() == 0 and g1[0].abs().max() > 0
+
+
+def test_linear_cross_entropy_blocks_and_no_grad():
+    """Row blocks smaller than N give the same loss and gradients; without gradients no grad work."""
+    from dynamics.engine.ops import _LinearCrossEntropy, linear
+
+    g = torch.Generator().manual_seed(0)
+    h = torch.randn(2, 37, 5, dtype=F64, generator=g, requires_grad=True)
+    w = torch.randn(2, 5, 23, dtype=F64, generator=g, requires_grad=True)
+    b = torch.randn(2, 23, dtype=F64, generator=g, requires_grad=True)
+    y = torch.randint(23, (2, 37), generator=g)
+    ref = torch.nn.functional.cross_entropy(linear(h, w, b).reshape(-1, 23), y.reshape(-1), reduction="none")
+    ref = ref.view(2, -1).mean(1)
+    ref_grads = torch.autograd.grad(ref.sum(), (h, w, b))
+    ours = _LinearCrossEntropy.apply(h, w, b, y, 8)
+    assert torch.allclose(ours, ref, atol=1e-12, rtol=0)
+    for a, c in zip(torch.autograd.grad(ours.sum(), (h, w, b)), ref_grads):
+        assert torch.allclose(a, c, atol=1e-12, rtol=0)
+    with torch.no_grad():
+        assert torch.allclose(_LinearCrossEntropy.apply(h, w, None, y, 8),
+                              torch.nn.functional.cross_entropy(linear(h, w).reshape(-1, 23), y.reshape(-1),
+                                                                reduction="none").view(2, -1).mean(1))
+
+
+def test_lm_loss_under_bf16_autocast():
+    """Under autocast the LM loss falls back to logits + cross-entropy (the blockwise form is float32/64 only)."""
+    spec = SPECS["lm-tied-mlp"]
+    seeds = replica_seeds(8, 2)
+    params = models.init(spec, seeds)
+    trainer = Trainer(params, FusedAdamW(params), lr_table([1e-2] * 2, Schedule(3), 3),
+                      precision=Precision(autocast="bf16"))
+    x, y = _inputs(spec, seeds, 4, 0)
+    losses = [trainer.step(lambda s, r: models.loss(params, spec, x, y)) for _ in range(3)]
+    assert params.data.dtype == torch.float32 and torch.isfinite(torch.stack(losses)).all()
