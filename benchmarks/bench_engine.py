@@ -5,7 +5,10 @@ training step of all R replicas of the cell (forward, backward, optimiser) is ti
 in this run, interleaved round by round so a change in machine load hits them alike (best round
 counts):
 
-* engine: ``dynamics.engine`` (one flat (R, P) buffer, batched matmuls, fused optimiser, Trainer);
+* engine: ``dynamics.engine`` (one flat (R, P) buffer, batched matmuls, fused optimiser, Trainer), the
+  loss from :func:`dynamics.engine.models.loss` (LM heads: blockwise head + cross-entropy);
+* unfused (LM cells): the same step with ``cross_entropy(forward(...))``, the (R, B, T, V) logits
+  materialised (what ``dynamics.scan_snap.lm.train_replicas`` calls today);
 * vmap: ``torch.func.stack_module_state`` + ``vmap(functional_call)`` over the per-replica modules
   and ``torch.optim.AdamW`` on the stacked tensors (timed on the deepvit cells, to choose between
   batched matmuls and vmap);
@@ -15,7 +18,18 @@ counts):
 
 FLOPs count the matmuls only (2 per multiply-add, x3 for forward + backward,
 :func:`dynamics.engine.models.flops_per_step`); the peak is the best of several fp32 ``torch.mm``
-2048^3 products at the same thread count.  The toy DETR cells (dacdetr-gather: O-decoder only, and
+2048^3 products at the same thread count, measured between the rounds.  ``bound`` is the largest
+speed-up over the loop that any implementation could reach if it ran those FLOPs at the peak
+(loop time x peak / FLOPs): a cell whose loop is already compute-bound cannot be made 10x faster by
+batching replicas.
+
+R is what the experiment batches: deepvit-collapse 3 seeds, depth-width-budget 2 seeds x 3 learning
+rates, wikitext-attention 3 seeds x 5 learning rates, dacdetr-gather 4 seeds.  The ViT and budget cells
+run the engine's own models (:mod:`dynamics.engine.models`); deepvit-collapse and depth-width-budget
+currently train their own forward passes (``dynamics.collapse.vit.forward``,
+``dynamics.depth_width.transformer.ReplicaTransformer``) on the engine's Trainer and optimiser.
+The machine's load (``/proc/loadavg``) is printed before and after: timings under load are noisy,
+and the best round counts.  The toy DETR cells (dacdetr-gather: O-decoder only, and
 O + C decoders) run the experiment's full loss (Hungarian matching per image and layer, per replica)
 in both the engine and the loop; their matmul FLOPs are counted by :func:`detr_flops`.
 
@@ -110,8 +124,8 @@ CELLS = [
     Cell("deepvit-collapse", "smallest", _vit(4, 32, 3), 3, 64, vmap=True),
     Cell("depth-width-budget", "largest", _budget("wikitext", 32000, 1), 6, 32, clip=1.0),
     Cell("depth-width-budget", "smallest", _budget("ses", 2000, 6), 6, 64, clip=1.0),
-    Cell("wikitext-attention", "largest", _lm(64, 2000), 3, 20, optimizer="sgd", clip=0.5),
-    Cell("wikitext-attention", "smallest", _lm(32, 1000), 3, 20, optimizer="sgd", clip=0.5),
+    Cell("wikitext-attention", "largest", _lm(64, 2000), 15, 20, optimizer="sgd", clip=0.5),
+    Cell("wikitext-attention", "smallest", _lm(32, 1000), 15, 20, optimizer="sgd", clip=0.5),
     DetrCell("dacdetr-gather", "largest", True),
     DetrCell("dacdetr-gather", "smallest", False),
 ]
@@ -166,7 +180,8 @@ def _data(cell: Cell, R: int):
     return x, y
 
 
-def engine_step(cell: Cell):
+def engine_step(cell: Cell, fused: bool = True):
+    """One trainer step; ``fused=False``: the loss as cross_entropy(forward) (logits materialised)."""
     R = cell.replicas
     params = models.init(cell.spec, replica_seeds(0, R))
     opt = FusedSGD(params) if cell.optimizer == "sgd" else FusedAdamW(params, weight_decay=0.05)
@@ -177,7 +192,10 @@ def engine_step(cell: Cell):
 
     def step():
         trainer.step_count = 0  # reuse the one-row learning-rate table
-        trainer.step(lambda t, rec: models.cross_entropy(models.forward(params, cell.spec, x), y))
+        if fused:
+            trainer.step(lambda t, rec: models.loss(params, cell.spec, x, y))
+        else:
+            trainer.step(lambda t, rec: models.cross_entropy(models.forward(params, cell.spec, x), y))
 
     return step, params
 
@@ -247,6 +265,11 @@ def gemm_peak(n: int = 2048, repeat: int = 3) -> float:
     return 2 * n**3 / best
 
 
+def _load() -> str:
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=1, help="torch threads (the experiments use 1)")
@@ -255,8 +278,10 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
+    load_before = _load()
     peak = gemm_peak()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), float32, CPU (no GPU in this run)")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), float32, CPU (no GPU in this run); "
+          f"load average (1, 5, 15 min) at start: {load_before}")
     rows = []
     for cell in CELLS:
         if isinstance(cell, DetrCell):
@@ -265,6 +290,8 @@ def main() -> None:
         else:
             eng, params = engine_step(cell)
             ways = {"engine": eng, "loop": loop_step(cell, params)}
+            if cell.spec.head.startswith("lm"):
+                ways["unfused"] = engine_step(cell, fused=False)[0]
         if cell.vmap:
             ways["vmap"] = vmap_step(cell, params)
         for s in ways.values():
@@ -275,9 +302,10 @@ def main() -> None:
             for name, s in ways.items():
                 best[name] = min(best[name], _time(s, args.seconds))
         rows.append((cell, best))
-    print(f"fp32 GEMM peak (torch.mm 2048^3, best in this run): {peak / 1e9:.1f} GFLOP/s")
-    print(f"{'experiment':20s} {'cell':9s} {'shape':34s} {'R':>2s} {'opt':5s} {'engine ms':>9s} "
-          f"{'GFLOP/s':>8s} {'of peak':>7s} {'loop ms':>8s} {'speed-up':>8s} {'vmap ms':>8s}")
+    print(f"fp32 GEMM peak (torch.mm 2048^3, best in this run, {torch.get_num_threads()} thread(s)): "
+          f"{peak / 1e9:.1f} GFLOP/s")
+    print(f"{'experiment':19s} {'cell':8s} {'shape':33s} {'R':>2s} {'opt':5s} {'engine ms':>9s} {'loop ms':>8s} "
+          f"{'speed-up':>8s} {'bound':>6s} {'GFLOP/s':>7s} {'of peak':>7s} {'unfused ms':>10s} {'vmap ms':>8s}")
     large, small = [], []
     for cell, best in rows:
         if isinstance(cell, DetrCell):
@@ -289,12 +317,15 @@ def main() -> None:
             shape = f"L={s.depth} d={s.block.width} T={s.tokens} B={cell.batch}" + (f" V={s.vocab}" if s.vocab else "")
         rate = flops / best["engine"]
         frac, speed = rate / peak, best["loop"] / best["engine"]
+        bound = best["loop"] * peak / flops
         (large if cell.size == "largest" else small).append((frac, speed))
-        vm = f"{best['vmap'] * 1e3:8.1f}" if "vmap" in best else f"{'-':>8s}"
-        print(f"{cell.experiment:20s} {cell.size:9s} {shape:34s} {cell.replicas:2d} {cell.optimizer:5s} "
-              f"{best['engine'] * 1e3:9.1f} {rate / 1e9:8.1f} {frac:7.1%} {best['loop'] * 1e3:8.1f} "
-              f"{speed:7.1f}x {vm}")
-    print(f"total benchmark time {time.perf_counter() - started:.0f} s")
+        extra = "".join(f" {best[k] * 1e3:{w}.1f}" if k in best else f" {'-':>{w}s}" for k, w in (("unfused", 10),
+                                                                                                  ("vmap", 8)))
+        print(f"{cell.experiment:19s} {cell.size:8s} {shape:33s} {cell.replicas:2d} {cell.optimizer:5s} "
+              f"{best['engine'] * 1e3:9.1f} {best['loop'] * 1e3:8.1f} {speed:7.2f}x {bound:5.1f}x "
+              f"{rate / 1e9:7.1f} {frac:7.1%}{extra}")
+    print(f"total benchmark time {time.perf_counter() - started:.0f} s; load average at start {load_before}, "
+          f"at end {_load()}")
     print(f"bench_engine: min_peak_fraction_large={min(f for f, _ in large):.3f} "
           f"min_speedup_small={min(s for _, s in small):.2f}")
 

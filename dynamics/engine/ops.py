@@ -67,15 +67,16 @@ def linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> t
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
-    """Per-replica mean cross-entropy of the logits z = h w + b, computed a block of rows at a time.
+    """Per-replica mean cross-entropy of the logits z = h w + b, computed a block (a few replicas x
+    ``rows`` rows) at a time.
 
-    Each block's logits (R, rows, V) stay in cache: the loss and, when gradients are needed, the
+    Each block's logits (G, rows, V) stay in cache: the loss and, when gradients are needed, the
     gradients with respect to h, w and b are formed there (softmax(z) - onehot(y) times h or w), so the
     full (R, N, V) logits are never written to memory.  The gradients are computed in the forward pass
     (the loss is the end of the graph) and scaled by the upstream gradient (R,) in backward."""
 
     @staticmethod
-    def forward(ctx, h, w, b, y, rows):
+    def forward(ctx, h, w, b, y, rows, group):
         R, N, _ = h.shape
         need_h, need_w, need_b = ctx.needs_input_grad[:3]
         need_b = need_b and b is not None
@@ -83,22 +84,12 @@ class _LinearCrossEntropy(torch.autograd.Function):
         gh = torch.empty(h.shape, dtype=h.dtype, device=h.device) if need_h else None
         gw = torch.zeros(w.shape, dtype=w.dtype, device=w.device) if need_w else None
         gb = torch.zeros(b.shape, dtype=b.dtype, device=b.device) if need_b else None
-        for s in range(0, N, rows):
-            hs, ys = h[:, s:s + rows], y[:, s:s + rows].unsqueeze(2)
-            z = torch.bmm(hs, w) if b is None else torch.baddbmm(b.unsqueeze(1), hs, w)
-            target = z.gather(2, ys)
-            m = z.amax(2, keepdim=True)
-            z.sub_(m).exp_()
-            total = z.sum(2, keepdim=True)
-            loss += total.log().add_(m).sub_(target).sum((1, 2))  # log sum exp z - z_y
-            if need_h or need_w or need_b:
-                z.div_(total).scatter_add_(2, ys, z.new_full(ys.shape, -1.0))  # d loss_row / d z
-                if need_h:
-                    gh[:, s:s + rows] = torch.bmm(z, w.transpose(1, 2))
-                if need_w:
-                    gw.baddbmm_(hs.transpose(1, 2), z)
-                if need_b:
-                    gb += z.sum(1)
+        for g in range(0, R, group):
+            rs = slice(g, g + group)
+            for s in range(0, N, rows):
+                _block(h[rs, s:s + rows], w[rs], None if b is None else b[rs], y[rs, s:s + rows].unsqueeze(2),
+                       loss[rs], None if gh is None else gh[rs, s:s + rows], None if gw is None else gw[rs],
+                       None if gb is None else gb[rs])
         ctx.N, ctx.has = N, (need_h, need_w, need_b)
         ctx.save_for_backward(*(t for t in (gh, gw, gb) if t is not None))
         return loss / N
@@ -109,7 +100,27 @@ class _LinearCrossEntropy(torch.autograd.Function):
         scale = grad / ctx.N
         out = [next(saved) * scale.view(-1, *[1] * (dims - 1)) if has else None
                for has, dims in zip(ctx.has, (3, 3, 2))]
-        return out[0], out[1], out[2], None, None
+        return out[0], out[1], out[2], None, None, None
+
+
+def _block(hs, w, b, ys, loss, gh, gw, gb) -> None:
+    """One block of :class:`_LinearCrossEntropy`: add its rows' losses to ``loss`` (G,), write d/dh into
+    ``gh`` and add d/dw, d/db into ``gw``, ``gb`` (None: not needed)."""
+    z = torch.bmm(hs, w) if b is None else torch.baddbmm(b.unsqueeze(1), hs, w)  # (G, rows, V)
+    target = z.gather(2, ys)
+    m = z.amax(2, keepdim=True)
+    z.sub_(m).exp_()
+    total = z.sum(2, keepdim=True)
+    loss += total.log().add_(m).sub_(target).sum((1, 2))  # log sum exp z - z_y
+    if gh is None and gw is None and gb is None:
+        return
+    z.div_(total).scatter_add_(2, ys, z.new_full(ys.shape, -1.0))  # d loss_row / d z = softmax - onehot
+    if gh is not None:
+        gh.copy_(torch.bmm(z, w.transpose(1, 2)))
+    if gw is not None:
+        gw.baddbmm_(hs.transpose(1, 2), z)
+    if gb is not None:
+        gb += z.sum(1)
 
 
 def linear_cross_entropy(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, y: torch.Tensor) -> torch.Tensor:
@@ -121,8 +132,10 @@ def linear_cross_entropy(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor | Non
         z = linear(h, w, b)
         return F.cross_entropy(z.reshape(-1, z.shape[-1]).float(), y.reshape(-1), reduction="none").view(
             h.shape[0], -1).mean(1)
-    rows = max(16, (1 << 21) // max(1, h.shape[0] * w.shape[-1]))  # a block's logits: ~8 MB in float32
-    return _LinearCrossEntropy.apply(h, w, b, y, rows)
+    # blocks of 256 rows x a few replicas, ~1.5M logits (6 MB in float32): measured best at V = 1000-2000
+    rows = min(h.shape[1], 256)
+    group = max(1, (3 << 19) // (rows * w.shape[-1]))
+    return _LinearCrossEntropy.apply(h, w, b, y, rows, group)
 
 
 def layer_norm(x: torch.Tensor, g: torch.Tensor, b: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:

@@ -18,7 +18,7 @@ from dynamics.engine import (
     replica_seeds,
 )
 from dynamics.engine.ops import BlockSpec
-from dynamics.engine.params import generator
+from dynamics.engine.params import backward, generator
 from dynamics.engine.reference import Encoder
 
 F64 = torch.float64
@@ -220,7 +220,7 @@ def test_loss_equals_cross_entropy_of_forward(name):
         params = models.init(spec, seeds, F64)
         value = fn(params)
         params.zero_grad()
-        value.mul(torch.tensor([1.0, 0.0, 2.0], dtype=F64)).sum().backward()  # per-replica upstream weights
+        backward(value.mul(torch.tensor([1.0, 0.0, 2.0], dtype=F64)).sum())  # per-replica upstream weights
         grads.append((value.detach(), params.grad.clone()))
     (v1, g1), (v2, g2) = grads
     assert torch.allclose(v1, v2, atol=1e-12, rtol=0) and torch.allclose(g1, g2, atol=1e-12, rtol=0)
@@ -228,7 +228,7 @@ def test_loss_equals_cross_entropy_of_forward(name):
 
 
 def test_linear_cross_entropy_blocks_and_no_grad():
-    """Row blocks smaller than N give the same loss and gradients; without gradients no grad work."""
+    """Blocks of one replica x 8 of 37 rows give the same loss and gradients; without gradients no grad work."""
     from dynamics.engine.ops import _LinearCrossEntropy, linear
 
     g = torch.Generator().manual_seed(0)
@@ -239,12 +239,12 @@ def test_linear_cross_entropy_blocks_and_no_grad():
     ref = torch.nn.functional.cross_entropy(linear(h, w, b).reshape(-1, 23), y.reshape(-1), reduction="none")
     ref = ref.view(2, -1).mean(1)
     ref_grads = torch.autograd.grad(ref.sum(), (h, w, b))
-    ours = _LinearCrossEntropy.apply(h, w, b, y, 8)
+    ours = _LinearCrossEntropy.apply(h, w, b, y, 8, 1)
     assert torch.allclose(ours, ref, atol=1e-12, rtol=0)
     for a, c in zip(torch.autograd.grad(ours.sum(), (h, w, b)), ref_grads):
         assert torch.allclose(a, c, atol=1e-12, rtol=0)
     with torch.no_grad():
-        assert torch.allclose(_LinearCrossEntropy.apply(h, w, None, y, 8),
+        assert torch.allclose(_LinearCrossEntropy.apply(h, w, None, y, 8, 1),
                               torch.nn.functional.cross_entropy(linear(h, w).reshape(-1, 23), y.reshape(-1),
                                                                 reduction="none").view(2, -1).mean(1))
 
