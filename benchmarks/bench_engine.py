@@ -1,9 +1,10 @@
 """Replica engine: achieved FLOP/s against the fp32 GEMM peak, and speed-up over a per-replica loop.
 
 For the largest and the smallest trained cell of each experiment that trains transformers, one
-training step of all R replicas of the cell (forward, backward, optimiser) is timed three ways, all
+training step of all R replicas of the cell (forward, backward, optimiser) is timed several ways, all
 in this run, interleaved round by round so a change in machine load hits them alike (best round
-counts):
+counts; with one thread the clock is the process's CPU time, so other jobs' load does not count as
+the step's time):
 
 * engine: ``dynamics.engine`` (one flat (R, P) buffer, batched matmuls, fused optimiser, Trainer), the
   loss from :func:`dynamics.engine.models.loss` (LM heads: blockwise head + cross-entropy);
@@ -62,7 +63,7 @@ from dynamics.engine.reference import Encoder
 @dataclasses.dataclass(frozen=True)
 class Cell:
     experiment: str
-    size: str  # "largest" / "smallest"
+    size: str  # "largest" / "smallest" (in the last line), or "small@R=..." (a larger R, printed only)
     spec: models.EncoderSpec
     replicas: int
     batch: int
@@ -128,6 +129,11 @@ CELLS = [
     Cell("wikitext-attention", "smallest", _lm(32, 1000), 15, 20, optimizer="sgd", clip=0.5),
     DetrCell("dacdetr-gather", "largest", True),
     DetrCell("dacdetr-gather", "smallest", False),
+    # not in the last line: the two overhead-bound smallest cells at the R of a seeds x learning-rates
+    # study (issue 15's rebuilds: 5-10 seeds); with per-operation overhead dominating, the speed-up over
+    # the loop can approach R but not exceed it, so 10x needs R > 10
+    Cell("deepvit-collapse", "small@R=24", _vit(4, 32, 3), 24, 64),
+    Cell("depth-width-budget", "small@R=24", _budget("ses", 2000, 6), 24, 64, clip=1.0),
 ]
 
 
@@ -245,13 +251,20 @@ def vmap_step(cell: Cell, params):
     return step
 
 
+# With one thread the clock is this process's CPU time: on a machine shared with other jobs, wall time
+# per step mostly measures how long the scheduler kept the process waiting.  With more threads it is
+# wall time (CPU time would add up the threads).
+CLOCK = {"fn": time.perf_counter, "name": "wall"}
+
+
 def _time(step, seconds: float) -> float:
     """Seconds per step: run >= 2 steps and >= ``seconds``."""
-    n, t0 = 0, time.perf_counter()
-    while n < 2 or time.perf_counter() - t0 < seconds:
+    clock = CLOCK["fn"]
+    n, t0 = 0, clock()
+    while n < 2 or clock() - t0 < seconds:
         step()
         n += 1
-    return (time.perf_counter() - t0) / n
+    return (clock() - t0) / n
 
 
 def gemm_peak(n: int = 2048, repeat: int = 3) -> float:
@@ -259,9 +272,9 @@ def gemm_peak(n: int = 2048, repeat: int = 3) -> float:
     torch.mm(a, b)
     best = float("inf")
     for _ in range(repeat):
-        t = time.perf_counter()
+        t = CLOCK["fn"]()
         torch.mm(a, b)
-        best = min(best, time.perf_counter() - t)
+        best = min(best, CLOCK["fn"]() - t)
     return 2 * n**3 / best
 
 
@@ -277,10 +290,13 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=0.6, help="minimum time per measurement")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.threads == 1:
+        CLOCK.update(fn=time.process_time, name="process CPU")
     started = time.perf_counter()
     load_before = _load()
     peak = gemm_peak()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), float32, CPU (no GPU in this run); "
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), float32, CPU (no GPU in this run), "
+          f"{CLOCK['name']} time; "
           f"load average (1, 5, 15 min) at start: {load_before}")
     rows = []
     for cell in CELLS:
@@ -304,7 +320,7 @@ def main() -> None:
         rows.append((cell, best))
     print(f"fp32 GEMM peak (torch.mm 2048^3, best in this run, {torch.get_num_threads()} thread(s)): "
           f"{peak / 1e9:.1f} GFLOP/s")
-    print(f"{'experiment':19s} {'cell':8s} {'shape':33s} {'R':>2s} {'opt':5s} {'engine ms':>9s} {'loop ms':>8s} "
+    print(f"{'experiment':19s} {'cell':10s} {'shape':33s} {'R':>2s} {'opt':5s} {'engine ms':>9s} {'loop ms':>8s} "
           f"{'speed-up':>8s} {'bound':>6s} {'GFLOP/s':>7s} {'of peak':>7s} {'unfused ms':>10s} {'vmap ms':>8s}")
     large, small = [], []
     for cell, best in rows:
@@ -318,10 +334,11 @@ def main() -> None:
         rate = flops / best["engine"]
         frac, speed = rate / peak, best["loop"] / best["engine"]
         bound = best["loop"] * peak / flops
-        (large if cell.size == "largest" else small).append((frac, speed))
+        if cell.size in ("largest", "smallest"):
+            (large if cell.size == "largest" else small).append((frac, speed))
         extra = "".join(f" {best[k] * 1e3:{w}.1f}" if k in best else f" {'-':>{w}s}" for k, w in (("unfused", 10),
                                                                                                   ("vmap", 8)))
-        print(f"{cell.experiment:19s} {cell.size:8s} {shape:33s} {cell.replicas:2d} {cell.optimizer:5s} "
+        print(f"{cell.experiment:19s} {cell.size:10s} {shape:33s} {cell.replicas:2d} {cell.optimizer:5s} "
               f"{best['engine'] * 1e3:9.1f} {best['loop'] * 1e3:8.1f} {speed:7.2f}x {bound:5.1f}x "
               f"{rate / 1e9:7.1f} {frac:7.1%}{extra}")
     print(f"total benchmark time {time.perf_counter() - started:.0f} s; load average at start {load_before}, "
