@@ -81,12 +81,18 @@ def list_cmd(results) -> None:
 def describe(experiment: str) -> None:
     """Show EXPERIMENT's config keys (type, default, meaning), default grid and --quick settings."""
     from .config import describe as fields
+    from .config import short_name
 
     exp = _experiment(experiment)
+    rows = fields(exp.config)
     click.echo(f"{exp.name}: {exp.summary}\nreproduces: {exp.reference}\n\nconfig keys (--set key=value):")
-    for name, tp, default, text in fields(exp.config):
+    if any("." in name for name, *_ in rows):
+        click.echo("  (keys inside a spec are written spec.key; the part after the last dot alone is accepted "
+                   "where no other key has that name: marked *)")
+    for name, tp, default, text in rows:
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
-        click.echo(f"  {name:28s} {tp:24s} default {shown!s:12s} {text}")
+        mark = "*" if "." in name and "." not in short_name(exp.config, name) else ""
+        click.echo(f"  {name + mark:28s} {tp:24s} default {shown!s:12s} {text}")
     if exp.grid:
         click.echo("\ndefault grid (replace with --grid key=v1,v2 on `dynamics sweep`):")
         for k, v in exp.grid.items():
@@ -149,10 +155,12 @@ def _do_run(experiment, grid_items, quick, sets, seeds, out, resume, executor, a
             raise UserError(f"--seeds must be at least 1, got {seeds}")
         overrides["seeds"] = str(seeds)
     if data_dir is not None:
-        import dataclasses
+        from .config import resolve
 
-        if "data_dir" not in {f.name for f in dataclasses.fields(exp.config)}:
-            raise UserError(f"{exp.name} reads no data: --data-dir does not apply")
+        try:
+            resolve(exp.config, "data_dir")
+        except UserError:
+            raise UserError(f"{exp.name} reads no data: --data-dir does not apply") from None
         overrides["data_dir"] = str(data_dir)
     for name, value in (("--max-cells", max_cells), ("--max-work", max_work), ("--threads", threads)):
         if value is not None and not value >= 1:
