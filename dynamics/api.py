@@ -95,12 +95,12 @@ def sweep(name: str, grid: Mapping[str, Any] | None = None, *, quick: bool = Fal
     in memory.  Keyword overrides fix config keys.  Grid and override keys may be qualified
     (``"data.num_last"``) or unique bare names, as for :func:`run`."""
     from .config import build, coerce
-    from .sweep.grid import canonical
     from .errors import UserError
     from .experiments import get
     from .report.figures import render
     from .sweep import runner
     from .sweep.executors import make_executor
+    from .sweep.grid import canonical
 
     exp = get(name)
     if seeds is not None:

@@ -70,7 +70,7 @@ class Key(NamedTuple):
         return ".".join(self.path)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def keys(cls: type) -> dict[str, Key]:
     """Every key of ``cls`` by qualified name, specs and their fields alike, in declaration order."""
     out: dict[str, Key] = {}

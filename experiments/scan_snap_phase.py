@@ -40,8 +40,8 @@ from dynamics.config import field, require
 from dynamics.experiment import Experiment
 from dynamics.runtime import threads
 from dynamics.scan_snap import data, metrics
-from dynamics.scan_snap.data import SyntheticSpec
 from dynamics.scan_snap import theory as th
+from dynamics.scan_snap.data import SyntheticSpec
 from dynamics.scan_snap.train import TrainOptions, train
 from dynamics.stats import Band
 

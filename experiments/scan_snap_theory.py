@@ -40,9 +40,9 @@ from dynamics.config import field, require
 from dynamics.experiment import Experiment
 from dynamics.runtime import threads
 from dynamics.scan_snap import data, metrics
-from dynamics.scan_snap.data import SyntheticSpec
 from dynamics.scan_snap import population as pop
 from dynamics.scan_snap import theory as th
+from dynamics.scan_snap.data import SyntheticSpec
 from dynamics.scan_snap.train import TrainOptions, train
 from dynamics.stats import Band
 
