@@ -130,20 +130,21 @@ def short_name(cls: type, key: str) -> str:
 
 
 def get(cfg: Any, key: str, default: Any = dataclasses.MISSING) -> Any:
-    """The value of ``key`` (any accepted spelling) in config instance ``cfg``; ``default`` when the
-    config has no such key (a UserError if no default is given)."""
-    if not dataclasses.is_dataclass(cfg):  # a stand-in config (a namespace): its attributes
-        return getattr(cfg, key) if default is dataclasses.MISSING else getattr(cfg, key, default)
-    try:
-        path = resolve(type(cfg), key).path
-    except UserError:
-        if default is dataclasses.MISSING:
-            raise
-        return default
-    value = cfg
-    for part in path:
-        value = getattr(value, part)
-    return value
+    """The value of ``key`` (any accepted spelling) in config instance ``cfg``.  A name that is no key
+    is looked up as an attribute (a derived property such as ``eta_y``); ``default`` when there is none
+    (a UserError if no default is given)."""
+    if dataclasses.is_dataclass(cfg):
+        try:
+            path = resolve(type(cfg), key).path
+        except UserError:
+            if default is dataclasses.MISSING and not hasattr(cfg, key):
+                raise
+        else:
+            value = cfg
+            for part in path:
+                value = getattr(value, part)
+            return value
+    return getattr(cfg, key) if default is dataclasses.MISSING else getattr(cfg, key, default)
 
 
 def flat(config: Mapping[str, Any]) -> dict[str, Any]:
