@@ -139,6 +139,18 @@ def test_a_grid_over_nested_keys_in_any_spelling(tmp_path):
 
     table = pd.read_csv(tmp_path / "out" / "table.csv")
     assert list(table.columns) == ["n", "model.width", "value"] and table.value.tolist() == [14, 14, 24, 24]
+    # a checkpoint whose config is flat (written before fields moved into specs) resumes: nothing reruns
+    import json
+
+    index = tmp_path / "out" / ".cells" / "run.json"
+    saved = json.loads(index.read_text())
+    saved["config"] = C.flat(saved["config"])
+    index.write_text(json.dumps(saved))
+    calls = []
+    exp2 = dataclasses.replace(exp, run_batch=lambda cfgs, ctx: calls.append(cfgs) or exp.run_batch(cfgs, ctx))
+    runner.execute(runner.plan(exp2, {"depth": 4}, parse_grid(Cfg, ["model.width=16,32"])), tmp_path / "out",
+                   resume=True)
+    assert calls == [] and pd.read_csv(tmp_path / "out" / "table.csv").equals(table)
     with pytest.raises(UserError, match="ambiguous"):
         parse_grid(Cfg, ["width=1,2"])
     with pytest.raises(UserError, match="given twice"):
