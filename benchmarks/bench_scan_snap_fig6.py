@@ -35,7 +35,7 @@ def one_at_a_time(cfgs) -> float:
     """Each (cell, seed) run alone: same seed index, so the same data, init and result."""
     t = time.perf_counter()
     for cfg in cfgs:
-        classes = data.build_classes(data.spec_of(cfg))
+        classes = data.build_classes(cfg.data)
         for seed in range(cfg.seeds):
             train(classes, [cfg.eta_y], [cfg.eta_z], [seed], options(cfg), record=[cfg.steps])
     return time.perf_counter() - t

@@ -81,7 +81,9 @@ def describe(name: str) -> pd.DataFrame:
 def run(name: str, *, quick: bool = False, seeds: int | None = None, executor: str = "local",
         address: str | None = None, workers: int | None = None, **overrides: Any) -> Result:
     """Run experiment ``name`` over its default grid, in memory.  Keyword overrides set config keys
-    (``eta_z=1.0``); ``seeds`` sets the seeds per cell; ``quick`` uses the experiment's small config."""
+    (``eta_z=1.0``; a key inside a spec by its unique bare name, ``num_last=3``, or qualified, as
+    ``**{"data.num_last": 3}``); ``seeds`` sets the seeds per cell; ``quick`` uses the experiment's
+    small config."""
     return sweep(name, grid={}, quick=quick, seeds=seeds, executor=executor, address=address,
                  workers=workers, **overrides)
 
@@ -90,13 +92,15 @@ def sweep(name: str, grid: Mapping[str, Any] | None = None, *, quick: bool = Fal
           executor: str = "local", address: str | None = None, workers: int | None = None,
           **overrides: Any) -> Result:
     """Run experiment ``name`` over ``grid`` ({key: values}, replacing those keys of the default grid),
-    in memory.  Keyword overrides fix config keys."""
+    in memory.  Keyword overrides fix config keys.  Grid and override keys may be qualified
+    (``"data.num_last"``) or unique bare names, as for :func:`run`."""
     from .config import build, coerce
     from .errors import UserError
     from .experiments import get
     from .report.figures import render
     from .sweep import runner
     from .sweep.executors import make_executor
+    from .sweep.grid import canonical
 
     exp = get(name)
     if seeds is not None:
@@ -108,6 +112,7 @@ def sweep(name: str, grid: Mapping[str, Any] | None = None, *, quick: bool = Fal
         if not values:
             raise UserError(f"grid {key}= has no values")
         cells[key] = tuple(coerce(exp.config, key, v) for v in values)
+    cells = canonical(exp.config, cells, "grid ")
     plan = runner.plan(exp, fixed, cells, quick=quick)
     if executor == "local" and workers is None:
         workers = exp.local_workers

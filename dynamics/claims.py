@@ -55,7 +55,11 @@ class ClaimSpec:
 
     def definition(self, cfg: Any = None) -> dict:
         """The JSON-able definition whose hash is the fingerprint."""
-        values = {k: _jsonable(getattr(cfg, k, None)) for k in self.inputs} if cfg is not None else {}
+        from .config import get
+
+        # inputs are config keys in any spelling config.resolve accepts (``steps``, ``data.num_last``);
+        # the definition records them as written, so moving a field into a spec keeps the fingerprint
+        values = {k: _jsonable(get(cfg, k, None)) for k in self.inputs} if cfg is not None else {}
         return {"id": self.id, "kind": self.kind, "statement": self.statement, "reference": self.reference,
                 "band": [_jsonable(self.band.low), _jsonable(self.band.high)], "level": self.level,
                 "inputs": values}

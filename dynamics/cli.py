@@ -81,12 +81,24 @@ def list_cmd(results) -> None:
 def describe(experiment: str) -> None:
     """Show EXPERIMENT's config keys (type, default, meaning), default grid and --quick settings."""
     from .config import describe as fields
+    from .config import keys, short_name
 
     exp = _experiment(experiment)
+    rows = fields(exp.config)
+    specs = {name: k for name, k in keys(exp.config).items() if k.spec}
     click.echo(f"{exp.name}: {exp.summary}\nreproduces: {exp.reference}\n\nconfig keys (--set key=value):")
-    for name, tp, default, text in fields(exp.config):
+    if specs:
+        click.echo("  (a key inside a spec is written spec.key; marked *: the part after the last dot alone is "
+                   "accepted too, as no other key has that name)")
+    for name, tp, default, text in rows:
+        parts = name.split(".")
+        for spec in (".".join(parts[:i]) for i in range(1, len(parts))):
+            if spec in specs:  # a spec's own line, before its first key
+                k = specs.pop(spec)
+                click.echo(f"  {spec + '.':32s} {k.type.__name__} spec: {k.help}")
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
-        click.echo(f"  {name:28s} {tp:24s} default {shown!s:12s} {text}")
+        mark = "*" if "." in name and "." not in short_name(exp.config, name) else ""
+        click.echo(f"  {name + mark:32s} {tp:24s} default {shown!s:12s} {text}")
     if exp.grid:
         click.echo("\ndefault grid (replace with --grid key=v1,v2 on `dynamics sweep`):")
         for k, v in exp.grid.items():
@@ -116,7 +128,8 @@ def _run_options(fn):
     fn = click.option("--resume", is_flag=True, help="Skip cells already finished in the result directory.")(fn)
     fn = click.option("--seeds", type=int, default=None, help="Seeds per cell (sets the `seeds` key).")(fn)
     fn = click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
-                      help="Override a config key; repeatable. `dynamics describe EXP` lists the keys.")(fn)
+                      help="Override a config key; repeatable. A key inside a spec is spec.key (data.num_last=3), "
+                           "or its bare name where that is unique. `dynamics describe EXP` lists the keys.")(fn)
     fn = click.option("--quick", is_flag=True, help="The experiment's small configuration (CI-sized).")(fn)
     fn = click.option("--data-dir", type=click.Path(path_type=Path), default=None,
                       help="WikiText directory for experiments that read text [default: $DYNAMICS_WIKITEXT].")(fn)
@@ -149,10 +162,12 @@ def _do_run(experiment, grid_items, quick, sets, seeds, out, resume, executor, a
             raise UserError(f"--seeds must be at least 1, got {seeds}")
         overrides["seeds"] = str(seeds)
     if data_dir is not None:
-        import dataclasses
+        from .config import resolve
 
-        if "data_dir" not in {f.name for f in dataclasses.fields(exp.config)}:
-            raise UserError(f"{exp.name} reads no data: --data-dir does not apply")
+        try:
+            resolve(exp.config, "data_dir")
+        except UserError:
+            raise UserError(f"{exp.name} reads no data: --data-dir does not apply") from None
         overrides["data_dir"] = str(data_dir)
     for name, value in (("--max-cells", max_cells), ("--max-work", max_work), ("--threads", threads)):
         if value is not None and not value >= 1:

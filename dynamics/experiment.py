@@ -2,7 +2,9 @@
 
 An experiment is data plus four functions::
 
-    config      frozen dataclass of every knob, validated in __post_init__
+    config      frozen dataclass of every knob, validated in __post_init__; a library spec it uses is a
+                field of the spec's type (``data: SyntheticSpec``), never restated field by field:
+                its keys are ``data.num_last`` (or the bare ``num_last`` where unique), see dynamics.config
     grid        default sweep over config fields (``dynamics run``); ``--grid`` replaces entries
     run_batch   (cells, ctx) -> one dict of tidy DataFrames per cell; cells that share
                 ``batch_key`` arrive together so a simulator can advance them as one tensor program

@@ -42,7 +42,9 @@ ARMS = {
 
 
 @dataclasses.dataclass(frozen=True)
-class AttentionConfig(model.BlockSpec):
+class AttentionConfig:
+    block: model.BlockSpec = field(model.BlockSpec(), "data and block (its attention, activation and readout are "
+                                                      "set by the arm)")
     arm: str = field("relu-2layer", f"one of {', '.join(ARMS)}")
     eta: float = field(0.2, "SGD learning rate of z and of the MLP (eta_z = eta_v)")
     steps: int = field(8000, "gradient steps")
@@ -54,7 +56,6 @@ class AttentionConfig(model.BlockSpec):
     device: str = field("cpu", "torch device")
 
     def __post_init__(self) -> None:
-        super().__post_init__()
         require(self.arm in ARMS, f"arm must be one of {', '.join(ARMS)}, got {self.arm!r}")
         require(self.eta > 0, f"eta must be > 0, got {self.eta}")
         require(self.steps >= 10, f"steps must be >= 10, got {self.steps}")
@@ -68,7 +69,7 @@ def run_batch(cfgs, ctx):
     out = []
     for cfg in cfgs:
         act, ro, integ = ARMS[cfg.arm]
-        spec = dataclasses.replace(cfg, attention="softmax", activation=act, readout=ro)
+        spec = dataclasses.replace(cfg.block, attention="softmax", activation=act, readout=ro)
         record = np.unique(np.linspace(0, cfg.steps, cfg.records).round().astype(int))
         tr = model.train(spec, [cfg.eta] * cfg.seeds, [cfg.eta] * cfg.seeds, list(range(cfg.seeds)), cfg.steps,
                          record, integrate_attention=integ, root_seed=cfg.root_seed, dtype=cfg.dtype,

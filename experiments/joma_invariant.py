@@ -48,7 +48,9 @@ REGIMES = {
 
 
 @dataclasses.dataclass(frozen=True)
-class InvariantConfig(model.BlockSpec):
+class InvariantConfig:
+    block: model.BlockSpec = field(model.BlockSpec(), "data and block (its attention, activation and readout are "
+                                                      "set by the regime)")
     regime: str = field("exp-small", f"one of {', '.join(REGIMES)}")
     seeds: int = field(10, "independent runs per regime (data and init from SeedSequence)")
     length: float = field(1.0, "fraction of each regime's full number of steps")
@@ -58,7 +60,6 @@ class InvariantConfig(model.BlockSpec):
     device: str = field("cpu", "torch device")
 
     def __post_init__(self) -> None:
-        super().__post_init__()
         require(self.regime in REGIMES, f"regime must be one of {', '.join(REGIMES)}, got {self.regime!r}")
         require(self.seeds >= 1, f"seeds must be >= 1, got {self.seeds}")
         require(0 < self.length <= 10, f"length must be in (0, 10], got {self.length}")
@@ -71,7 +72,7 @@ def run_batch(cfgs, ctx):
     for cfg in cfgs:
         att, act, ro, opt, ez, ev, steps = REGIMES[cfg.regime]
         steps = max(2, round(steps * cfg.length))
-        spec = dataclasses.replace(cfg, attention=att, activation=act, readout=ro)
+        spec = dataclasses.replace(cfg.block, attention=att, activation=act, readout=ro)
         record = np.unique(np.linspace(0, steps, cfg.records).round().astype(int))
         tr = model.train(spec, [ez] * cfg.seeds, [ev] * cfg.seeds, list(range(cfg.seeds)), steps, record,
                          optimizer=opt, root_seed=cfg.root_seed, dtype=cfg.dtype, device=cfg.device, bar=ctx.bar)

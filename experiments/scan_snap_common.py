@@ -1,5 +1,6 @@
-"""Pieces shared by the Scan & Snap synthetic experiments: the config fields for the data model and
-training, and turning a batch of cells into one batched simulation."""
+"""Pieces shared by the Scan & Snap synthetic experiments: the config (the library's data model
+:class:`~dynamics.scan_snap.data.SyntheticSpec` plus training) and turning a batch of cells into one
+batched simulation."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import numpy as np
 
 from dynamics.config import field, require
 from dynamics.scan_snap import data, metrics
+from dynamics.scan_snap.data import SyntheticSpec
 from dynamics.scan_snap.train import TrainOptions, Trajectory, train
 
 
@@ -18,14 +20,7 @@ from dynamics.scan_snap.train import TrainOptions, Trajectory, train
 class SynConfig:
     """Data model (Tian et al. 2023 Sec. 3.2, official ``Dataset2``) and training (``Model2``)."""
 
-    num_last: int = field(2, "number of query (last) tokens")
-    num_next_per_last: int = field(1, "next tokens per query; K = num_last * num_next_per_last classes")
-    num_common: int = field(10, "global common tokens, shared by every class")
-    num_common_per_last: int = field(0, "common tokens shared only by the classes of one query")
-    num_unique_per_next: int = field(10, "distinct tokens of each next token")
-    common_unnormalized_prob: float = field(1.0, "unnormalised probability of each common token")
-    unique_unnormalized_min: float = field(0.1, "unnormalised probability of the rarest distinct token")
-    unique_unnormalized_max: float = field(1.0, "unnormalised probability of the most frequent distinct token")
+    data: SyntheticSpec = field(SyntheticSpec(), "the sequence classes (Tian et al. 2023 Sec. 3.2)")
     eta_z: float = field(1.0, "learning rate of the attention logits Z")
     ratio: float = field(1.0, "eta_Y / eta_Z: the decoder learning rate is ratio * eta_z")
     optimizer: Literal["sgd", "adam"] = field("sgd", "sgd (with momentum) or adam, for Y and Z alike")
@@ -42,7 +37,6 @@ class SynConfig:
     device: str = field("cpu", "torch device, e.g. cpu or cuda")
 
     def __post_init__(self) -> None:
-        data.check_spec(self)
         require(self.optimizer in ("sgd", "adam"), f"optimizer must be sgd or adam, got {self.optimizer!r}")
         require(self.init in ("zero", "uniform"), f"init must be zero or uniform, got {self.init!r}")
         require(self.dtype in ("float32", "float64"), f"dtype must be float32 or float64, got {self.dtype!r}")
@@ -74,7 +68,7 @@ def options(cfg: SynConfig) -> TrainOptions:
 def simulate(cfgs: Sequence[SynConfig], record: Sequence[int], bar=None) -> tuple[data.SequenceClasses, Trajectory]:
     """One batched simulation of every (cell, seed) run; runs are cell-major: r = cell * seeds + seed."""
     first = cfgs[0]
-    classes = data.build_classes(data.spec_of(first))
+    classes = data.build_classes(first.data)
     S = first.seeds
     eta_y = np.repeat([c.eta_y for c in cfgs], S)
     eta_z = np.repeat([c.eta_z for c in cfgs], S)
@@ -91,9 +85,9 @@ def memory_bytes(cfgs: Sequence[SynConfig], records: int) -> float:
     """Rough peak bytes of one batched simulation recording ``records`` steps: the recorded logits, the
     full attention rows and the per-step metrics derived from them (float64, R x K x M each), the loss
     log (steps x R) and one step's sampled batch per seed."""
-    c = cfgs[0]
-    K = c.num_last * c.num_next_per_last
-    M = c.num_common + c.num_last * (c.num_common_per_last + 1) + K * (c.num_unique_per_next + 1)
+    c, d = cfgs[0], cfgs[0].data
+    K = d.num_last * d.num_next_per_last
+    M = d.num_common + d.num_last * (d.num_common_per_last + 1) + K * (d.num_unique_per_next + 1)
     R = len(cfgs) * c.seeds
     return 8.0 * (4 * records * R * K * M + c.steps * R + 3 * c.seeds * c.batch * c.T)
 

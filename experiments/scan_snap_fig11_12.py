@@ -51,7 +51,7 @@ def run_batch(cfgs, ctx):
         r = slice(i * S, (i + 1) * S)
         seed, k = np.meshgrid(np.arange(S), np.arange(len(KAPPA)), indexing="ij")
         out.append({"runs": pd.DataFrame({
-            "num_last": cfg.num_last, "eta_z": cfg.eta_z, "ratio": cfg.ratio, "M": classes.M, "K": classes.K,
+            "num_last": cfg.data.num_last, "eta_z": cfg.eta_z, "ratio": cfg.ratio, "M": classes.M, "K": classes.K,
             "seed_index": seed.ravel(), "kappa": KAPPA[k.ravel()], "tau": KAPPA[k.ravel()] / classes.M,
             "recall": rec[r].ravel(), "diverged": np.repeat(traj.diverged[r] >= 0, len(KAPPA))})})
     return out

@@ -26,6 +26,7 @@ from dynamics.claims import ClaimSpec
 from dynamics.config import field
 from dynamics.experiment import Experiment
 from dynamics.scan_snap import metrics
+from dynamics.scan_snap.data import SyntheticSpec
 from dynamics.stats import Band
 from dynamics.sweep.grid import group_keys
 
@@ -43,8 +44,8 @@ NAME = "scan-snap-fig6"
 
 @dataclasses.dataclass(frozen=True)
 class Fig6Config(SynConfig):
-    num_last: int = field(1, "number of query tokens (grid: 1, 3, 5, 10)")
-    num_next_per_last: int = field(2, "next tokens per query")
+    data: SyntheticSpec = field(SyntheticSpec(num_last=1, num_next_per_last=2),
+                                "Syn-Medium: 2 next tokens per query, num_last on the grid (1, 3, 5, 10)")
     init: Literal["zero", "uniform"] = field("uniform", "random init U(+-1/sqrt(M)), as the official Fig. 6 sweep")
     rise_from_ratio: float = field(2.0, "claim: entropy rises with eta_Y/eta_Z from this ratio on")
 
@@ -60,7 +61,7 @@ def run_batch(cfgs, ctx):
     for i, cfg in enumerate(cfgs):
         r = slice(i * S, (i + 1) * S)
         out.append({"runs": pd.DataFrame({
-            "num_last": cfg.num_last, "eta_z": cfg.eta_z, "ratio": cfg.ratio, "seed_index": np.arange(S), "M": classes.M, "K": classes.K,
+            "num_last": cfg.data.num_last, "eta_z": cfg.eta_z, "ratio": cfg.ratio, "seed_index": np.arange(S), "M": classes.M, "K": classes.K,
             "entropy": H[r], "common_mass": common[r],
             "final_loss": traj.loss[-1, r], "diverged_step": traj.diverged[r]})})
     return out

@@ -41,6 +41,7 @@ from dynamics.experiment import Experiment
 from dynamics.runtime import threads
 from dynamics.scan_snap import data, metrics
 from dynamics.scan_snap import theory as th
+from dynamics.scan_snap.data import SyntheticSpec
 from dynamics.scan_snap.train import TrainOptions, train
 from dynamics.stats import Band
 
@@ -52,14 +53,9 @@ ETA_Z = tuple(0.005 * 2.0 ** k for k in range(8))
 
 @dataclasses.dataclass(frozen=True)
 class PhaseConfig:
-    num_last: int = field(1, "query tokens (grid 1, 3: K = 2, 6 and M = 33, 79)")
-    num_next_per_last: int = field(2, "next tokens per query; K = num_last * num_next_per_last")
-    num_common: int = field(10, "global common tokens (Syn-Medium: 10)")
-    num_common_per_last: int = field(0, "common tokens shared only by the classes of one query")
-    num_unique_per_next: int = field(10, "distinct tokens per class")
-    common_unnormalized_prob: float = field(1.0, "unnormalised probability of each common token")
-    unique_unnormalized_min: float = field(0.1, "unnormalised probability of the rarest distinct token")
-    unique_unnormalized_max: float = field(1.0, "unnormalised probability of the most frequent distinct token")
+    data: SyntheticSpec = field(SyntheticSpec(num_last=1, num_next_per_last=2),
+                                "Syn-Medium data (10 common, 10 distinct tokens per class); num_last on the "
+                                "grid (1, 3: K = 2, 6 and M = 33, 79)")
     eta_y: float = field(0.4, "decoder learning rate (grid: 0.05 * 2^k, k = 0..7)")
     eta_z: float = field(0.04, "attention learning rate (grid: 0.005 * 2^k, k = 0..7)")
     steps: int = field(0, "SGD steps; 0 = ceil(horizon x t_0(eta_y_floor)): 980 for K = 2, M = 33 and 3671 "
@@ -80,7 +76,6 @@ class PhaseConfig:
     slope_high: float = field(1.2, "upper end of that band")
 
     def __post_init__(self) -> None:
-        data.check_spec(self)
         require(self.eta_y > 0 and self.eta_z > 0, f"learning rates must be positive, got {self.eta_y}, {self.eta_z}")
         require(self.steps == 0 or self.steps >= 10, f"steps must be 0 (automatic) or at least 10, got {self.steps}")
         require(self.horizon >= 2 and self.eta_y_floor > 0, "horizon must be >= 2 and eta_y_floor positive")
@@ -92,7 +87,7 @@ class PhaseConfig:
         require(self.device == "cpu" or self.device.startswith("cuda"), f"unknown device {self.device!r}")
         require(self.threads >= 1, f"threads must be at least 1, got {self.threads}")
         require(self.slope_low < self.slope_high, "slope_low must be below slope_high")
-        classes = data.build_classes(data.spec_of(self))
+        classes = data.build_classes(self.data)
         require(classes.K >= 2 and bool(classes.common.any()) and bool(classes.distinct.any()),
                 "the phase transition needs K >= 2 classes, a common token and distinct tokens")
         t0 = float(th.transition_time(classes.K, classes.M, self.eta_y).t0)
@@ -108,7 +103,7 @@ class PhaseConfig:
         """The number of SGD steps: ``steps``, or horizon x t_0 at eta_y_floor when steps = 0."""
         if self.steps:
             return self.steps
-        classes = data.build_classes(data.spec_of(self))
+        classes = data.build_classes(self.data)
         return int(math.ceil(self.horizon * th.transition_time(classes.K, classes.M, self.eta_y_floor).t0))
 
 
@@ -139,7 +134,7 @@ def dominant_logit(traj, classes) -> np.ndarray:
 
 def run_batch(cfgs, ctx):
     first = cfgs[0]
-    classes = data.build_classes(data.spec_of(first))
+    classes = data.build_classes(first.data)
     K, M, S = classes.K, classes.M, first.seeds
     steps = record_steps(first)
     eta_y = np.repeat([c.eta_y for c in cfgs], S)
@@ -172,7 +167,7 @@ def run_batch(cfgs, ctx):
                                    "B_final": [float(th.B(cfg.n_steps, K, M, cfg.eta_y, cfg.eta_z, C0, offset=True))],
                                    "steps": [cfg.n_steps],
                                    "C0": [C0]})
-        lr = {"num_last": cfg.num_last, "eta_y": cfg.eta_y, "eta_z": cfg.eta_z}
+        lr = {"num_last": cfg.data.num_last, "eta_y": cfg.eta_y, "eta_z": cfg.eta_z}
         out.append({"runs": runs.assign(**lr), "curves": curve.assign(**lr), "prediction": prediction.assign(**lr)})
     return out
 

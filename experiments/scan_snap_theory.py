@@ -42,6 +42,7 @@ from dynamics.runtime import threads
 from dynamics.scan_snap import data, metrics
 from dynamics.scan_snap import population as pop
 from dynamics.scan_snap import theory as th
+from dynamics.scan_snap.data import SyntheticSpec
 from dynamics.scan_snap.train import TrainOptions, train
 from dynamics.stats import Band
 
@@ -52,15 +53,12 @@ REF = "Tian et al. 2023"
 
 @dataclasses.dataclass(frozen=True)
 class TheoryConfig:
-    num_last: int = field(1, "number of query tokens (Thm. 4: one query shared by all classes)")
-    num_next_per_last: int = field(2, "next tokens per query; K = num_last * num_next_per_last")
-    num_common: int = field(1, "global common tokens (Thm. 2b and Thm. 4: one)")
-    num_common_per_last: int = field(0, "common tokens shared only by the classes of one query")
-    num_unique_per_next: int = field(50, "distinct tokens per class (50 gives M = 104, Thm. 1 wants M >> 100)")
-    common_unnormalized_prob: float = field(2.0, "unnormalised probability of the common token; 2.0 gives "
-                                            "f_1^T f_2(0) = 0.18 < 1/K (Assumption 2)")
-    unique_unnormalized_min: float = field(0.1, "unnormalised probability of the rarest distinct token")
-    unique_unnormalized_max: float = field(1.0, "unnormalised probability of the most frequent distinct token")
+    data: SyntheticSpec = field(
+        SyntheticSpec(num_last=1, num_next_per_last=2, num_common=1, num_unique_per_next=50,
+                      common_unnormalized_prob=2.0),
+        "one query shared by K = 2 classes (Thm. 4), one common token (Thm. 2b, Thm. 4) with unnormalised "
+        "probability 2.0 (f_1^T f_2(0) = 0.18 < 1/K, Assumption 2), 50 distinct tokens per class (M = 104; "
+        "Thm. 1 wants M >> 100)")
     eta_y: float = field(1.0, "decoder learning rate eta_Y")
     ratio: float = field(10.0, "eta_Y / eta_Z (grid: 1 violates Assumption 1c, 10 and 100 satisfy it)")
     steps: int = field(1000, "steps of every method (about 54 t_0 = 2 K ln M / eta_Y at the defaults)")
@@ -78,7 +76,6 @@ class TheoryConfig:
     invariant_tolerance: float = field(0.10, "claim tolerance: relative spread of the distinct-token invariant")
 
     def __post_init__(self) -> None:
-        data.check_spec(self)
         require(self.eta_y > 0, f"eta_y must be positive, got {self.eta_y}")
         require(self.ratio > 0, f"ratio (eta_Y/eta_Z) must be positive, got {self.ratio}")
         require(self.steps >= 2, f"steps must be at least 2, got {self.steps}")
@@ -89,8 +86,7 @@ class TheoryConfig:
         require(self.h_tolerance > 0 and self.invariant_tolerance > 0, "tolerances must be positive")
         require(self.device == "cpu" or self.device.startswith("cuda"), f"unknown device {self.device!r}")
         require(self.threads >= 1, f"threads must be at least 1, got {self.threads}")
-        spec = data.spec_of(self)
-        classes = data.build_classes(spec)
+        classes = data.build_classes(self.data)
         require(classes.K >= 2, "the theory needs at least two classes (num_last * num_next_per_last >= 2)")
         require(bool(classes.common.any()), "the theory needs at least one common token (num_common >= 1)")
 
@@ -168,7 +164,7 @@ def predictions(cfg: TheoryConfig, classes, steps: np.ndarray, method: str) -> d
 
 def run_batch(cfgs, ctx):
     first = cfgs[0]
-    classes = data.build_classes(data.spec_of(first))
+    classes = data.build_classes(first.data)
     steps = record_steps(first)
     eta_y = [c.eta_y for c in cfgs]
     eta_z = [c.eta_z for c in cfgs]

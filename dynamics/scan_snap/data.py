@@ -41,27 +41,17 @@ class SyntheticSpec:
     unique_unnormalized_max: float = field(1.0, "unnormalised probability of the most frequent distinct token")
 
     def __post_init__(self) -> None:
-        check_spec(self)
-
-
-def check_spec(s) -> None:
-    """Validation shared by every config that embeds the data-model fields."""
-    require(s.num_last >= 1, f"num_last must be >= 1, got {s.num_last}")
-    require(s.num_next_per_last >= 1, f"num_next_per_last must be >= 1, got {s.num_next_per_last}")
-    for name in ("num_common", "num_common_per_last", "num_unique_per_next"):
-        require(getattr(s, name) >= 0, f"{name} must be >= 0, got {getattr(s, name)}")
-    require(s.num_common + s.num_common_per_last + s.num_unique_per_next >= 1,
-            "inconsistent sizes: every class needs at least one contextual token")
-    require(s.common_unnormalized_prob > 0 or s.num_common + s.num_common_per_last == 0,
-            f"common_unnormalized_prob must be > 0, got {s.common_unnormalized_prob}")
-    require(0 < s.unique_unnormalized_min <= s.unique_unnormalized_max or s.num_unique_per_next == 0,
-            "inconsistent sizes: need 0 < unique_unnormalized_min <= unique_unnormalized_max, got "
-            f"{s.unique_unnormalized_min} and {s.unique_unnormalized_max}")
-
-
-def spec_of(cfg) -> SyntheticSpec:
-    """The data-model fields of any config that carries them."""
-    return SyntheticSpec(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(SyntheticSpec)})
+        require(self.num_last >= 1, f"num_last must be >= 1, got {self.num_last}")
+        require(self.num_next_per_last >= 1, f"num_next_per_last must be >= 1, got {self.num_next_per_last}")
+        for name in ("num_common", "num_common_per_last", "num_unique_per_next"):
+            require(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
+        require(self.num_common + self.num_common_per_last + self.num_unique_per_next >= 1,
+                "inconsistent sizes: every class needs at least one contextual token")
+        require(self.common_unnormalized_prob > 0 or self.num_common + self.num_common_per_last == 0,
+                f"common_unnormalized_prob must be > 0, got {self.common_unnormalized_prob}")
+        require(0 < self.unique_unnormalized_min <= self.unique_unnormalized_max or self.num_unique_per_next == 0,
+                "inconsistent sizes: need 0 < unique_unnormalized_min <= unique_unnormalized_max, got "
+                f"{self.unique_unnormalized_min} and {self.unique_unnormalized_max}")
 
 
 @dataclasses.dataclass(frozen=True)

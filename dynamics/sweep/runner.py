@@ -25,12 +25,12 @@ import pandas as pd
 
 from .. import progress
 from ..claims import CLAIM_ROW_COLUMNS, evaluate
-from ..config import build, field_types
+from ..config import build, defaults, get, leaves, short_name
 from ..errors import ENVIRONMENT_ERRNOS, UserError
 from ..experiment import Context, Experiment, Tables
 from . import manifest
 from .executors import LocalExecutor
-from .grid import POOLED_KEYS, cell_id, expand
+from .grid import POOLED_KEYS, canonical, cell_id, expand
 from .store import Store
 
 
@@ -71,17 +71,19 @@ def plan(exp: Experiment, overrides: Mapping[str, Any] = (), grid: Mapping[str, 
          quick: bool = False, max_cells: int | None = None, max_work: float | None = None) -> Plan:
     """Build and validate every cell's config.  ``overrides`` fix keys (removing them from the grid);
     ``grid`` replaces or adds grid entries.  A run larger than the limits (see :func:`check_size`)
-    is refused here, before anything is allocated."""
-    overrides = dict(overrides)
-    full_grid = dict(exp.grid)
+    is refused here, before anything is allocated.  Keys may be spelled in any way
+    :func:`dynamics.config.resolve` accepts; they are matched under their short names."""
+    cls = exp.config
+    overrides = canonical(cls, dict(overrides))
+    full_grid = canonical(cls, exp.grid)
     base_over: dict[str, Any] = {}
     if quick:
-        base_over.update(exp.quick)
-        full_grid.update(exp.quick_grid)
+        base_over.update(canonical(cls, exp.quick))
+        full_grid.update(canonical(cls, exp.quick_grid))
     base_over.update(overrides)
     for key in overrides:
         full_grid.pop(key, None)
-    full_grid.update(grid or {})
+    full_grid.update(canonical(cls, grid or {}))
     for key in full_grid:
         base_over.pop(key, None)
     base = build(exp.config, base_over)
@@ -102,20 +104,21 @@ def plan(exp: Experiment, overrides: Mapping[str, Any] = (), grid: Mapping[str, 
 
 
 def _size_fields(cls: type) -> list[tuple[str, int]]:
-    """Integer fields whose growth makes a run longer or larger (counts, lengths, sizes), with defaults.
+    """Integer keys (at any depth, by short name) whose growth makes a run longer or larger (counts,
+    lengths, sizes), with defaults.
 
     Excluded: seeds' values (``seed``), intervals (``*_every``: larger is cheaper), indices (``*_step``),
     lower bounds (``min_*``) and thread counts."""
-    types = field_types(cls)
+    values = defaults(cls)
     out = []
-    for f in dataclasses.fields(cls):
-        name = f.name
-        if types[name] is not int or f.default is dataclasses.MISSING or isinstance(f.default, bool):
+    for k in leaves(cls):
+        name, default = k.path[-1], values[k.name]
+        if k.type is not int or not isinstance(default, int) or isinstance(default, bool):
             continue
         if (name == "seed" or name.endswith("_seed") or name.endswith("_every") or name.endswith("_step")
                 or name.startswith("min_") or name == "threads"):
             continue
-        out.append((name, max(int(f.default), 1)))
+        out.append((short_name(cls, k.name), max(default, 1)))
     return out
 
 
@@ -128,10 +131,11 @@ def estimate_work(exp: Experiment, configs: Sequence[Any]) -> tuple[float, str]:
     def work(cfg) -> tuple[float, str, float]:
         w, worst, worst_f = 1.0, "", 1.0
         for name, default in fields:
-            f = max(1.0, getattr(cfg, name) / default)
+            value = get(cfg, name)
+            f = max(1.0, value / default)
             w *= f
             if f > worst_f:
-                worst, worst_f = f"{name}={getattr(cfg, name)} is {f:.3g} x its default {default}", f
+                worst, worst_f = f"{name}={value} is {f:.3g} x its default {default}", f
         return w, worst, worst_f
 
     default = sum(work(build(exp.config, cell))[0] for cell in expand(dict(exp.grid))) or 1.0
@@ -283,7 +287,7 @@ def summarize(p: Plan, tables: Tables) -> Tables:
     exp = p.experiment
     if not exp.summarize:
         return tables
-    foreseen = set(exp.grid) | set(exp.quick_grid) | set(POOLED_KEYS)
+    foreseen = set(canonical(exp.config, exp.grid)) | set(canonical(exp.config, exp.quick_grid)) | set(POOLED_KEYS)
     extra = [k for k, v in p.grid.items() if len(v) > 1 and k not in foreseen]
     if not extra:
         return exp.summarize(tables, p.base)
@@ -295,7 +299,7 @@ def summarize(p: Plan, tables: Tables) -> Tables:
             for k, v in combo.items():
                 keep &= df[k] == v
             sub[name] = df[keep].reset_index(drop=True)
-        out = exp.summarize(sub, dataclasses.replace(p.base, **combo))
+        out = exp.summarize(sub, build(exp.config, combo, p.base))
         for name, df in out.items():
             df = df.copy()
             for k, v in reversed(list(combo.items())):

@@ -289,11 +289,12 @@ class Store:
         if resume and config is not None:
             prev = run if run is not None else manifest
             if prev is not None:
-                from .grid import EXECUTION_KEYS
+                from ..config import flat
+                from .grid import scientific
 
-                diff = [k for k in sorted(set(config) | set(prev.get("config", {})))
-                        if k not in EXECUTION_KEYS
-                        and _canon(config.get(k)) != _canon(prev.get("config", {}).get(k))]
+                # by short name, so a checkpoint written before fields moved into a spec still matches
+                mine, theirs = flat(scientific(config)), flat(scientific(prev.get("config", {})))
+                diff = [k for k in sorted(set(mine) | set(theirs)) if _canon(mine.get(k)) != _canon(theirs.get(k))]
                 if grid is not None and _canon(grid) != _canon(prev.get("grid", {})):
                     diff.append("grid")
                 if diff:

@@ -43,6 +43,33 @@ def test_list_and_describe(cli):
     assert code == 0 and "eta_z" in out and "num_last = 1,3,5,10" in out
 
 
+def test_nested_keys_in_describe_and_set(cli, tmp_path):
+    code, out, _ = cli("describe", "scan-snap-fig6")
+    assert code == 0 and "data.num_last*" in out and "data.unique_unnormalized_max*" in out
+    assert "written spec.key" in out
+    code, _, err = cli("run", "scan-snap-fig6", "--set", "data.num_lst=3", "--out", str(tmp_path / "a"))
+    assert code == 2 and "unknown config key 'data.num_lst' (did you mean 'data.num_last'?)" in err
+
+
+def test_an_ambiguous_bare_key_is_one_line_exit_2(cli, tmp_path, monkeypatch):
+    import dataclasses
+
+    from dynamics.config import field
+    from dynamics.experiments import scan_snap_fig6 as fig6
+    from dynamics.scan_snap.data import SyntheticSpec
+
+    @dataclasses.dataclass(frozen=True)
+    class TwoData(fig6.Fig6Config):
+        test_data: SyntheticSpec = field(SyntheticSpec(), "a second data model")
+
+    monkeypatch.setattr(fig6, "EXPERIMENT", dataclasses.replace(fig6.EXPERIMENT, config=TwoData))
+    code, _, err = cli("run", "scan-snap-fig6", "--set", "num_last=3", "--out", str(tmp_path / "a"))
+    assert code == 2 and err.count("\n") == 1
+    assert err == ("dynamics: error: config key 'num_last' is ambiguous: write one of data.num_last, "
+                   "test_data.num_last\n")
+    assert not (tmp_path / "a").exists()
+
+
 def test_every_command_has_help(cli):
     for cmd in ["list", "describe", "run", "sweep", "table", "plot", "verify", "readme"]:
         code, out, _ = cli(cmd, "--help")
