@@ -80,17 +80,19 @@ class DacConfig:
     ffn: int = field(32, "FFN hidden width")
     patch: int = field(4, "pixels per memory cell side (memory grid = canvas / patch)")
     # --- training (TrainOptions) and the comparison (study.StudySpec)
-    steps: int = field(2000, "training steps, equal for both arms (the cosine schedule ends here)")
+    steps: int = field(1500, "training steps, equal for both arms (the cosine schedule ends here)")
     batch: int = field(1, "images per step (crowded: 10-30 objects each; 1 keeps the full bracket in budget)")
     lrs: tuple[float, ...] = field((1.5e-3, 3e-3, 6e-3), "AdamW peak learning rates: the bracket both arms train")
     warmup: int = field(100, "warmup steps")
     cls_losses: tuple[str, ...] = field(("ia-bce", "focal"), "classification losses (first: the headline): "
                                         "ia-bce, the released IoU-aware BCE; focal, Deformable DETR's")
+    loss: Literal["all", "ia-bce", "focal"] = field("all", "cell: train every loss in cls_losses (all) or only this "
+                                                    "one (the grid splits the losses into cells = processes)")
     pos_threshold: float = field(0.4, "one-to-many: positive when 0.7 IoU + 0.3 p >= this")
     max_pos: int = field(6, "one-to-many: at most this many positives per object")
     iou_weight: float = field(0.7, "one-to-many score: weight of IoU (1 - it weights the class probability)")
     assign_boxes: Literal["o", "c"] = field("o", "one-to-many IoU from O-decoder boxes (official) or C-decoder boxes")
-    checkpoints: tuple[int, ...] = field((250, 500, 1000, 2000), "steps at which AP is measured (learning curves)")
+    checkpoints: tuple[int, ...] = field((250, 500, 1000, 1500), "steps at which AP is measured (learning curves)")
     seeds: int = field(6, "paired seeds; seed i fixes init and image stream for both arms, every lr and loss")
     seed: int = field(0, "root seed (SeedSequence)")
     # --- measurement
@@ -153,10 +155,13 @@ class DacConfig:
 
     def train_options(self) -> detr_train.TrainOptions:
         return take(detr_train.TrainOptions, self, c_decoder=self.model == "dac-detr", lr=self.lrs[0],
-                    cls_loss=self.cls_losses[0])
+                    cls_loss=self.losses()[0])
+
+    def losses(self) -> tuple[str, ...]:
+        return self.cls_losses if self.loss == "all" else (self.loss,)
 
     def study_spec(self) -> study.StudySpec:
-        return take(study.StudySpec, self, root=self.seed)
+        return take(study.StudySpec, self, root=self.seed, cls_losses=self.losses())
 
 
 # ------------------------------------------------------------------------------------------ plane
@@ -231,17 +236,20 @@ def run_batch(cfgs, ctx):
 def summarize(tables, base):
     out = {}
     if "curve" in tables:
-        curve = tables["curve"].drop(columns=[c for c in ("model",) if c in tables["curve"].columns])
+        curve = tables["curve"]
         out["delta_ap"] = study.delta_ap(curve)
         out["curve"] = curve
-        out["final"] = tables["final"].drop(columns=[c for c in ("model",) if c in tables["final"].columns])
-        counts = tables["counts"].drop(columns=[c for c in ("model",) if c in tables["counts"].columns])
+        out["final"] = tables["final"]
+        counts = tables["counts"]
         out["counts"] = counts
         out["gather"] = study.per_layer(study.sublayer_deltas(counts))
         out["headline"] = headline(out["delta_ap"], out["gather"], base)
     for name in ("plane", "plane_sweep", "plane_limit"):
         if name in tables:
-            out[name] = tables[name].drop(columns=[c for c in ("model",) if c in tables[name].columns])
+            t = tables[name]
+            if "loss" in t.columns:  # the same plane cell once per loss in the grid: keep one
+                t = t[t["loss"] == t["loss"].iloc[0]]
+            out[name] = t.drop(columns=[c for c in ("model", "loss") if c in t.columns]).reset_index(drop=True)
     out["table"] = out.get("delta_ap", out.get("plane"))
     return {"table": out.pop("table"), **out}
 
@@ -508,12 +516,12 @@ def detr_claims(tables, cfg) -> dict:
             if sub.empty:
                 continue
             other = [f"{l}: {_ci(S.t_interval(_per_seed(base[(base.phase == 'trained') & (base.loss == l) & (base.decoder == 'probe') & (base.affinity == aff) & (base.layer == int(layer[1:])) & (base.sublayer == sub_name.upper())]).to_numpy()))}"
-                     for l in dict.fromkeys(counts.loss) if l not in ("-", HEADLINE_LOSS)
+                     for l in dict.fromkeys(counts.loss) if l != HEADLINE_LOSS
                      and not base[(base.loss == l)].empty]
             out[spec.id] = (S.t_interval(_per_seed(sub).to_numpy()),
                             f"read by the layer's own heads instead: {_ci(S.t_interval(_per_seed(heads).to_numpy()))}"
                             + (f"; other loss {'; '.join(other)}" if other else ""))
-        init = base[(base.phase == "init") & (base.affinity == "iou") & (base.sublayer == "SA")]
+        init = base[(base.phase == "init") & (base.loss == HEADLINE_LOSS) & (base.affinity == "iou") & (base.sublayer == "SA")]
         tot = init.groupby(["t", "seed"]).delta.sum().reset_index()
         ok = []
         for _, g in tot.groupby("t"):
@@ -565,7 +573,9 @@ EXPERIMENT = Experiment(
     reference=REF,
     config=DacConfig,
     run_batch=run_batch,
-    grid={"model": ("plane", "detr", "dac-detr")},
+    # one cell per (arm, loss) so that the four training programs run as four processes; the plane cell
+    # does not depend on the loss and summarize keeps one copy of it
+    grid={"model": ("plane", "detr", "dac-detr"), "loss": ("ia-bce", "focal")},
     quick={"seeds": 2, "steps": 30, "lrs": (3e-3, 6e-3), "checkpoints": (15, 30), "eval_images": 16, "val_images": 8,
            "probe_images": 16, "probe_steps": 5, "probe_batch": 8, "queries": 40, "plane_trials": 50,
            "sweep_queries": (50, 100), "sweep_objects": (2, 5)},
@@ -573,5 +583,5 @@ EXPERIMENT = Experiment(
     plot=plot,
     claims=claims,
     claim_specs=CLAIMS,
-    local_workers=2,
+    local_workers=4,
 )

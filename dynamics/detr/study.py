@@ -77,7 +77,7 @@ def run(scene_spec: scenes.SceneSpec, model_spec: ModelSpec, opts: detr_train.Tr
     for i in range(st.seeds):  # at init the heads read their own (untrained) states: the consistency check
         m = models[grid.index((st.cls_losses[0], st.lrs[0], i))].eval()
         for row in evaluate.gather_counts(m, va_img, va, st.thresholds, c_dec):
-            counts.append({"arm": arm, "loss": "-", "seed": i, "phase": "init", "decoder": "heads", **row})
+            counts.append({"arm": arm, "loss": st.cls_losses[0], "seed": i, "phase": "init", "decoder": "heads", **row})
 
     def on_checkpoint(step, r, m):
         loss, lr, i = grid[r]
