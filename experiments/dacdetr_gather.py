@@ -80,7 +80,7 @@ class DacConfig:
     ffn: int = field(32, "FFN hidden width")
     patch: int = field(4, "pixels per memory cell side (memory grid = canvas / patch)")
     # --- training (TrainOptions) and the comparison (study.StudySpec)
-    steps: int = field(1500, "training steps, equal for both arms (the cosine schedule ends here)")
+    steps: int = field(4000, "training steps, equal for both arms (the cosine schedule ends here)")
     batch: int = field(1, "images per step (crowded: 10-30 objects each; 1 keeps the full bracket in budget)")
     lrs: tuple[float, ...] = field((1.5e-3, 3e-3, 6e-3), "AdamW peak learning rates: the bracket both arms train")
     warmup: int = field(100, "warmup steps")
@@ -92,7 +92,7 @@ class DacConfig:
     max_pos: int = field(6, "one-to-many: at most this many positives per object")
     iou_weight: float = field(0.7, "one-to-many score: weight of IoU (1 - it weights the class probability)")
     assign_boxes: Literal["o", "c"] = field("o", "one-to-many IoU from O-decoder boxes (official) or C-decoder boxes")
-    checkpoints: tuple[int, ...] = field((250, 500, 1000, 1500), "steps at which AP is measured (learning curves)")
+    checkpoints: tuple[int, ...] = field((500, 1000, 2000, 4000), "steps at which AP is measured (learning curves)")
     seeds: int = field(6, "paired seeds; seed i fixes init and image stream for both arms, every lr and loss")
     seed: int = field(0, "root seed (SeedSequence)")
     # --- measurement
@@ -313,13 +313,13 @@ def plot(tables, cfg) -> dict:
         written["plane_limit"] = fig
     if "delta_ap" in tables and not tables["delta_ap"].empty:
         dap = tables["delta_ap"]
-        fig, axes = subplots(1, 2, figsize=(9.0, 3.2), squeeze=False)
+        fig, axes = subplots(1, 2, figsize=(10.0, 3.4), squeeze=False)
         ax = axes[0][0]
         for i, (loss, sub) in enumerate(dap.groupby("loss", sort=False)):
             off = (i - 0.5) * 0.04
             x = sub.step * (1 + off)
             ax.errorbar(x, sub.delta, yerr=[sub.delta - sub.ci_low, sub.ci_high - sub.delta], marker="o", ms=4,
-                        capsize=3, label=f"{loss} (n = {int(sub.n.max())} paired seeds)")
+                        capsize=3, color=f"C{i}", label=f"{loss} (n = {int(sub.n.max())} paired seeds)")
         ax.axhline(0, color="k", lw=0.6)
         ax.set_xscale("log")
         ax.set(xlabel="training steps", ylabel="ΔAP = AP(dac-detr) − AP(detr)",
@@ -327,9 +327,11 @@ def plot(tables, cfg) -> dict:
         ax.legend(fontsize=7)
         ax = axes[0][1]
         sel = study.selected(tables["curve"][tables["curve"].step > 0])
+        loss_color = {loss: f"C{i}" for i, loss in enumerate(dict.fromkeys(dap["loss"]))}
         for (arm, loss), sub in sel.groupby(["arm", "loss"], sort=False):
             m = sub.groupby("step").ap.mean()
-            ax.plot(m.index, m.values, marker="o", ms=3, ls="-" if arm == "dac-detr" else "--", label=f"{arm}, {loss}")
+            ax.plot(m.index, m.values, marker="o", ms=3, color=loss_color.get(loss, "k"),
+                    ls="-" if arm == "dac-detr" else "--", label=f"{arm}, {loss}")
         ax.set_xscale("log")
         ax.set(xlabel="training steps", ylabel="COCO AP (evaluation set)", title="learning curves (mean over seeds)")
         ax.legend(fontsize=7)
@@ -339,7 +341,7 @@ def plot(tables, cfg) -> dict:
         g = g[g.phase == "trained"]
         losses = list(dict.fromkeys(g.loss))
         affs = ("iou", "score")
-        fig, axes = subplots(len(losses), 2, figsize=(9.0, 3.0 * len(losses)), squeeze=False, sharex=True)
+        fig, axes = subplots(len(losses), 2, figsize=(10.5, 3.3 * len(losses)), squeeze=False, sharex=True)
         colors = {("O", "SA"): "C3", ("O", "CA"): "C0", ("O", "FFN"): "C7", ("C", "CA"): "C2"}
         for i, loss in enumerate(losses):
             for j, aff in enumerate(affs):
