@@ -11,7 +11,7 @@ TINY = ["--set", "steps=4", "--set", "batch=1", "--set", "eval_images=6", "--set
         "--set", "plane_trials=4", "--set", "plane_layers=2", "--set", "sweep_tau=0.01",
         "--set", "sweep_tau_s=0.002", "--set", "sweep_eta=0.5", "--set", "sweep_queries=20",
         "--set", "sweep_objects=3", "--set", "queries=8", "--set", "d=16", "--set", "heads=2",
-        "--set", "ffn=16", "--set", "layers=2", "--seeds", "2"]
+        "--set", "ffn=16", "--set", "layers=2", "--seeds", "2", "--workers", "1"]
 
 
 def test_smoke_run_writes_tables_figures_and_claims(cli, tmp_path):
