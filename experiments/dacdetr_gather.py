@@ -80,7 +80,7 @@ class DacConfig:
     ffn: int = field(32, "FFN hidden width")
     patch: int = field(4, "pixels per memory cell side (memory grid = canvas / patch)")
     # --- training (TrainOptions) and the comparison (study.StudySpec)
-    steps: int = field(4000, "training steps, equal for both arms (the cosine schedule ends here)")
+    steps: int = field(3000, "training steps, equal for both arms (the cosine schedule ends here)")
     batch: int = field(1, "images per step (crowded: 10-30 objects each; 1 keeps the full bracket in budget)")
     lrs: tuple[float, ...] = field((1.5e-3, 3e-3, 6e-3), "AdamW peak learning rates: the bracket both arms train")
     warmup: int = field(100, "warmup steps")
@@ -92,7 +92,7 @@ class DacConfig:
     max_pos: int = field(6, "one-to-many: at most this many positives per object")
     iou_weight: float = field(0.7, "one-to-many score: weight of IoU (1 - it weights the class probability)")
     assign_boxes: Literal["o", "c"] = field("o", "one-to-many IoU from O-decoder boxes (official) or C-decoder boxes")
-    checkpoints: tuple[int, ...] = field((500, 1000, 2000, 4000), "steps at which AP is measured (learning curves)")
+    checkpoints: tuple[int, ...] = field((500, 1000, 2000, 3000), "steps at which AP is measured (learning curves)")
     seeds: int = field(6, "paired seeds; seed i fixes init and image stream for both arms, every lr and loss")
     seed: int = field(0, "root seed (SeedSequence)")
     # --- measurement
