@@ -581,6 +581,7 @@ EXPERIMENT = Experiment(
     quick={"seeds": 2, "steps": 30, "lrs": (3e-3, 6e-3), "checkpoints": (15, 30), "eval_images": 16, "val_images": 8,
            "probe_images": 16, "probe_steps": 5, "probe_batch": 8, "queries": 40, "plane_trials": 50,
            "sweep_queries": (50, 100), "sweep_objects": (2, 5)},
+    quick_grid={"loss": ("all",)},  # both losses in one program per arm: three cells, less start-up
     summarize=summarize,
     plot=plot,
     claims=claims,
