@@ -53,8 +53,6 @@ reproduce: $(STAMP)
 	$(BIN)/dynamics readme
 
 ablations: $(STAMP)
-	$(BIN)/dynamics sweep dacdetr-gather --grid model=detr,dac-detr --set cls_loss=ia-bce \
-	    --out results/dacdetr-gather/ia-bce
 	$(BIN)/dynamics sweep depth-width-budget --set task=ses --set budget=8000 --grid depth=1,3 \
 	    --set steps=6000 --set eval_every=1000 --out results/depth-width-budget-ses-long
 	$(BIN)/dynamics run scan-snap-finite-t --set model=theory --seeds 32 \

@@ -3,6 +3,8 @@
 - COCO AP: the batched matcher (all images, classes and IoU thresholds as one tensor program per
   detection rank) vs. a per-image, per-class, per-threshold Python loop (pycocotools' structure).
 - One-to-many assignment: batched over images vs. one image at a time.
+- The set losses of R replicas (every layer, both decoders, mixed classification losses) as one call
+  vs. one call per replica (the loop the replica program had before).
 - One training step with the C-decoder vs. without (the C-decoder's training overhead).
 
 Run: ``.venv/bin/python benchmarks/bench_detr.py``.  Times are wall-clock medians; one torch thread.
@@ -10,6 +12,7 @@ Run: ``.venv/bin/python benchmarks/bench_detr.py``.  Times are wall-clock median
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import time
 
@@ -86,6 +89,24 @@ def main():
     slow = timeit(lambda: [assign.one_to_many(score[i:i + 1], valid[i:i + 1]) for i in range(96)])
     print(f"one-to-many, 96 images: batched {fast * 1e3:.2f} ms, per image {slow * 1e3:.2f} ms, "
           f"speed-up x{slow / fast:.1f}")
+
+    crowd = scenes.SceneSpec(min_objects=10, max_objects=30, min_size=0.06, max_size=0.2)
+    small = ModelSpec(d=16, heads=2, layers=6, queries=100, ffn=32)
+    R = 12
+    models = [T.build_model(small, s) for s in range(R)]
+    scs = [scenes.sample(1, crowd, g) for _ in range(R)]
+    with torch.no_grad():
+        outs = [m(scenes.render(x, crowd), c_decoder=True) for m, x in zip(models, scs)]
+    fields = ("o_logits", "o_boxes", "c_logits", "c_boxes")
+    stacked = T.Output(*(torch.stack([getattr(o, f) for o in outs]) for f in fields))
+    sc_r = scenes.Scenes(*(torch.stack([getattr(x, f) for x in scs]) for f in ("boxes", "labels", "valid")))
+    kinds = ["ia-bce", "focal"] * (R // 2)
+    opts = T.TrainOptions(c_decoder=True)
+    fast = timeit(lambda: T.replica_loss_terms(stacked, sc_r, opts, kinds), 3)
+    slow = timeit(lambda: [T.loss_terms(o, x, dataclasses.replace(opts, cls_loss=k))
+                           for o, x, k in zip(outs, scs, kinds)], 3)
+    print(f"set losses, {R} replicas x 6 layers x O+C, 100 queries, 10-30 objects: one call {fast * 1e3:.1f} ms, "
+          f"per replica {slow * 1e3:.1f} ms, speed-up x{slow / fast:.1f}")
 
     ms = ModelSpec()
     for c in (False, True):

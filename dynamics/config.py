@@ -419,3 +419,17 @@ def describe(cls: type) -> list[tuple[str, str, Any, str]]:
             continue
         rows.append((name, type_name(k.type), values[name], k.help))
     return rows
+
+
+def take(spec_cls: type, cfg: Any, prefix: str = "", **over: Any) -> Any:
+    """Build the library spec ``spec_cls`` from a flat experiment config: each of its fields from
+    ``cfg.<prefix><field>`` or, failing that, ``cfg.<field>``; fields the config lacks keep their
+    defaults; ``over`` wins.  One call instead of restating every field (a config that composes
+    specs as nested dataclasses needs none of this)."""
+    values = {}
+    for f in dataclasses.fields(spec_cls):
+        for name in (prefix + f.name, f.name) if prefix else (f.name,):
+            if hasattr(cfg, name):
+                values[f.name] = getattr(cfg, name)
+                break
+    return spec_cls(**(values | over))

@@ -164,15 +164,17 @@ ITEMS: tuple[Item, ...] = (
     Item(DEEPVIT, "Attention-map figures", "visualised maps of ViT and DeepViT blocks", (),
          "qualitative; the maps are drawn (attention_maps_*.png) without a claim"),
     # --- DAC-DETR --------------------------------------------------------------------------------
-    Item(DAC, "Fig. 1 / Sec. 1", "cross-attention gathers queries around an object; self-attention disperses them", (
-        "dacdetr-gather/detr-ca-gathers", "dacdetr-gather/detr-sa-disperses", "dacdetr-gather/detr-sa-disperses-image-layers")),
+    Item(DAC, "Fig. 1 / Sec. 1", "cross-attention gathers queries around an object; self-attention disperses them",
+         tuple(f"dacdetr-gather/{s}-L{l}-{a}" for a in ("iou", "score") for l in range(6)
+               for s in ("ca-gathers", "sa-disperses"))),
     Item(DAC, "Sec. 3 (one-to-many)", "the auxiliary decoder's one-to-many assignment improves gathering", (
         "dacdetr-gather/dac-c-stream-more-queries",)),
     Item(DAC, "README figure (analyse)", "DAC-DETR has more queries per object, and better closest queries", (
         "dacdetr-gather/dac-raises-o-queries",)),
     Item(DAC, "Fig. 2", "the DAC-DETR architecture (auxiliary decoder without self-attention)", (),
          "an architecture diagram: nothing to measure"),
-    Item(DAC, "Table 1", "Deformable-DETR, 12 epochs: +3.4 AP with DAC", ("dacdetr-gather/dac-ap-gain",)),
+    Item(DAC, "Table 1", "Deformable-DETR, 12 epochs: +3.4 AP with DAC", ("dacdetr-gather/dac-ap-gain",
+                                                                          "dacdetr-gather/dac-ap-gain-focal")),
     Item(DAC, "Table 2", "DINO and IoU-aware losses: 50.9 AP (R50), 58.1 AP (Swin-L)", (),
          "COCO-scale training is beyond this machine"),
     Item(DAC, "Ablation tables", "contribution of the auxiliary decoder, one-to-many and sharing", (),

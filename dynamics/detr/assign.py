@@ -91,6 +91,12 @@ def one_to_many(score: torch.Tensor, valid: torch.Tensor, threshold: float = 0.4
     forced = torch.nn.functional.one_hot(best_q, Q).transpose(-1, -2).bool()  # (..., Q, G)
     assigned = (assigned | forced) & valid[..., None, :]
     n_keep = assigned.sum(-2).clamp(max=k)  # (..., G)
-    order = s.argsort(dim=-2, descending=True, stable=True)
-    rank = order.argsort(dim=-2)  # rank of each query within its object's column (0 = best)
-    return (rank < n_keep[..., None, :]) & valid[..., None, :]
+    return top_per_column(s, n_keep, min(k, Q)) & valid[..., None, :]
+
+
+def top_per_column(score: torch.Tensor, n: torch.Tensor, k: int) -> torch.Tensor:
+    """Mask (..., Q, G) of the n[..., g] <= k highest scores of every column g (``torch.topk``, as the
+    official ``sample_topk``); one top-k instead of a full sort of the Q axis."""
+    idx = score.topk(k, dim=-2).indices  # (..., k, G), best first
+    take = torch.arange(k, device=score.device).view(*([1] * (score.dim() - 2)), k, 1) < n[..., None, :]
+    return torch.zeros_like(score, dtype=torch.bool).scatter_(-2, idx, take)

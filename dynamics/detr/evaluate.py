@@ -4,43 +4,33 @@ from __future__ import annotations
 
 import torch
 
-from . import metrics, scenes
+from . import metrics, probes, scenes
 from .model import ToyDETR
-
-POINTS = {"O": ("in", "sa", "ca", "ffn"), "C": ("in", "ca", "ffn")}
-
-
-@torch.no_grad()
-def probe_outputs(model: ToyDETR, images: torch.Tensor, c_decoder: bool, chunk: int = 256):
-    """{(stream, layer, point): (logits (B, Q, C), boxes (B, Q, 4))} over the whole set."""
-    parts: dict = {}
-    for i in range(0, images.shape[0], chunk):
-        out = model(images[i:i + chunk], c_decoder=c_decoder, probe=True)
-        for key, (lg, bx) in out.probes.items():
-            parts.setdefault(key, []).append((lg, bx))
-    return {k: (torch.cat([p[0] for p in v]), torch.cat([p[1] for p in v])) for k, v in parts.items()}
 
 
 @torch.no_grad()
 def gather_counts(model: ToyDETR, images: torch.Tensor, sc: scenes.Scenes, thresholds, c_decoder: bool,
-                  affinities=("iou", "score")) -> list[dict]:
+                  affinities=("iou", "score"), weights: dict[str, torch.Tensor] | None = None,
+                  states: tuple[torch.Tensor, torch.Tensor] | None = None) -> list[dict]:
     """Rows (stream, layer, point, order, affinity, t, queries_per_object) for every sublayer boundary.
 
-    ``order`` numbers the points along the forward pass (0, 1, ...) per stream, for plotting the
-    sawtooth."""
-    probes = probe_outputs(model, images, c_decoder)
-    rows = []
-    for stream in ("O", "C") if c_decoder else ("O",):
-        order = 0
-        for layer in range(model.spec.layers):
-            for point in POINTS[stream]:
-                logits, boxes = probes[(stream, layer, point)]
-                for kind in affinities:
-                    aff = metrics.affinity(logits, boxes, sc, kind)
-                    qpo = metrics.queries_per_object(aff, sc.valid, thresholds)
-                    rows += [{"stream": stream, "layer": layer, "point": point, "order": order, "affinity": kind,
-                              "t": float(t), "queries_per_object": float(v)} for t, v in zip(thresholds, qpo)]
-                order += 1
+    Each boundary's states are decoded with ``weights`` (probes.fit's per-boundary probes, in
+    :func:`probes.boundary_keys` order) or, when None, with layer l's own heads (off-distribution
+    before the FFN).  ``states``: the boundary states if already computed.  ``order`` numbers the
+    points along the forward pass per stream, for plotting the sawtooth."""
+    keys = probes.boundary_keys(model.spec.layers, c_decoder)
+    x, ref = states if states is not None else probes.boundary_states(model, images, keys)
+    w = probes.head_weights(model, keys) if weights is None else weights
+    rows, order = [], {}
+    for k, key in enumerate(keys):
+        logits, boxes = probes.decode({n: t[k:k + 1] for n, t in w.items()}, x[k:k + 1], ref[k:k + 1])
+        stream, layer, point = key
+        i = order[stream] = order.get(stream, -1) + 1
+        for kind in affinities:
+            aff = metrics.affinity(logits[0], boxes[0], sc, kind)
+            qpo = metrics.queries_per_object(aff, sc.valid, thresholds)
+            rows += [{"stream": stream, "layer": layer, "point": point, "order": i, "affinity": kind,
+                      "t": float(t), "queries_per_object": float(v)} for t, v in zip(thresholds, qpo)]
     return rows
 
 

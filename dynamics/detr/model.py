@@ -24,9 +24,10 @@ CA is dense attention over the grid with a Gaussian prior around the reference b
 for deformable attention sampling around the reference point: the logit of cell (u, v) gets
 -((u - cx)^2 / w^2 + (v - cy)^2 / h^2) / (2 sigma_h^2), with a learned sigma per head (init 1).
 
-``forward(..., probe=True)`` also decodes the queries at every sublayer boundary of layer l with
-layer l's heads and reference (points "in", "sa", "ca", "ffn"; the C-stream has no "sa"), which is
-what the gather/disperse counts are measured on.
+``forward(..., probe=True)`` also returns the query states x (B, Q, d) and the reference r_l at every
+sublayer boundary of layer l (points "in", "sa", "ca", "ffn"; the C-stream has no "sa").  Only the
+"ffn" state is what layer l's heads were trained on; :mod:`dynamics.detr.probes` trains a head per
+boundary on that boundary's own states, so that the gather/disperse counts are read on-distribution.
 """
 
 from __future__ import annotations
@@ -140,7 +141,7 @@ class DecoderLayer(nn.Module):
 @dataclasses.dataclass
 class Output:
     """Per-layer predictions: logits (L, B, Q, C), boxes (L, B, Q, 4) cxcywh.  ``probes`` maps
-    (stream, layer, point) -> (logits, boxes) when asked for."""
+    (stream, layer, point) -> (state x (B, Q, d), reference box r_l (B, Q, 4)) when asked for."""
 
     o_logits: torch.Tensor
     o_boxes: torch.Tensor
@@ -194,32 +195,32 @@ class ToyDETR(nn.Module):
         for l, layer in enumerate(self.layers):
             pos = self.pos(ref)
             if probe:
-                probes[("O", l, "in")] = self.heads(l, x, ref)
+                probes[("O", l, "in")] = (x, ref)
             x = layer.self_attn(x, pos)
             if probe:
-                probes[("O", l, "sa")] = self.heads(l, x, ref)
+                probes[("O", l, "sa")] = (x, ref)
             if c_decoder and l == 0:
                 xc = x
             x = layer.cross_attn(x, pos, *args, ref)
             if probe:
-                probes[("O", l, "ca")] = self.heads(l, x, ref)
+                probes[("O", l, "ca")] = (x, ref)
             x = layer.ffn(x)
             logits, boxes = self.heads(l, x, ref)
             if probe:
-                probes[("O", l, "ffn")] = (logits, boxes)
+                probes[("O", l, "ffn")] = (x, ref)
             o_out.append((logits, boxes))
             ref = boxes.detach()
             if c_decoder:
                 posc = self.pos(refc)
                 if probe:
-                    probes[("C", l, "in")] = self.heads(l, xc, refc)
+                    probes[("C", l, "in")] = (xc, refc)
                 xc = layer.cross_attn(xc, posc, *args, refc)
                 if probe:
-                    probes[("C", l, "ca")] = self.heads(l, xc, refc)
+                    probes[("C", l, "ca")] = (xc, refc)
                 xc = layer.ffn(xc)
                 logits, boxes = self.heads(l, xc, refc)
                 if probe:
-                    probes[("C", l, "ffn")] = (logits, boxes)
+                    probes[("C", l, "ffn")] = (xc, refc)
                 c_out.append((logits, boxes))
                 refc = boxes.detach()
         out = Output(torch.stack([o[0] for o in o_out]), torch.stack([o[1] for o in o_out]), probes=probes)

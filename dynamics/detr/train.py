@@ -73,21 +73,50 @@ def build_model(spec: ModelSpec, seed: int, device: str = "cpu") -> ToyDETR:
 
 
 def loss_terms(out: Output, sc: scenes.Scenes, opts: TrainOptions) -> tuple[torch.Tensor, torch.Tensor]:
-    """(O-decoder loss, C-decoder loss or 0) summed over layers."""
-    L, B, Q, _ = out.o_logits.shape
+    """(O-decoder loss, C-decoder loss or 0) summed over layers, for one model's output."""
+    one = Output(out.o_logits[None], out.o_boxes[None], None if out.c_logits is None else out.c_logits[None],
+                 None if out.c_boxes is None else out.c_boxes[None])
+    stacked = scenes.Scenes(sc.boxes[None], sc.labels[None], sc.valid[None])
+    o, c = replica_loss_terms(one, stacked, opts, [opts.cls_loss])
+    return o[0], c[0]
+
+
+def replica_loss_terms(out: Output, sc: scenes.Scenes, opts: TrainOptions,
+                       cls_losses: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-replica (O loss, C loss) (R,) each, every replica's layers and images in one call.
+
+    out: logits (R, L, B, Q, C), boxes (R, L, B, Q, 4); sc: replica r's scenes, tensors (R, B, G, ...);
+    cls_losses[r]: replica r's classification loss.  Each replica's sum over layers and images is
+    divided by its number of objects (Deformable DETR's ``num_boxes``)."""
+    R, L, B, Q, _ = out.o_logits.shape
+    G = sc.valid.shape[-1]
+    gt = scenes.Scenes(sc.boxes[:, None].expand(R, L, B, G, 4), sc.labels[:, None].expand(R, L, B, G),
+                       sc.valid[:, None].expand(R, L, B, G))
+    n_obj = sc.valid.sum((1, 2)).clamp(min=1).to(out.o_logits.dtype)
+
+    def flat(t):
+        return t.reshape(-1, *t.shape[3:])
+
+    def per_replica(logits, boxes, pos):
+        total = torch.zeros(R, dtype=logits.dtype, device=logits.device)
+        for kind in dict.fromkeys(cls_losses):
+            idx = torch.tensor([r for r, k in enumerate(cls_losses) if k == kind], device=logits.device)
+            part = scenes.Scenes(flat(gt.boxes[idx]), flat(gt.labels[idx]), flat(gt.valid[idx]))
+            per_image = losses.set_loss_per_image(flat(logits[idx]), flat(boxes[idx]), part, flat(pos[idx]), kind)
+            total = total.index_add(0, idx, per_image.view(len(idx), -1).sum(1))
+        return total / n_obj
+
     with torch.no_grad():
-        cost = assign.hungarian_cost(out.o_logits, out.o_boxes, sc.boxes, sc.labels)  # (L, B, Q, G)
-        match = assign.hungarian(cost, sc.valid.expand(L, -1, -1))
-    o = sum(losses.set_loss(out.o_logits[l], out.o_boxes[l], sc, losses.match_to_mask(match[l], Q), opts.cls_loss)
-            for l in range(L))
+        cost = assign.hungarian_cost(out.o_logits, out.o_boxes, gt.boxes, gt.labels)  # (R, L, B, Q, G)
+        pos_o = losses.match_to_mask(assign.hungarian(cost, gt.valid), Q)
+    o = per_replica(out.o_logits, out.o_boxes, pos_o)
     if out.c_logits is None:
-        return o, torch.zeros((), device=o.device)
+        return o, torch.zeros_like(o)
     with torch.no_grad():
         boxes = out.o_boxes if opts.assign_boxes == "o" else out.c_boxes
-        score = assign.matching_score(out.c_logits, boxes, sc.boxes, sc.labels, opts.iou_weight)
-        pos = assign.one_to_many(score, sc.valid, opts.pos_threshold, opts.max_pos)
-    c = sum(losses.set_loss(out.c_logits[l], out.c_boxes[l], sc, pos[l], opts.cls_loss) for l in range(L))
-    return o, c
+        score = assign.matching_score(out.c_logits, boxes, gt.boxes, gt.labels, opts.iou_weight)
+        pos_c = assign.one_to_many(score, gt.valid, opts.pos_threshold, opts.max_pos)
+    return o, per_replica(out.c_logits, out.c_boxes, pos_c)
 
 
 def schedule(opts: TrainOptions) -> Schedule:
@@ -192,11 +221,6 @@ def replica_forward(p, spec: ModelSpec, images: torch.Tensor, cells: torch.Tenso
     return out
 
 
-def _replica(out: Output, r: int) -> Output:
-    return Output(out.o_logits[r], out.o_boxes[r], None if out.c_logits is None else out.c_logits[r],
-                  None if out.c_boxes is None else out.c_boxes[r])
-
-
 @torch.no_grad()
 def _load(model: ToyDETR, params: ReplicaParams, r: int) -> None:
     for n, t in model.named_parameters():
@@ -204,26 +228,36 @@ def _load(model: ToyDETR, params: ReplicaParams, r: int) -> None:
 
 
 def train_replicas(models: list[ToyDETR], scene_spec: scenes.SceneSpec, opts: TrainOptions, seeds: list[int],
-                   callback: Callable[[int, int, ToyDETR], None] | None = None, every: int = 0,
-                   bar: Callable | None = None) -> list[dict[str, np.ndarray]]:
-    """Train the models (one per seed, same spec) in place as replicas of one program; returns each
+                   callback: Callable[[int, int, ToyDETR], None] | None = None, every: int | tuple[int, ...] = 0,
+                   bar: Callable | None = None, lrs: list[float] | None = None,
+                   cls_losses: list[str] | None = None) -> list[dict[str, np.ndarray]]:
+    """Train the models (one per replica, same spec) in place as replicas of one program; returns each
     one's per-step O and C losses and ``diverged_step``.
 
-    ``callback(step, r, model)`` runs for replica r at step 0 and every ``every`` steps (and at the end)
-    while r has not diverged, under ``torch.no_grad`` in eval mode, with model r holding its current
-    weights."""
+    seeds[r] fixes replica r's image stream (replicas with one seed see the same images: the images
+    are drawn and rendered once per seed); lrs[r] (default opts.lr) is its peak learning rate and
+    cls_losses[r] (default opts.cls_loss) its classification loss, so a learning-rate bracket and both
+    losses train as one program.  ``callback(step, r, model)`` runs for replica r at step 0, at every
+    step in ``every`` (an int: its multiples) and at the end while r has not diverged, under
+    ``torch.no_grad`` in eval mode, with model r holding its current weights (step 0 only when
+    ``every`` is an int or lists 0)."""
     device = torch.device(opts.device)
     spec, R = models[0].spec, len(models)
-    params = ReplicaParams.from_tensors(
-        {n: torch.stack([dict(m.named_parameters())[n].detach() for m in models]).to(device)
-         for n, _ in models[0].named_parameters()}, lambda n, t: True)
+    lrs = [opts.lr] * R if lrs is None else list(lrs)
+    cls_losses = [opts.cls_loss] * R if cls_losses is None else list(cls_losses)
+    named = [dict(m.named_parameters()) for m in models]
+    params = ReplicaParams.from_tensors({n: torch.stack([p[n].detach() for p in named]).to(device) for n in named[0]},
+                                        lambda n, t: True)
     trainer = Trainer(params, FusedAdamW(params, weight_decay=opts.weight_decay),
-                      lr_table([opts.lr] * R, schedule(opts), opts.steps, params.data.dtype, device),
+                      lr_table(lrs, schedule(opts), opts.steps, params.data.dtype, device),
                       clip=opts.clip, precision=Precision(opts.device))
-    gens = [torch.Generator().manual_seed(seeds_for(s)[1]) for s in seeds]
+    unique = list(dict.fromkeys(seeds))
+    gens = {s: torch.Generator().manual_seed(seeds_for(s)[1]) for s in unique}
+    which = torch.tensor([unique.index(s) for s in seeds], device=device)
     cells, mpos = models[0].cells.to(device), models[0].mpos.to(device)
     log_o = np.full((opts.steps, R), np.nan)
     log_c = np.full((opts.steps, R), np.nan)
+    marks = set(range(every, opts.steps, every)) if isinstance(every, int) and every else set(every or ())
 
     def checkpoint(step):
         if callback is None:
@@ -237,25 +271,29 @@ def train_replicas(models: list[ToyDETR], scene_spec: scenes.SceneSpec, opts: Tr
                 callback(step, int(r), m)
             m.train()
 
-    checkpoint(0)
+    if 0 in marks or isinstance(every, int):
+        checkpoint(0)
     pbar = bar(opts.steps, "train O+C" if opts.c_decoder else "train O") if bar else None
     for step in range(opts.steps):
-        batch = [scenes.sample(opts.batch, scene_spec, g).to(device) for g in gens]
-        images = torch.stack([scenes.render(sc, scene_spec) for sc in batch])
+        drawn = [scenes.sample(opts.batch, scene_spec, gens[s]).to(device) for s in unique]
+        sc = scenes.Scenes(torch.stack([d.boxes for d in drawn])[which], torch.stack([d.labels for d in drawn])[which],
+                           torch.stack([d.valid for d in drawn])[which])
+        images = torch.stack([scenes.render(d, scene_spec) for d in drawn])[which]
         terms = []
 
-        def loss_fn(t, rec, batch=batch, images=images, terms=terms):
+        def loss_fn(t, rec, sc=sc, images=images, terms=terms):
             out = replica_forward(params, spec, images, cells, mpos, opts.c_decoder)
-            terms.extend(loss_terms(_replica(out, r), batch[r], opts) for r in range(R))
-            return torch.stack([o + c for o, c in terms])
+            o, c = replica_loss_terms(out, sc, opts, cls_losses)
+            terms.append((o.detach(), c.detach()))
+            return o + c
 
         trainer.step(loss_fn)
         alive = trainer.active.cpu().numpy()
-        log_o[step] = np.where(alive, [float(o.detach()) for o, _ in terms], np.nan)
-        log_c[step] = np.where(alive, [float(c.detach()) for _, c in terms], np.nan)
+        log_o[step] = np.where(alive, terms[0][0].cpu().numpy(), np.nan)
+        log_c[step] = np.where(alive, terms[0][1].cpu().numpy(), np.nan)
         if pbar is not None:
             pbar.update(1)
-        if every and (step + 1) % every == 0 and step + 1 < opts.steps:
+        if step + 1 in marks:
             checkpoint(step + 1)
     if pbar is not None:
         pbar.close()
