@@ -76,29 +76,62 @@ def list_cmd(results) -> None:
         click.echo(f"{name:24s} {have:8s} {exp.summary}  [{exp.reference}]")
 
 
-@cli.command()
-@click.argument("experiment")
-def describe(experiment: str) -> None:
-    """Show EXPERIMENT's config keys (type, default, meaning), default grid and --quick settings."""
+def _key_lines(exp) -> list[str]:
+    """EXP's config keys, one line each (qualified name, type, default, help), each spec's own line first."""
     from .config import describe as fields
     from .config import keys, short_name
 
-    exp = _experiment(experiment)
-    rows = fields(exp.config)
     specs = {name: k for name, k in keys(exp.config).items() if k.spec}
-    click.echo(f"{exp.name}: {exp.summary}\nreproduces: {exp.reference}\n\nconfig keys (--set key=value):")
+    lines = []
     if specs:
-        click.echo("  (a key inside a spec is written spec.key; marked *: the part after the last dot alone is "
-                   "accepted too, as no other key has that name)")
-    for name, tp, default, text in rows:
+        lines.append("(a key inside a spec is written spec.key; marked *: the part after the last dot alone is "
+                     "accepted too, as no other key has that name)")
+    for name, tp, default, text in fields(exp.config):
         parts = name.split(".")
         for spec in (".".join(parts[:i]) for i in range(1, len(parts))):
             if spec in specs:  # a spec's own line, before its first key
                 k = specs.pop(spec)
-                click.echo(f"  {spec + '.':32s} {k.type.__name__} spec: {k.help}")
+                lines.append(f"{spec + '.':32s} {k.type.__name__} spec: {k.help}")
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
         mark = "*" if "." in name and "." not in short_name(exp.config, name) else ""
-        click.echo(f"  {name + mark:32s} {tp:24s} default {shown!s:12s} {text}")
+        lines.append(f"{name + mark:32s} {tp:24s} default {shown!s:12s} {text}")
+    return lines
+
+
+class _ExperimentCommand(click.Command):
+    """`run`/`sweep`: `dynamics run EXP --help` also lists EXP's config keys.
+
+    Click answers --help while parsing, before EXP is bound, so the name is picked out of the raw
+    arguments here (the first one that names an experiment; a --set value never does).
+    """
+
+    def parse_args(self, ctx, args):
+        from . import experiments
+
+        names = set(experiments.names())
+        ctx.meta["dynamics.experiment"] = next((a for a in args if a in names), None)
+        return super().parse_args(ctx, args)
+
+    def format_epilog(self, ctx, formatter):
+        super().format_epilog(ctx, formatter)
+        name = ctx.meta.get("dynamics.experiment")
+        if name:
+            formatter.write_paragraph()
+            formatter.write_text(f"Config keys of {name} (--set key=value; `dynamics describe {name}` "
+                                 "also shows the default grid and --quick):")
+            with formatter.indentation():
+                for line in _key_lines(_experiment(name)):
+                    formatter.write(" " * formatter.current_indent + line + "\n")
+
+
+@cli.command()
+@click.argument("experiment")
+def describe(experiment: str) -> None:
+    """Show EXPERIMENT's config keys (type, default, meaning), default grid and --quick settings."""
+    exp = _experiment(experiment)
+    click.echo(f"{exp.name}: {exp.summary}\nreproduces: {exp.reference}\n\nconfig keys (--set key=value):")
+    for line in _key_lines(exp):
+        click.echo("  " + line)
     if exp.grid:
         click.echo("\ndefault grid (replace with --grid key=v1,v2 on `dynamics sweep`):")
         for k, v in exp.grid.items():
@@ -129,7 +162,7 @@ def _run_options(fn):
     fn = click.option("--seeds", type=int, default=None, help="Seeds per cell (sets the `seeds` key).")(fn)
     fn = click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
                       help="Override a config key; repeatable. A key inside a spec is spec.key (data.num_last=3), "
-                           "or its bare name where that is unique. `dynamics describe EXP` lists the keys.")(fn)
+                           "or its bare name where that is unique. `dynamics run EXP --help` lists the keys.")(fn)
     fn = click.option("--quick", is_flag=True, help="The experiment's small configuration (CI-sized).")(fn)
     fn = click.option("--data-dir", type=click.Path(path_type=Path), default=None,
                       help="WikiText directory for experiments that read text [default: $DYNAMICS_WIKITEXT].")(fn)
@@ -200,7 +233,7 @@ def _do_run(experiment, grid_items, quick, sets, seeds, out, resume, executor, a
                        f"(details: dynamics verify {exp.name})")
 
 
-@cli.command()
+@cli.command(cls=_ExperimentCommand)
 @click.argument("experiment")
 @_run_options
 def run(experiment, quick, sets, seeds, out, resume, executor, address, workers, no_wait, data_dir, max_cells,
@@ -215,7 +248,7 @@ def run(experiment, quick, sets, seeds, out, resume, executor, address, workers,
             results_root(results), max_cells, max_work, threads, dask_tls)
 
 
-@cli.command()
+@cli.command(cls=_ExperimentCommand)
 @click.argument("experiment")
 @click.option("--grid", "grid_items", multiple=True, metavar="KEY=V1,V2",
               help="Sweep KEY over the listed values; repeatable (replaces that key in the default grid).")

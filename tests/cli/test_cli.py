@@ -51,6 +51,13 @@ def test_nested_keys_in_describe_and_set(cli, tmp_path):
     assert code == 2 and "unknown config key 'data.num_lst' (did you mean 'data.num_last'?)" in err
 
 
+def test_run_help_names_the_experiments_keys(cli):
+    code, out, _ = cli("run", "scan-snap-fig6", "--help")
+    assert code == 0 and "Config keys of scan-snap-fig6" in out and "data.num_last*" in out
+    code, out, _ = cli("sweep", "--help")
+    assert code == 0 and "Config keys of" not in out
+
+
 def test_an_ambiguous_bare_key_is_one_line_exit_2(cli, tmp_path, monkeypatch):
     import dataclasses
 
