@@ -10,6 +10,8 @@ derived.  The methods:
 * ``welch``: two independent arms, Welch–Satterthwaite degrees of freedom;
 * ``wilson``: a rate ``k / n`` (Wilson 1927 score interval; it stays inside [0, 1] and is sensible at
   k = 0 or k = n);
+* ``newcombe``: a difference of two independent rates ``k1/n1 - k2/n2`` (Newcombe 1998, method 10: the
+  two Wilson intervals combined by square-and-add);
 * ``bootstrap``: a statistic of the whole sample (a fitted slope, an arg-max), percentile interval over
   resamples of the units, from a seeded generator so the interval is reproducible;
 * ``exact``: a deterministic quantity (an exact rank, a closed form evaluated in float64) with no
@@ -216,6 +218,20 @@ def wilson(successes: int, n: int, level: float = 0.95) -> Estimate:
     # per-unit spread for the power calculation; at p = 0 or 1 use the interval's own width
     sd = math.sqrt(p * (1 - p)) if 0 < p < 1 else half * math.sqrt(n) / z
     return Estimate(p, max(0.0, centre - half), min(1.0, centre + half), n, "wilson", sd, level)
+
+
+def newcombe(k1: int, n1: int, k2: int, n2: int, level: float = 0.95) -> Estimate:
+    """Interval on ``k1/n1 - k2/n2`` for two independent rates (Newcombe 1998, Stat. Med. 17:873, method
+    10): with Wilson limits (l_i, u_i) of each rate, ``d - sqrt((p1-l1)^2 + (u2-p2)^2)`` to
+    ``d + sqrt((u1-p1)^2 + (p2-l2)^2)``.  An empty arm gives no interval."""
+    a, b = wilson(k1, n1, level), wilson(k2, n2, level)
+    if not (a.has_interval and b.has_interval):
+        return Estimate(a.value - b.value, math.nan, math.nan, min(n1, n2), "newcombe", level=level)
+    d = a.value - b.value
+    low = d - math.sqrt((a.value - a.low) ** 2 + (b.high - b.value) ** 2)
+    high = d + math.sqrt((a.high - a.value) ** 2 + (b.value - b.low) ** 2)
+    n = min(n1, n2)
+    return Estimate(d, low, high, n, "newcombe", math.sqrt(a.sd**2 + b.sd**2), level)
 
 
 def bootstrap(data, statistic: Callable[[np.ndarray], float], *, n_boot: int = 2000, seed: int = 0,

@@ -11,7 +11,8 @@ Blocks (``norm`` = placement of LayerNorm)::
     post (Vaswani; nn.TransformerEncoderLayer):  h <- LN1(h + Attn h);   h <- LN2(h + MLP h)
     none:                              h <- h + Attn h;        h <- h + MLP h
 
-Attn = W_O concat_h(E_h V_h), A_h = softmax(Q_h K_h^T / (sqrt(d_h) tau) [+ causal mask]) and E = A for
+Attn = W_O concat_h(E_h V_h), A_h = softmax(Q_h K_h^T / (sqrt(d_h) tau) [+ causal mask]) (``score='linear'``:
+A_h = Q_h K_h^T / sqrt(d_h), causal entries 0) and E = A for
 vanilla attention; the DeepViT variants (re-attention, BN-only, temperature, attention dropping) take
 E from :mod:`dynamics.collapse.attention`.  MLP = W_2 act(W_1 x + b_1) + b_2, optional (hidden 0).
 DETR's post-norm cross-attention decoder (self-attention, cross-attention with a box prior, FFN) is
@@ -46,6 +47,8 @@ class BlockSpec:
     act: Literal["gelu", "relu"] = "gelu"
     residual: bool = True
     dropout: float = 0.0  # training only: on attention weights, sublayer outputs and the MLP's hidden units
+    # "linear": A = Q K^T / sqrt(d_h) without softmax (Levine et al. 2020's polynomial attention, Sec. 2)
+    score: Literal["softmax", "linear"] = "softmax"
 
     def __post_init__(self) -> None:
         if self.width % self.heads:
@@ -179,7 +182,8 @@ def self_attention(w: dict, h: torch.Tensor, spec: BlockSpec, *, train: bool = T
     qkv = linear(h, w["qkv_w"], w["qkv_b"]).view(R, B, T, 3, H, dh).permute(3, 0, 1, 4, 2, 5)
     q, k, v = qkv[0], qkv[1], qkv[2]  # (R, B, H, T, dh)
     p_drop = spec.dropout if train else 0.0
-    plain = spec.attention in ("vanilla", "temperature") or (spec.attention == "drop" and not train)
+    plain = spec.score == "softmax" and (spec.attention in ("vanilla", "temperature")
+                                         or (spec.attention == "drop" and not train))
     if plain and rec is None and h.is_cuda:
         # fused kernel when no map is needed (GPU); on CPU the explicit form is faster at these sizes
         out = F.scaled_dot_product_attention(q, k, v, is_causal=spec.causal, dropout_p=p_drop, scale=dh ** -0.5 / (
@@ -188,8 +192,8 @@ def self_attention(w: dict, h: torch.Tensor, spec: BlockSpec, *, train: bool = T
     tau = spec.temperature if spec.attention == "temperature" else 1.0
     scores = torch.matmul(q, k.transpose(-1, -2)) * (dh ** -0.5 / tau)
     if spec.causal:
-        scores = scores.masked_fill(causal_mask(T, h.device), float("-inf"))
-    A = torch.softmax(scores, dim=-1)
+        scores = scores.masked_fill(causal_mask(T, h.device), float("-inf") if spec.score == "softmax" else 0.0)
+    A = torch.softmax(scores, dim=-1) if spec.score == "softmax" else scores
     E = variants.effective_maps(A, spec.attention, w, *(bn if spec.attention in variants.NORMALISES else (None, None)),
                                 train, drop=spec.attn_drop, generator=generator,
                                 transform_scale=spec.transform_scale, head_dim=dh)

@@ -32,6 +32,8 @@ CONSISTENCY_TESTS = {
         "tests/unit/depth_width/test_depth_width.py::test_rank_agrees_across_primes_and_seeds_and_template_growth",
     ("depth-width-rank", "n2-closed-form"): "tests/unit/depth_width/test_depth_width_theory.py::test_n2_closed_form_matches_exact_rank",
     ("depth-width-rank", "below-degree-bound"): "tests/experiments/test_claims_consistency.py::test_exact_rank_below_degree_bound",
+    ("depth-width-trained", "ts-linear-above-rank-floor"):
+        "tests/unit/depth_width/test_depth_width_trained.py::test_trained_linear_students_stay_above_their_rank_floor",
     ("depth-width-theory", "fit-1T-depth"): "tests/unit/depth_width/test_depth_width_theory.py::test_levine_fit_numbers",
     ("depth-width-theory", "fit-1T-width"): "tests/unit/depth_width/test_depth_width_theory.py::test_levine_fit_numbers",
     ("depth-width-theory", "gpt3-175B-too-deep"): "tests/unit/depth_width/test_depth_width_theory.py::test_levine_fit_numbers",

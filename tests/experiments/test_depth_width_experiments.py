@@ -1,4 +1,4 @@
-"""Smoke runs of the three depth-width experiments through the CLI, and bad input."""
+"""Smoke runs of the four depth-width experiments through the CLI, and bad input."""
 
 from __future__ import annotations
 
@@ -52,6 +52,32 @@ def test_budget_smoke_wikitext(cli, tmp_path):
                          "--out", str(tmp_path / "res"))
     assert code == 0, err
     assert "trained on valid" in (tmp_path / "res" / "manifest.json").read_text()
+
+
+TRAINED_TINY = ["--set", "seeds=2", "--set", "teachers=2x1", "--set", "vocab=6", "--set", "student_widths=1,2",
+                "--set", "ts_steps=3", "--set", "ts_batch=8", "--set", "hop_depths=1,2", "--set", "hop_widths=4",
+                "--set", "hop_steps=3", "--set", "hop_batch=4", "--set", "hop_eval=8", "--set", "hop_n=3",
+                "--set", "claim_width=4", "--set", "warmup=1"]
+
+
+def test_trained_smoke(cli, tmp_path):
+    code, out, err = cli("sweep", "depth-width-trained", *TRAINED_TINY, "--grid", "part=teacher-linear,khop-2",
+                         "--out", str(tmp_path))
+    assert code == 0, err
+    table = pd.read_csv(tmp_path / "table.csv")
+    assert set(table.task) == {"teacher-student", "k-hop"}
+    need = pd.read_csv(tmp_path / "ts_needed.csv")
+    assert len(need) == 2 and (need.predicted_width == 4).all()  # d_x = 1, L_T = 2: rank 5 -> width 4
+    solve = pd.read_csv(tmp_path / "khop_solve.csv")
+    assert sorted(solve.depth) == [1, 2] and (solve.seeds == 2).all()
+    claims = pd.read_csv(tmp_path / "claims.csv").set_index("claim")
+    assert claims.loc["ts-linear-above-rank-floor", "verdict"] == "PASS"
+    assert (tmp_path / "needed_width.png").exists() and (tmp_path / "khop_solve_rate.png").exists()
+
+
+def test_trained_bad_input(cli, tmp_path):
+    code, _, err = cli("run", "depth-width-trained", "--set", "teachers=2y3", "--out", str(tmp_path / "x"))
+    assert code == 2 and "teacher '2y3'" in err and len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("setting,message", [
