@@ -60,32 +60,34 @@ TRANSFORMS = ("reattn", "reattn-nonorm", "bn-only", "drop")  # variants whose ef
 
 @dataclasses.dataclass(frozen=True)
 class CollapseConfig:
-    dataset: Literal["relations", "glyphs", "digits"] = field(
-        "relations", "relations (distinct-glyphs task, issue 17), glyphs (majority glyph) or digits (sklearn 8x8)")
-    depth: int = field(8, "transformer blocks (grid: 4, 8, 16, 24)")
+    dataset: Literal["relations", "arrows", "glyphs", "digits"] = field(
+        "relations", "relations (distinct glyphs, issue 17), arrows (arrow chasing), glyphs (majority glyph) or digits")
+    depth: int = field(8, "transformer blocks (grid: 2, 4, 8, 16)")
     width: int = field(32, "embedding width d (grid: 16, 32)")
     head_dim: int = field(4, "per-head width d_h; heads = width / head_dim, so heads grow with width")
     patch: int = field(0, "patch size in pixels; 0 = 2 for digits (8x8), 4 for the glyph tasks (16x16)")
     mlp_ratio: float = field(2.0, "MLP hidden width / d (official DeepViT: 3; 2 keeps CPU time down)")
     init: Literal["lecun", "timm"] = field("lecun", "weights N(0,1/fan_in) and embeddings N(0,1), or ViT's N(0,0.02^2)")
-    n_placed: int = field(6, "relations: glyphs per image")
+    hops: int = field(3, "arrows: moves to follow from the start cell")
+    n_placed: int = field(8, "relations: glyphs per image")
     min_distinct: int = field(2, "relations: fewest distinct glyph types (class 0)")
-    max_distinct: int = field(5, "relations: most distinct glyph types (last class)")
-    n_train: int = field(6000, "relations: training images (validation and test: n_test each)")
-    n_test: int = field(1000, "relations: validation images and test images (each)")
+    max_distinct: int = field(6, "relations: most distinct glyph types (last class)")
+    noise: float = field(0.35, "arrows/relations: standard deviation of the Gaussian pixel noise (ink is 0.6 to 1)")
+    n_train: int = field(6000, "arrows/relations: training images (validation and test: n_test each)")
+    n_test: int = field(1000, "arrows/relations: validation images and test images (each)")
     init_variants: tuple[str, ...] = field(("vanilla", "reattn", "reattn-nonorm", "bn-only"),
                                            "attention variants analysed at random init")
     train_variants: tuple[str, ...] = field(("vanilla", "reattn"), "attention variants trained")
-    train_depths: tuple[int, ...] = field((4, 8, 16, 24), "depths at which models are trained")
+    train_depths: tuple[int, ...] = field((2, 4, 8, 16), "depths at which models are trained")
     train_width: int = field(32, "the width trained at every train depth (the accuracy claims' width)")
-    width_depths: tuple[int, ...] = field((16, 24), "depths at which the other grid widths are trained too")
+    width_depths: tuple[int, ...] = field((8, 16), "depths at which the other grid widths are trained too")
     temperature: float = field(0.5, "softmax temperature of the 'temperature' variant (< 1 sharpens)")
     attn_drop: float = field(0.3, "entry drop rate of the 'drop' variant")
     transform_scale: bool = field(False, "re-attention output times d_h^-1/2 (official DeepViT-S/L), else 1")
     seeds: int = field(5, "trained seeds per (variant, depth, width, learning rate), batched as replicas")
     init_seeds: int = field(6, "random-init seeds per (variant, depth, width)")
-    lrs: tuple[float, ...] = field((1e-3, 3e-3, 1e-2), "peak learning-rate bracket (chosen on validation)")
-    max_steps: int = field(1500, "AdamW steps at most (cosine schedule to 0 at max_steps)")
+    lrs: tuple[float, ...] = field((3e-3, 1e-2, 3e-2), "peak learning-rate bracket (chosen on validation)")
+    max_steps: int = field(1200, "AdamW steps at most (cosine schedule to 0 at max_steps)")
     eval_every: int = field(50, "steps between validation evaluations (early stopping)")
     patience: int = field(6, "evaluations without a better validation loss before a replica stops")
     batch: int = field(32, "images per AdamW step per replica")
@@ -97,7 +99,7 @@ class CollapseConfig:
     max_window: int = field(2, "largest k stored for the sensitivity table")
     block_thr: float = field(0.9, "a block is similar when its similarity ratio >= this")
     dead_entropy: float = field(0.9, "a block is dead when its softmax maps' mean normalised entropy >= this")
-    map_depth: int = field(24, "depth whose attention-map grid is stored")
+    map_depth: int = field(16, "depth whose attention-map grid is stored")
     map_width: int = field(32, "width whose attention-map grid is stored")
     seed: int = field(0, "root seed")
     dtype: Literal["float32", "float64"] = field("float32", "ViT precision (metrics are float64)")
@@ -123,12 +125,13 @@ class CollapseConfig:
         require(self.temperature > 0, f"temperature must be positive, got {self.temperature}")
         require(0 <= self.attn_drop < 1, f"attn_drop must be in [0, 1), got {self.attn_drop}")
         for name in ("seeds", "init_seeds", "max_steps", "batch", "probe_images", "eval_every", "patience",
-                     "n_train", "n_test"):
+                     "n_train", "n_test", "hops"):
             require(getattr(self, name) >= 1, f"{name} must be at least 1, got {getattr(self, name)}")
         require(len(self.lrs) >= 1 and all(lr > 0 for lr in self.lrs), f"lrs must be positive, got {self.lrs}")
         require(1 <= self.min_distinct <= self.max_distinct <= min(self.n_placed, len(data.GLYPHS))
                 and self.n_placed <= 16, "relations needs 1 <= min_distinct <= max_distinct <= min(n_placed, 6) "
                 f"and n_placed <= 16, got {self.min_distinct}, {self.max_distinct}, {self.n_placed}")
+        require(self.noise >= 0, f"noise must be >= 0, got {self.noise}")
         require(self.threads >= 0, f"threads must be >= 0, got {self.threads}")
         require(self.device == "cpu" or self.device.startswith("cuda"), f"unknown device {self.device!r}")
 
@@ -164,10 +167,12 @@ def _bracket(cfg: CollapseConfig) -> cv.BracketOptions:
 
 
 def load_split(cfg: CollapseConfig) -> data.Split:
-    """The cell's data; the relations task carries its own validation split."""
+    """The cell's data; the arrows and relations tasks carry their own validation split."""
+    if cfg.dataset == "arrows":
+        return data.arrows(cfg.n_train, cfg.n_test, hops=cfg.hops, noise=cfg.noise, seed=cfg.seed)
     if cfg.dataset == "relations":
         return data.relations(cfg.n_train, cfg.n_test, n_placed=cfg.n_placed, min_distinct=cfg.min_distinct,
-                              max_distinct=cfg.max_distinct, seed=cfg.seed)
+                              max_distinct=cfg.max_distinct, noise=cfg.noise, seed=cfg.seed)
     return data.load(cfg.dataset, seed=cfg.seed)
 
 
@@ -702,7 +707,8 @@ def plot(tables, cfg: CollapseConfig) -> dict:
 
 _THR = ("tau", "window", "block_thr", "dead_entropy")
 _TRAIN = ("seeds", "seed", "lrs", "max_steps", "eval_every", "patience", "batch", "train_depths", "train_width",
-          "width_depths", "head_dim", "n_placed", "min_distinct", "max_distinct", "n_train", "n_test")
+          "width_depths", "head_dim", "hops", "n_placed", "min_distinct", "max_distinct", "noise", "n_train",
+          "n_test")
 
 CLAIMS = (
     ClaimSpec("similar-blocks-grow-with-depth", "reproduction",
@@ -808,7 +814,7 @@ EXPERIMENT = Experiment(
     reference="Zhou et al. 2021 (DeepViT) Fig. 1, Fig. 3 / README table",
     config=CollapseConfig,
     run_batch=run_batch,
-    grid={"dataset": ("relations",), "depth": (4, 8, 16, 24), "width": (16, 32)},
+    grid={"dataset": ("relations",), "depth": (2, 4, 8, 16), "width": (16, 32)},
     quick={"seeds": 2, "init_seeds": 2, "max_steps": 40, "eval_every": 10, "patience": 2, "lrs": (3e-3, 1e-2),
            "n_train": 512, "n_test": 128, "probe_images": 8, "train_depths": (2, 4), "width_depths": (4,),
            "train_width": 16, "init_variants": ("vanilla", "reattn"), "map_depth": 4, "map_width": 16,
