@@ -14,7 +14,7 @@ One cell = one (dataset, depth, width); heads = width / ``head_dim`` (fixed head
 
 * ``init``: the attention variants at random init (context: uniform-ish maps at init, not trained
   collapse), probed in training mode (BN batch statistics);
-* ``trained`` (depth in ``train_depths``; widths other than the widest only at ``width_depths``):
+* ``trained`` (depth in ``train_depths`` at ``train_width``; the other grid widths only at ``width_depths``):
   vanilla and re-attention ViTs, each a bracket of ``lrs`` x ``seeds`` replicas on the batched engine,
   trained to a validation plateau with early stopping (``dynamics.collapse.converge``); the learning
   rate is chosen per (variant, depth, width) on validation accuracy, test accuracy is reported for it;
@@ -384,7 +384,7 @@ def _slopes(x: np.ndarray, y: np.ndarray, groups: np.ndarray) -> np.ndarray:
 
 
 def _trend_stats(depth, width, seed, variant, n_similar, frac_similar) -> dict[str, tuple]:
-    """Numpy core of :func:`trends`; all arguments are aligned arrays (one entry per run)."""
+    """(mean, se, t, n) of each trend of :func:`_trend_values`; all arguments are aligned arrays (one per run)."""
     return {k: _t(v) for k, v in _trend_values(depth, width, seed, variant, n_similar, frac_similar).items()}
 
 
@@ -403,32 +403,8 @@ def _trend_values(depth, width, seed, variant, n_similar, frac_similar) -> dict[
     return {"depth": d_slopes, "width": -w_slopes, "reattn": diffs}
 
 
-def trends(counts: pd.DataFrame, study: str = "trained", dataset: str | None = None) -> dict[str, tuple]:
-    """The three DeepViT trends as (mean, se, t, n) on one study and one centring (pre-selected rows).
-
-    depth:   slope of the similar-block share vs depth, per (width, seed), vanilla;  t > 0 = grows
-    width:   minus the slope of the similar-block count vs log2 width, per (depth, seed), vanilla; t > 0 = falls
-    reattn:  vanilla count minus re-attention count, paired by (depth, width, seed); t > 0 = fewer
-    With several datasets selected (dataset=None), seeds are kept apart per dataset.
-    """
-    c = counts[counts.study == study]
-    if dataset is not None:
-        c = c[c.dataset == dataset]
-    seed = c.seed.to_numpy() + 1000 * _codes(c.dataset.to_numpy()) if len(c) else c.seed.to_numpy()
-    return _trend_stats(c.depth.to_numpy(), c.width.to_numpy(), seed, c.variant.to_numpy(),
-                        c.n_similar.to_numpy(), c.frac_similar.to_numpy())
-
-
 # ------------------------------------------------------------------------------------------------
 # Summaries
-
-
-def _count_columns(pairs: pd.DataFrame, base: CollapseConfig, prefix: str) -> pd.DataFrame:
-    """Per run: n_similar / frac_similar at the default thresholds, raw and centred, as columns."""
-    counts = similar_counts(pairs, base.tau, base.window, base.block_thr)
-    wide = counts.pivot_table(index=RUN_KEYS, columns="centred", values=["n_similar", "frac_similar"]).reset_index()
-    wide.columns = [c[0] if c[1] == "" else f"{prefix}{c[0]}_{'centred' if c[1] else 'raw'}" for c in wide.columns]
-    return wide
 
 
 def block_states(pairs: pd.DataFrame, blocks: pd.DataFrame, base: CollapseConfig) -> pd.DataFrame:
