@@ -15,10 +15,10 @@ from dynamics import stats as S
 from dynamics.experiment import Context
 from dynamics.experiments import get
 
-TINY = {"seeds": 2, "init_seeds": 2, "lrs": (3e-3, 1e-2), "max_steps": 12, "eval_every": 4, "patience": 1,
+TINY = {"seeds": 2, "init_seeds": 2, "lrs": (3e-3, 1e-2), "max_steps": 8, "eval_every": 4, "patience": 1,
         "n_train": 128, "n_test": 32, "probe_images": 4, "train_depths": (2, 3), "train_width": 8,
         "width_depths": (3,), "init_variants": ("vanilla", "reattn"), "map_depth": 3, "map_width": 8,
-        "max_window": 1, "head_dim": 4}
+        "max_window": 1, "head_dim": 4, "taus": (0.5, 0.9)}
 
 
 @dataclasses.dataclass
@@ -65,7 +65,7 @@ def test_tiny_sweep_tables_and_values(tiny):
     br = tiny.tables["bracket"]
     per_model = br.groupby(["depth", "width", "variant"])
     assert (per_model.size() == 4).all() and (per_model.selected.sum() == 2).all()
-    assert (br.best_step <= br.stop_step).all() and (br.stop_step <= 12).all()
+    assert (br.best_step <= br.stop_step).all() and (br.stop_step <= 8).all()
     # the chosen lr has the highest mean validation accuracy of its bracket (test accuracy plays no part)
     for _, g in per_model:
         means = g.groupby("lr").val_acc.mean()
