@@ -1,30 +1,37 @@
-"""DeepViT attention collapse: similar blocks across depth and width, at init and after training,
-with and without re-attention; the exact DC removal of re-attention's BN.
+"""DeepViT (Zhou et al. 2021): attention collapse and re-attention's accuracy claim, on a task where
+depth pays, with converged training; collapse separated from dead (uniform) blocks.
 
-Reference: Zhou et al. 2021 (DeepViT, arXiv 2103.11886) Eq. 2, Fig. 3 and its README table (ViT-16/24/32
-have 5/11/15 similar blocks, DeepViT 0); official ``models/layers.py`` ``ReAttention``.
-Dong et al.'s pure-attention rank collapse is the ``rank-collapse`` experiment's (issue 14).
+Reference: Zhou et al. 2021 (DeepViT, arXiv 2103.11886) Fig. 1 (top-1 accuracy vs depth: ViT saturates
+at 24 blocks and declines at 32; DeepViT keeps improving), Eq. 2 and Fig. 3 (cross-layer similarity,
+similar blocks: 5/11/15 for ViT-16/24/32, 0 for DeepViT), Sec. 4.1 (a wider embedding reduces similar
+blocks); official ``models/layers.py`` ``ReAttention``.  Issue 17.
 
-One cell = one (dataset, depth, width).  Each cell measures
+Task: the distinct-glyphs task (``dynamics.collapse.data.relations``): ``n_placed`` glyphs on a 4x4 grid
+of 4x4-pixel cells, one cell per patch token; the label is the number of different glyph types, a
+function of the equality relation between all pairs of occupied patches (docs/deepvit.md says why).
 
-* ``init``: every attention variant at random init (``init_seeds`` seeds batched along a run axis),
-  probed in training mode (BN batch statistics: an untrained BN's running statistics are the
-  identity; attention dropping active);
-* ``trained`` (when depth is in ``train_depths`` and width in ``train_widths``): vanilla and
-  re-attention ViTs trained with AdamW for ``steps`` steps (``seeds`` seeds batched), test accuracy,
-  and the same measurements in eval mode on held-out probe images;
-* ``bn``: how exactly re-attention's BN removed the uniform component (float64, batch statistics),
-  at init and after training, and how far it is off with running statistics.
+One cell = one (dataset, depth, width); heads = width / ``head_dim`` (fixed head dimension).  Each cell
 
-Similar blocks (DeepViT Fig. 3; thresholds unpublished, all parameters): frac_{p,q}(tau) = share of
-(image, head, token) with M^{p,q}_{h,t} > tau; r_p = mean of frac_{p,p-j} over j = 1..k; block p is
-similar when r_p >= block_thr.  Raw M and centred M (column means removed) are both reported.
+* ``init``: the attention variants at random init (context: uniform-ish maps at init, not trained
+  collapse), probed in training mode (BN batch statistics);
+* ``trained`` (depth in ``train_depths`` at ``train_width``; the other grid widths only at ``width_depths``):
+  vanilla and re-attention ViTs, each a bracket of ``lrs`` x ``seeds`` replicas on the batched engine,
+  trained to a validation plateau with early stopping (``dynamics.collapse.converge``); the learning
+  rate is chosen per (variant, depth, width) on validation accuracy, test accuracy is reported for it;
+  the chosen models' attention maps are measured in eval mode on held-out probe images;
+* ``bn``: how exactly re-attention's BN removed the uniform component (float64, batch statistics).
+
+Similar blocks (DeepViT Fig. 3; thresholds unpublished, all parameters, fixed before the run):
+frac_{p,q}(tau) = share of (image, head, token) with M^{p,q}_{h,t} > tau; r_p = mean of frac_{p,p-j}
+over j = 1..k; block p is similar when r_p >= block_thr (raw M, the paper's Eq. 2; centred M reported
+beside).  A block is *dead* when the mean normalised entropy of its softmax maps is >= dead_entropy
+(near-uniform attention, which gives raw M = 1 between any two such blocks without any shared pattern);
+a *collapsed* block is similar and not dead: the claims count collapsed blocks.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import time
 from typing import Literal
 
 import numpy as np
@@ -34,6 +41,7 @@ import torch
 from dynamics import stats as S
 from dynamics.claims import ClaimSpec
 from dynamics.collapse import analysis, data
+from dynamics.collapse import converge as cv
 from dynamics.collapse import train as tr
 from dynamics.collapse.attention import VARIANTS
 from dynamics.collapse.vit import ViTSpec, check_patch, check_shape, init_params
@@ -52,51 +60,59 @@ TRANSFORMS = ("reattn", "reattn-nonorm", "bn-only", "drop")  # variants whose ef
 
 @dataclasses.dataclass(frozen=True)
 class CollapseConfig:
-    dataset: Literal["digits", "glyphs"] = field("digits", "digits (sklearn 8x8) or glyphs (synthetic "
-                                                           "majority-glyph task)")
-    depth: int = field(8, "transformer blocks (grid: 4, 8, 16, 24, 32)")
-    width: int = field(64, "embedding width d (grid: 32, 64, 128, 256)")
-    heads: int = field(4, "attention heads; width must be divisible by it")
-    patch: int = field(0, "patch size in pixels; 0 = 2 for digits (8x8), 4 for glyphs (16x16)")
+    dataset: Literal["relations", "arrows", "glyphs", "digits"] = field(
+        "relations", "relations (distinct glyphs, issue 17), arrows (arrow chasing), glyphs (majority glyph) or digits")
+    depth: int = field(8, "transformer blocks (grid: 2, 4, 8, 16)")
+    width: int = field(32, "embedding width d (grid: 16, 32)")
+    head_dim: int = field(4, "per-head width d_h; heads = width / head_dim, so heads grow with width")
+    patch: int = field(0, "patch size in pixels; 0 = 2 for digits (8x8), 4 for the glyph tasks (16x16)")
     mlp_ratio: float = field(2.0, "MLP hidden width / d (official DeepViT: 3; 2 keeps CPU time down)")
     init: Literal["lecun", "timm"] = field("lecun", "weights N(0,1/fan_in) and embeddings N(0,1), or ViT's N(0,0.02^2)")
-    init_variants: tuple[str, ...] = field(VARIANTS, "attention variants analysed at random init")
+    hops: int = field(3, "arrows: moves to follow from the start cell")
+    n_placed: int = field(8, "relations: glyphs per image")
+    min_distinct: int = field(2, "relations: fewest distinct glyph types (class 0)")
+    max_distinct: int = field(6, "relations: most distinct glyph types (last class)")
+    noise: float = field(0.35, "arrows/relations: standard deviation of the Gaussian pixel noise (ink is 0.6 to 1)")
+    n_train: int = field(6000, "arrows/relations: training images (validation and test: n_test each)")
+    n_test: int = field(500, "arrows/relations: validation images and test images (each)")
+    init_variants: tuple[str, ...] = field(("vanilla", "reattn", "reattn-nonorm", "bn-only"),
+                                           "attention variants analysed at random init")
     train_variants: tuple[str, ...] = field(("vanilla", "reattn"), "attention variants trained")
-    train_depths: tuple[int, ...] = field((4, 8, 16, 24), "depths at which models are trained")
-    train_widths: tuple[int, ...] = field((32, 64, 128), "widths at which models are trained (digits)")
-    glyph_train_widths: tuple[int, ...] = field((32, 64), "widths trained on the glyph task (fewer, for CPU time)")
+    train_depths: tuple[int, ...] = field((2, 4, 8, 16), "depths at which models are trained")
+    train_width: int = field(32, "the width trained at every train depth (the accuracy claims' width)")
+    width_depths: tuple[int, ...] = field((8,), "depths at which the other grid widths are trained too")
     temperature: float = field(0.5, "softmax temperature of the 'temperature' variant (< 1 sharpens)")
     attn_drop: float = field(0.3, "entry drop rate of the 'drop' variant")
     transform_scale: bool = field(False, "re-attention output times d_h^-1/2 (official DeepViT-S/L), else 1")
-    seeds: int = field(3, "trained seeds per (variant, depth, width), batched along a run axis")
-    init_seeds: int = field(6, "random-init seeds per (variant, depth, width)")
-    steps: int = field(200, "AdamW steps per trained model")
-    batch: int = field(64, "images per AdamW step")
-    lr: float = field(1e-3, "peak learning rate (linear warm-up 10%, cosine decay)")
+    seeds: int = field(5, "trained seeds per (variant, depth, width, learning rate), batched as replicas")
+    init_seeds: int = field(4, "random-init seeds per (variant, depth, width)")
+    lrs: tuple[float, ...] = field((3e-3, 1e-2, 3e-2), "peak learning-rate bracket (chosen on validation)")
+    max_steps: int = field(600, "AdamW steps at most (cosine schedule to 0 at max_steps)")
+    eval_every: int = field(50, "steps between validation evaluations (early stopping)")
+    patience: int = field(4, "evaluations without a better validation loss before a replica stops")
+    batch: int = field(32, "images per AdamW step per replica")
     weight_decay: float = field(0.05, "AdamW weight decay on weight matrices")
     probe_images: int = field(32, "held-out images whose attention maps are measured")
     tau: float = field(0.9, "per-element threshold: M > tau counts as similar (must be one of taus)")
     taus: tuple[float, ...] = field(TAUS, "per-element thresholds stored for the sensitivity table")
     window: int = field(1, "k: a block is compared with the k blocks before it")
-    max_window: int = field(4, "largest k stored for the sensitivity table")
+    max_window: int = field(2, "largest k stored for the sensitivity table")
     block_thr: float = field(0.9, "a block is similar when its similarity ratio >= this")
-    # retired (the pure-attention part moved to rank-collapse, issue 14): kept only so the committed run's
-    # saved config still builds for `dynamics verify` until that run is rebuilt (issue 17); unused
-    san_inputs: int = field(8, "retired: unused (pure attention moved to the rank-collapse experiment)")
-    san_tokens: int = field(32, "retired: unused (pure attention moved to the rank-collapse experiment)")
-    map_depth: int = field(24, "depth whose attention-map grid is stored")
-    map_width: int = field(64, "width whose attention-map grid is stored")
-    curve_every: int = field(10, "store the training loss every this many steps")
+    dead_entropy: float = field(0.9, "a block is dead when its softmax maps' mean normalised entropy >= this")
+    map_depth: int = field(16, "depth whose attention-map grid is stored")
+    map_width: int = field(32, "width whose attention-map grid is stored")
     seed: int = field(0, "root seed")
-    dtype: Literal["float32", "float64"] = field("float32", "ViT precision (metrics and SAN are float64)")
+    dtype: Literal["float32", "float64"] = field("float32", "ViT precision (metrics are float64)")
     device: str = field("cpu", "torch device, e.g. cpu or cuda")
     threads: int = field(1, "torch CPU threads during the run (0 = torch's default; 1 is robust on a shared "
                             "machine, where 2 spinning OpenMP threads ran 5x slower)")
 
     def __post_init__(self) -> None:
+        require(self.head_dim >= 1 and self.width % self.head_dim == 0,
+                f"width {self.width} is not divisible by head_dim {self.head_dim}")
         check_shape(self.width, self.heads, self.depth)
         check_patch(data.image_size(self.dataset), self.patch_size)
-        for name in ("tau", "block_thr"):
+        for name in ("tau", "block_thr", "dead_entropy"):
             value = getattr(self, name)
             require(0 <= value <= 1, f"{name} must be in [0, 1], got {value}")
         require(all(0 <= t <= 1 for t in self.taus), f"taus must be in [0, 1], got {self.taus}")
@@ -106,24 +122,30 @@ class CollapseConfig:
         for name in ("init_variants", "train_variants"):
             bad = [v for v in getattr(self, name) if v not in VARIANTS]
             require(not bad, f"{name}: unknown variant(s) {', '.join(bad)}; choose from {', '.join(VARIANTS)}")
-        for w in self.train_widths + self.glyph_train_widths:
-            require(w % self.heads == 0, f"train width {w} is not divisible by heads {self.heads}")
         require(self.temperature > 0, f"temperature must be positive, got {self.temperature}")
         require(0 <= self.attn_drop < 1, f"attn_drop must be in [0, 1), got {self.attn_drop}")
-        for name in ("seeds", "init_seeds", "steps", "batch", "probe_images", "curve_every"):
+        for name in ("seeds", "init_seeds", "max_steps", "batch", "probe_images", "eval_every", "patience",
+                     "n_train", "n_test", "hops"):
             require(getattr(self, name) >= 1, f"{name} must be at least 1, got {getattr(self, name)}")
-        require(self.lr > 0, f"lr must be positive, got {self.lr}")
+        require(len(self.lrs) >= 1 and all(lr > 0 for lr in self.lrs), f"lrs must be positive, got {self.lrs}")
+        require(1 <= self.min_distinct <= self.max_distinct <= min(self.n_placed, len(data.GLYPHS))
+                and self.n_placed <= 16, "relations needs 1 <= min_distinct <= max_distinct <= min(n_placed, 6) "
+                f"and n_placed <= 16, got {self.min_distinct}, {self.max_distinct}, {self.n_placed}")
+        require(self.noise >= 0, f"noise must be >= 0, got {self.noise}")
         require(self.threads >= 0, f"threads must be >= 0, got {self.threads}")
         require(self.device == "cpu" or self.device.startswith("cuda"), f"unknown device {self.device!r}")
 
     @property
+    def heads(self) -> int:
+        return self.width // self.head_dim
+
+    @property
     def patch_size(self) -> int:
-        return self.patch or {"digits": 2, "glyphs": 4}[self.dataset]
+        return self.patch or {"digits": 2}.get(self.dataset, 4)
 
     @property
     def trained(self) -> bool:
-        widths = self.glyph_train_widths if self.dataset == "glyphs" else self.train_widths
-        return self.depth in self.train_depths and self.width in widths
+        return self.depth in self.train_depths and (self.width == self.train_width or self.depth in self.width_depths)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -138,9 +160,20 @@ def _spec(cfg: CollapseConfig, split: data.Split, variant: str) -> ViTSpec:
                    transform_scale=cfg.transform_scale, init=cfg.init)
 
 
-def _options(cfg: CollapseConfig) -> tr.TrainOptions:
-    return tr.TrainOptions(steps=cfg.steps, batch=cfg.batch, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                           patch=cfg.patch_size, root_seed=cfg.seed, dtype=cfg.dtype, device=cfg.device)
+def _bracket(cfg: CollapseConfig) -> cv.BracketOptions:
+    return cv.BracketOptions(lrs=cfg.lrs, max_steps=cfg.max_steps, batch=cfg.batch, weight_decay=cfg.weight_decay,
+                             eval_every=cfg.eval_every, patience=cfg.patience, patch=cfg.patch_size,
+                             root_seed=cfg.seed, dtype=cfg.dtype, device=cfg.device)
+
+
+def load_split(cfg: CollapseConfig) -> data.Split:
+    """The cell's data; the arrows and relations tasks carry their own validation split."""
+    if cfg.dataset == "arrows":
+        return data.arrows(cfg.n_train, cfg.n_test, hops=cfg.hops, noise=cfg.noise, seed=cfg.seed)
+    if cfg.dataset == "relations":
+        return data.relations(cfg.n_train, cfg.n_test, n_placed=cfg.n_placed, min_distinct=cfg.min_distinct,
+                              max_distinct=cfg.max_distinct, noise=cfg.noise, seed=cfg.seed)
+    return data.load(cfg.dataset, seed=cfg.seed)
 
 
 def _pair_rows(frac: np.ndarray, mean: np.ndarray, cfg: CollapseConfig, study: str, variant: str,
@@ -210,12 +243,10 @@ def _bn_rows(spec, params, buffers, x, study, seeds, scale, max_runs: int = 2) -
              "closed_form_rel_err": exact["closed_form"][i], "dc_dev_running_stats": running["dc_dev"][i]}
             for i, s in enumerate(seeds)]
 
-
 def run_cell(cfg: CollapseConfig, ctx) -> dict[str, pd.DataFrame]:
-    split = data.load(cfg.dataset, seed=cfg.seed)
+    split = load_split(cfg)
     ctx.notes[f"data_{cfg.dataset}"] = {"sha256_16": split.digest, "n_train": len(split.y_train),
                                         "n_test": len(split.y_test)}
-    opts = _options(cfg)
     dtype = torch_dtype(cfg.dtype)
     x_probe, _ = tr.tokens(split, cfg.patch_size, False, dtype, torch.device(cfg.device))
     x_probe = x_probe[: cfg.probe_images]
@@ -246,24 +277,27 @@ def run_cell(cfg: CollapseConfig, ctx) -> dict[str, pd.DataFrame]:
         seeds = list(range(cfg.seeds))
         for variant in cfg.train_variants:
             spec = _spec(cfg, split, variant)
-            started = time.perf_counter()
-            fit = tr.train(spec, split, seeds, opts, bar=ctx.bar)
-            seconds = time.perf_counter() - started
-            acc = tr.accuracy(fit.params, fit.buffers, spec, split, opts)
-            acc_train = tr.accuracy(fit.params, fit.buffers, spec, split, opts, train_set=True)
-            rec = tr.probe(fit.params, fit.buffers, spec, x_probe, train=False)
+            fit = cv.train_bracket(spec, split, seeds, _bracket(cfg), bar=ctx.bar)
+            sel = fit.selected()
+            params = {k: v[sel] for k, v in fit.params.items()}
+            buffers = {k: v[sel].clone() for k, v in fit.buffers.items()}
+            chosen = fit.runs.iloc[sel]
+            rec = tr.probe(params, buffers, spec, x_probe, train=False)
             add(_measure_rows(rec, cfg, "trained", variant, seeds))
-            steps = np.arange(0, cfg.steps, cfg.curve_every)
-            add({"runs": pd.DataFrame({"study": "trained", "variant": variant, "seed": seeds, "acc_test": acc,
-                                       "acc_train": acc_train, "final_loss": np.nanmean(fit.loss[-10:], 0),
-                                       "diverged_step": fit.diverged, "train_seconds_all_seeds": seconds}),
-                 "curves": pd.DataFrame({"variant": variant, "seed": np.tile(seeds, len(steps)),
-                                         "step": np.repeat(steps, len(seeds)), "loss": fit.loss[steps].ravel()})})
+            add({"runs": pd.DataFrame({"study": "trained", "variant": variant, "seed": seeds,
+                                       "acc_test": chosen.test_acc.to_numpy(), "acc_val": chosen.val_acc.to_numpy(),
+                                       "acc_train": chosen.train_acc.to_numpy(), "lr": chosen.lr.to_numpy(),
+                                       "best_step": chosen.best_step.to_numpy(),
+                                       "stop_step": chosen.stop_step.to_numpy(),
+                                       "stopped_early": chosen.stopped_early.to_numpy(),
+                                       "diverged_step": chosen.diverged_step.to_numpy()}),
+                 "bracket": fit.runs.assign(variant=variant),
+                 "curves": fit.curves.assign(variant=variant)})
             if store_maps:
                 add({"maps": _map_rows(rec, "trained", variant)})
             if variant == "reattn":
-                bn += _bn_rows(spec, fit.params, fit.buffers, x_probe, "trained", seeds, _scale(cfg))
-            del rec, fit
+                bn += _bn_rows(spec, params, buffers, x_probe, "trained", seeds, _scale(cfg))
+            del rec, fit, params, buffers
 
     out = {name: pd.concat(dfs, ignore_index=True) for name, dfs in parts.items()}
     if bn:
@@ -272,7 +306,7 @@ def run_cell(cfg: CollapseConfig, ctx) -> dict[str, pd.DataFrame]:
 
 
 def _scale(cfg: CollapseConfig) -> float:
-    return (cfg.width // cfg.heads) ** -0.5 if cfg.transform_scale else 1.0
+    return cfg.head_dim ** -0.5 if cfg.transform_scale else 1.0
 
 
 def run_batch(cfgs, ctx):
@@ -350,7 +384,7 @@ def _slopes(x: np.ndarray, y: np.ndarray, groups: np.ndarray) -> np.ndarray:
 
 
 def _trend_stats(depth, width, seed, variant, n_similar, frac_similar) -> dict[str, tuple]:
-    """Numpy core of :func:`trends`; all arguments are aligned arrays (one entry per run)."""
+    """(mean, se, t, n) of each trend of :func:`_trend_values`; all arguments are aligned arrays (one per run)."""
     return {k: _t(v) for k, v in _trend_values(depth, width, seed, variant, n_similar, frac_similar).items()}
 
 
@@ -369,87 +403,87 @@ def _trend_values(depth, width, seed, variant, n_similar, frac_similar) -> dict[
     return {"depth": d_slopes, "width": -w_slopes, "reattn": diffs}
 
 
-def trends(counts: pd.DataFrame, study: str = "trained", dataset: str | None = None) -> dict[str, tuple]:
-    """The three DeepViT trends as (mean, se, t, n) on one study and one centring (pre-selected rows).
-
-    depth:   slope of the similar-block share vs depth, per (width, seed), vanilla;  t > 0 = grows
-    width:   minus the slope of the similar-block count vs log2 width, per (depth, seed), vanilla; t > 0 = falls
-    reattn:  vanilla count minus re-attention count, paired by (depth, width, seed); t > 0 = fewer
-    With several datasets selected (dataset=None), seeds are kept apart per dataset.
-    """
-    c = counts[counts.study == study]
-    if dataset is not None:
-        c = c[c.dataset == dataset]
-    seed = c.seed.to_numpy() + 1000 * _codes(c.dataset.to_numpy()) if len(c) else c.seed.to_numpy()
-    return _trend_stats(c.depth.to_numpy(), c.width.to_numpy(), seed, c.variant.to_numpy(),
-                        c.n_similar.to_numpy(), c.frac_similar.to_numpy())
-
-
 # ------------------------------------------------------------------------------------------------
 # Summaries
 
 
-def _count_columns(pairs: pd.DataFrame, base: CollapseConfig, prefix: str) -> pd.DataFrame:
-    """Per run: n_similar / frac_similar at the default thresholds, raw and centred, as columns."""
-    counts = similar_counts(pairs, base.tau, base.window, base.block_thr)
-    wide = counts.pivot_table(index=RUN_KEYS, columns="centred", values=["n_similar", "frac_similar"]).reset_index()
-    wide.columns = [c[0] if c[1] == "" else f"{prefix}{c[0]}_{'centred' if c[1] else 'raw'}" for c in wide.columns]
-    return wide
+def block_states(pairs: pd.DataFrame, blocks: pd.DataFrame, base: CollapseConfig) -> pd.DataFrame:
+    """Per run and block: similar (raw M, the paper's Eq. 2), similar (centred M), dead (softmax maps'
+    mean normalised entropy >= dead_entropy) and collapsed (similar under raw M and not dead)."""
+    r = block_ratio_table(pairs, base.tau, base.window)
+    wide = r.pivot_table(index=RUN_KEYS + ["block"], columns="centred", values="ratio").reset_index()
+    wide = wide.rename(columns={False: "ratio_raw", True: "ratio_centred"})
+    out = blocks[RUN_KEYS + ["block", "entropy"]].merge(wide, on=RUN_KEYS + ["block"], how="left")
+    out["similar_raw"] = out.ratio_raw.fillna(-1) >= base.block_thr  # block 1 has no predecessor: never similar
+    out["similar_centred"] = out.ratio_centred.fillna(-1) >= base.block_thr
+    out["dead"] = out.entropy >= base.dead_entropy
+    out["collapsed"] = out.similar_raw & ~out.dead
+    return out
+
+
+def run_counts(states: pd.DataFrame) -> pd.DataFrame:
+    """Per run: counts of similar (raw, centred), dead and collapsed blocks; frac_collapsed = share of the
+    L - 1 blocks that have a predecessor."""
+    cols = ["similar_raw", "similar_centred", "dead", "collapsed"]
+    out = states.groupby(RUN_KEYS, sort=False)[cols].sum().reset_index()
+    out = out.rename(columns={c: f"n_{c}" for c in cols})
+    out["frac_collapsed"] = out.n_collapsed / (out.depth - 1).clip(lower=1)
+    return out
+
+
+def _half(x) -> float:
+    e = S.t_interval(x)
+    return (e.high - e.low) / 2 if e.has_interval else np.nan
 
 
 def summarize(tables, base: CollapseConfig):
     pairs, blocks, runs = tables["pairs"], tables["blocks"], tables["runs"]
-    last = blocks.sort_values("block").groupby(RUN_KEYS).last().reset_index()
+    states = block_states(pairs, blocks, base)
+    counts = run_counts(states)
+    mean_entropy = blocks.groupby(RUN_KEYS).entropy.mean().rename("entropy_mean").reset_index()
     adj = pairs[(pairs.lag == 1)].groupby(RUN_KEYS + ["centred"]).mean_M.mean().unstack("centred")
     adj.columns = ["mean_adjacent_M_raw", "mean_adjacent_M_centred"]
-    per_run = (runs.merge(_count_columns(pairs, base, ""), on=RUN_KEYS, how="left")
-               .merge(last[RUN_KEYS + ["entropy", "token_residual", "row_identity"]], on=RUN_KEYS, how="left")
+    per_run = (runs.merge(counts, on=RUN_KEYS, how="left").merge(mean_entropy, on=RUN_KEYS, how="left")
                .merge(adj.reset_index(), on=RUN_KEYS, how="left"))
     keys = ["dataset", "study", "variant", "depth", "width"]
     agg = {"n_seeds": ("seed", "count"),
+           "collapsed_mean": ("n_collapsed", "mean"), "collapsed_std": ("n_collapsed", "std"),
            "similar_raw_mean": ("n_similar_raw", "mean"), "similar_raw_std": ("n_similar_raw", "std"),
-           "similar_centred_mean": ("n_similar_centred", "mean"), "similar_centred_std": ("n_similar_centred", "std"),
-           "share_similar_raw": ("frac_similar_raw", "mean"),
-           "adjacent_M_raw": ("mean_adjacent_M_raw", "mean"), "adjacent_M_centred": ("mean_adjacent_M_centred", "mean"),
-           "entropy_last": ("entropy", "mean"), "token_residual_last": ("token_residual", "mean"),
-           "row_identity_last": ("row_identity", "mean")}
-    if "pairs_softmax" in tables:
-        per_run = per_run.merge(_count_columns(tables["pairs_softmax"], base, "softmax_"), on=RUN_KEYS, how="left")
-        agg |= {"similar_softmax_raw_mean": ("softmax_n_similar_raw", "mean"),
-                "similar_softmax_centred_mean": ("softmax_n_similar_centred", "mean")}
+           "similar_centred_mean": ("n_similar_centred", "mean"), "dead_mean": ("n_dead", "mean"),
+           "dead_std": ("n_dead", "std"), "entropy_mean": ("entropy_mean", "mean"),
+           "adjacent_M_raw": ("mean_adjacent_M_raw", "mean"), "adjacent_M_centred": ("mean_adjacent_M_centred", "mean")}
     if "acc_test" in per_run:
-        agg |= {"acc_test_mean": ("acc_test", "mean"), "acc_test_std": ("acc_test", "std"),
-                "acc_train_mean": ("acc_train", "mean")}
+        agg |= {"acc_test_mean": ("acc_test", "mean"), "acc_test_ci": ("acc_test", _half),
+                "acc_val_mean": ("acc_val", "mean"), "acc_train_mean": ("acc_train", "mean"),
+                "lr": ("lr", "first"), "best_step_mean": ("best_step", "mean"),
+                "stopped_early_share": ("stopped_early", "mean"), "diverged": ("diverged_step", lambda s: (s >= 0).sum())}
     table = per_run.groupby(keys, sort=True).agg(**agg).reset_index()
-
-    out = {"table": table, "per_run": per_run, "pairs": pairs, "blocks": blocks, "runs": runs,
-           "curves_fig3": block_curves(pairs, base.tau, base.window),
+    out = {"table": table, "per_run": per_run, "block_states": states, "pairs": pairs, "blocks": blocks,
+           "runs": runs, "curves_fig3": block_curves(pairs, base.tau, base.window),
            "sensitivity": sensitivity(pairs, base)}
-    for name in ("pairs_softmax", "bn", "maps", "curves"):
+    for name in ("pairs_softmax", "bn", "maps", "curves", "bracket"):
         if name in tables:
             out[name] = tables[name]
-    out["headline"] = headline(table)
+    out["headline"] = headline(table, base)
     return out
 
 
-def headline(table: pd.DataFrame) -> pd.DataFrame:
-    """Per dataset and depth, averaged over the trained widths: accuracy (vanilla, re-attention), and
-    for vanilla attention the mean adjacent-block raw M and the similar-block count, trained vs init."""
-    trained = table[table.study == "trained"]
-    if trained.empty:
+def headline(table: pd.DataFrame, base: CollapseConfig) -> pd.DataFrame:
+    """Per trained (dataset, depth) at the accuracy claims' width: test accuracy (mean ± 95% t half-width
+    over seeds) of both variants, and collapsed / dead / raw-similar blocks of both."""
+    t = table[(table.study == "trained") & (table.width == base.train_width)]
+    if t.empty:
         return pd.DataFrame()
     rows = []
-    for (ds, depth), t in trained.groupby(["dataset", "depth"]):
-        widths = t.width.unique()
-        init = table[(table.study == "init") & (table.dataset == ds) & (table.depth == depth)
-                     & table.width.isin(widths) & (table.variant == "vanilla")]
-        van, re = t[t.variant == "vanilla"], t[t.variant == "reattn"]
-        rows.append({"dataset": ds, "depth": depth, "widths": ",".join(map(str, sorted(widths))),
-                     "test acc vanilla": van.acc_test_mean.mean(), "test acc reattn": re.acc_test_mean.mean(),
-                     "adjacent M trained": van.adjacent_M_raw.mean(), "adjacent M init": init.adjacent_M_raw.mean(),
-                     "similar blocks trained": van.similar_raw_mean.mean(),
-                     "similar blocks init": init.similar_raw_mean.mean(),
-                     "similar blocks reattn": re.similar_raw_mean.mean()})
+    for (ds, depth), g in t.groupby(["dataset", "depth"]):
+        van, re = g[g.variant == "vanilla"].iloc[0], g[g.variant == "reattn"].iloc[0]
+        rows.append({"dataset": ds, "depth": depth, "width": base.train_width,
+                     "acc vanilla": f"{van.acc_test_mean:.3f} ± {van.acc_test_ci:.3f}",
+                     "acc reattn": f"{re.acc_test_mean:.3f} ± {re.acc_test_ci:.3f}",
+                     "lr vanilla": van.lr, "lr reattn": re.lr,
+                     "collapsed vanilla": van.collapsed_mean, "dead vanilla": van.dead_mean,
+                     "similar(raw) vanilla": van.similar_raw_mean, "similar(centred) vanilla": van.similar_centred_mean,
+                     "collapsed reattn": re.collapsed_mean, "dead reattn": re.dead_mean})
     return pd.DataFrame(rows)
 
 
@@ -481,6 +515,10 @@ def sensitivity(pairs: pd.DataFrame, base: CollapseConfig) -> pd.DataFrame:
 # Figures
 
 
+# ------------------------------------------------------------------------------------------------
+# Figures
+
+
 def plot(tables, cfg: CollapseConfig) -> dict:
     from matplotlib import colormaps
 
@@ -491,85 +529,88 @@ def plot(tables, cfg: CollapseConfig) -> dict:
     datasets = sorted(table.dataset.unique())
     widths = sorted(table.width.unique())
     colors = {w: colormaps['viridis'](i / max(1, len(widths) - 1)) for i, w in enumerate(widths)}
+    vcolor = {"vanilla": "C0", "reattn": "C3"}
     styles = {"vanilla": "-", "reattn": "--", "reattn-nonorm": ":", "bn-only": "-.", "temperature": (0, (3, 1, 1, 1)),
               "drop": (0, (1, 2))}
-
-    # 1. Similar blocks vs depth (lines = widths), raw and centred, init and trained.
-    panels = [(s, c) for s in ("init", "trained") for c in ("raw", "centred")]
-    fig, axes = subplots(len(datasets), 4,
-                             figsize=(13, 3.0 * len(datasets)), squeeze=False, sharex=True, layout="constrained")
-    for r, ds in enumerate(datasets):
-        for ax, (study, cen) in zip(axes[r], panels):
-            sub = table[(table.dataset == ds) & (table.study == study) & table.variant.isin(["vanilla", "reattn"])]
-            for (variant, w), line in sub.groupby(["variant", "width"]):
-                ax.errorbar(line.depth, line[f"similar_{cen}_mean"], yerr=line[f"similar_{cen}_std"],
-                            color=colors[w], ls=styles[variant], marker="o", ms=3, capsize=2,
-                            label=f"{variant} d={w}")
-            ax.set(title=f"{ds}, {study}, {cen} M", xlabel="depth L", ylabel="# similar blocks")
-    axes[0][0].legend(fontsize=6, ncol=2)
-    fig.suptitle(f"Similar blocks vs depth (tau={cfg.tau:g}, k={cfg.window}, block_thr={cfg.block_thr:g}); "
-                 "mean ± sd over seeds")
-    paths["similar_blocks_vs_depth"] = fig
-
-    # 2. Depth x width heatmaps of raw similar blocks.
-    combos = [("init", "vanilla"), ("trained", "vanilla"), ("trained", "reattn")]
-    fig, axes = subplots(len(datasets), 3,
-                             figsize=(11, 3.2 * len(datasets)), squeeze=False, layout="constrained")
-    for r, ds in enumerate(datasets):
-        for ax, (study, variant) in zip(axes[r], combos):
-            sub = table[(table.dataset == ds) & (table.study == study) & (table.variant == variant)]
-            if sub.empty:
-                ax.axis("off")
-                continue
-            grid = sub.pivot_table(index="depth", columns="width", values="similar_raw_mean")
-            im = ax.imshow(grid.to_numpy(), origin="lower", cmap="magma", aspect="auto")
-            ax.set_xticks(range(grid.shape[1]), grid.columns)
-            ax.set_yticks(range(grid.shape[0]), grid.index)
-            for (i, j), v in np.ndenumerate(grid.to_numpy()):
-                if np.isfinite(v):
-                    ax.text(j, i, f"{v:.1f}", ha="center", va="center", fontsize=7,
-                            color="w" if v < grid.max().max() / 2 else "k")
-            ax.set(title=f"{ds}: {study} {variant}", xlabel="width d", ylabel="depth L")
-            fig.colorbar(im, ax=ax, fraction=0.046)
-    fig.suptitle("Raw similar blocks (mean over seeds) against depth and width")
-    paths["similar_blocks_depth_width"] = fig
-
-    # 3. Accuracy vs depth.
     trained = table[table.study == "trained"]
+
+    # 1. Accuracy vs depth (DeepViT Fig. 1), 95% t intervals over seeds.
     if not trained.empty:
-        fig, axes = subplots(1, len(datasets),
-                                 figsize=(4.2 * len(datasets), 3.2), squeeze=False, layout="constrained")
+        fig, axes = subplots(1, len(datasets), figsize=(4.8 * len(datasets), 3.4), squeeze=False, layout="constrained")
         for ax, ds in zip(axes[0], datasets):
             for (variant, w), line in trained[trained.dataset == ds].groupby(["variant", "width"]):
-                ax.errorbar(line.depth, line.acc_test_mean, yerr=line.acc_test_std, color=colors[w],
-                            ls=styles[variant], marker="o", ms=3, capsize=2, label=f"{variant} d={w}")
-            ax.set(title=f"{ds}: test accuracy", xlabel="depth L", ylabel="accuracy")
-        axes[0][0].legend(fontsize=6)
-        fig.suptitle(f"Accuracy vs depth ({cfg.steps} AdamW steps, batch {cfg.batch}); mean ± sd over seeds")
+                main = w == cfg.train_width
+                ax.errorbar(line.depth + (0.3 if variant == "reattn" else -0.3), line.acc_test_mean,
+                            yerr=line.acc_test_ci, color=vcolor.get(variant, "k"), ls=styles[variant], marker="o",
+                            ms=4 if main else 3, capsize=3, alpha=1.0 if main else 0.45,
+                            label=f"{variant} d={w} ({w // cfg.head_dim} heads)")
+            ax.set(title=f"{ds}: test accuracy (lr chosen on validation)", xlabel="depth L", ylabel="accuracy")
+            ax.legend(fontsize=7)
+        fig.suptitle("Accuracy vs depth (cf. DeepViT Fig. 1): mean and 95% t interval over seeds, early-stopped "
+                     "best-validation checkpoints")
         paths["accuracy_vs_depth"] = fig
 
-    # 4. Per-block similarity ratio (DeepViT Fig. 3a) for the deepest trained and the deepest init models.
+        # 2. Collapsed (similar, not dead) vs dead blocks per depth, trained.
+        fig, axes = subplots(1, 3, figsize=(13, 3.4), layout="constrained")
+        for (variant, w), line in trained.groupby(["variant", "width"]):
+            kw = {"color": colors[w], "ls": styles[variant], "marker": "o", "ms": 3, "capsize": 2,
+                  "label": f"{variant} d={w}"}
+            axes[0].errorbar(line.depth, line.collapsed_mean, yerr=line.collapsed_std, **kw)
+            axes[1].errorbar(line.depth, line.dead_mean, yerr=line.dead_std, **kw)
+            axes[2].plot(line.depth, line.similar_centred_mean, **{k: v for k, v in kw.items() if k != "capsize"})
+        axes[0].set(title="collapsed: similar (raw M) and not dead", xlabel="depth L", ylabel="# blocks")
+        axes[1].set(title=f"dead: softmax entropy >= {cfg.dead_entropy:g}", xlabel="depth L", ylabel="# blocks")
+        axes[2].set(title="similar under centred M", xlabel="depth L", ylabel="# blocks")
+        axes[0].legend(fontsize=7)
+        fig.suptitle(f"Trained models: similar blocks (tau={cfg.tau:g}, k={cfg.window}, block_thr={cfg.block_thr:g}) "
+                     "next to dead blocks; mean ± sd over seeds")
+        paths["similar_vs_dead_blocks"] = fig
+
+    # 3. Per-block similarity ratio (DeepViT Fig. 3a) and entropy, deepest trained models.
     curves = tables["curves_fig3"]
-    fig, axes = subplots(len(datasets), 4,
-                             figsize=(13, 3.0 * len(datasets)), squeeze=False, sharey=True, layout="constrained")
-    for r, ds in enumerate(datasets):
-        for ax, (study, cen) in zip(axes[r], panels):
-            sub = curves[(curves.dataset == ds) & (curves.study == study) & (curves.centred == (cen == "centred"))
-                         & curves.variant.isin(["vanilla", "reattn"])]
-            if sub.empty:
-                ax.axis("off")
-                continue
-            sub = sub[sub.depth == sub.depth.max()]
-            for (variant, w), line in sub.groupby(["variant", "width"]):
+    st = tables["block_states"]
+    sub = curves[(curves.study == "trained") & curves.variant.isin(["vanilla", "reattn"])]
+    if not sub.empty:
+        fig, axes = subplots(1, 3, figsize=(13, 3.2), sharex=True, layout="constrained")
+        L = sub.depth.max()
+        for ax, cen in zip(axes[:2], (False, True)):
+            s = sub[(sub.depth == L) & (sub.centred == cen)]
+            for (variant, w), line in s.groupby(["variant", "width"]):
                 ax.plot(line.block, line.ratio_mean, color=colors[w], ls=styles[variant], label=f"{variant} d={w}")
                 ax.fill_between(line.block, line.ratio_mean - line.ratio_std.fillna(0),
                                 line.ratio_mean + line.ratio_std.fillna(0), color=colors[w], alpha=0.15)
             ax.axhline(cfg.block_thr, color="grey", lw=0.8)
-            ax.set(title=f"{ds}, {study} L={int(sub.depth.max())}, {cen} M", xlabel="block p",
+            ax.set(title=f"trained L={L}, {'centred' if cen else 'raw'} M", xlabel="block p",
                    ylabel=f"similarity ratio r_p (tau={cfg.tau:g})")
-    axes[0][0].legend(fontsize=6, ncol=2)
-    fig.suptitle("Per-block similarity ratio with the previous block(s) (cf. DeepViT Fig. 3a); band = ± sd over seeds")
-    paths["similarity_ratio_per_block"] = fig
+        e = st[(st.study == "trained") & (st.depth == L)].groupby(["variant", "width", "block"]).entropy.mean()
+        for (variant, w), line in e.groupby(level=[0, 1]):
+            axes[2].plot(line.index.get_level_values("block"), line.to_numpy(), color=colors[w], ls=styles[variant],
+                         label=f"{variant} d={w}")
+        axes[2].axhline(cfg.dead_entropy, color="grey", lw=0.8)
+        axes[2].set(title="normalised entropy of the softmax maps", xlabel="block p", ylabel="entropy / log T")
+        axes[0].legend(fontsize=7)
+        fig.suptitle("Per-block similarity with the previous block (cf. DeepViT Fig. 3a) and attention entropy")
+        paths["similarity_ratio_per_block"] = fig
+
+    # 4. Learning curves of the chosen learning rates (validation accuracy at each evaluation).
+    if "curves" in tables and "bracket" in tables:
+        cur, br = tables["curves"], tables["bracket"]
+        chosen = br[br.selected][["dataset", "depth", "width", "variant", "lr"]].drop_duplicates()
+        cur = cur.merge(chosen, on=["dataset", "depth", "width", "variant", "lr"])
+        cur = cur[cur.width == cfg.train_width]
+        depths = sorted(cur.depth.unique())
+        if depths:
+            fig, axes = subplots(1, len(depths), figsize=(3.2 * len(depths), 3.0), squeeze=False, sharey=True,
+                                 layout="constrained")
+            for ax, L in zip(axes[0], depths):
+                for variant, g in cur[cur.depth == L].groupby("variant"):
+                    m = g.groupby("step").val_acc.mean()
+                    ax.plot(m.index, m.to_numpy(), color=vcolor.get(variant, "k"), ls=styles[variant], label=variant)
+                ax.set(title=f"L={L}, d={cfg.train_width}", xlabel="step", ylabel="validation accuracy")
+            axes[0][0].legend(fontsize=7)
+            fig.suptitle("Validation accuracy of the chosen learning rate (mean over seeds; a replica's curve ends "
+                         "when it stops early)")
+            paths["learning_curves"] = fig
 
     # 5. Attention-map grids.
     if "maps" in tables:
@@ -601,17 +642,17 @@ def plot(tables, cfg: CollapseConfig) -> dict:
                          "rows = queries, columns = keys; re-attention shows the map after BN)", fontsize=8)
             paths[f"attention_maps_{ds}"] = fig
 
-    # 6. Random-init ablation of re-attention's parts: token residual and similar blocks at the last block.
+
+    # 6. Random-init context: similar, dead blocks and entropy per variant.
     init = table[(table.study == "init") & (table.dataset == datasets[0])]
     fig, axes = subplots(1, 3, figsize=(12, 3.2), layout="constrained")
     w0 = cfg.map_width if cfg.map_width in init.width.values else init.width.min()
     for variant, g in init[init.width == w0].groupby("variant"):
-        axes[0].plot(g.depth, g.token_residual_last, ls=styles.get(variant, "-"), marker="o", ms=3, label=variant)
-        axes[1].plot(g.depth, g.similar_raw_mean, ls=styles.get(variant, "-"), marker="o", ms=3, label=variant)
-        axes[2].plot(g.depth, g.entropy_last, ls=styles.get(variant, "-"), marker="o", ms=3, label=variant)
-    axes[0].set(xlabel="depth L", ylabel="token residual ratio after block L", title=f"random init, d={w0}")
-    axes[1].set(xlabel="depth L", ylabel="# similar blocks (raw M)")
-    axes[2].set(xlabel="depth L", ylabel="normalised entropy of softmax maps, block L")
+        for ax, col in zip(axes, ("similar_raw_mean", "similar_centred_mean", "entropy_mean")):
+            ax.plot(g.depth, g[col], ls=styles.get(variant, "-"), marker="o", ms=3, label=variant)
+    axes[0].set(xlabel="depth L", ylabel="# similar blocks (raw M)", title=f"random init, d={w0}")
+    axes[1].set(xlabel="depth L", ylabel="# similar blocks (centred M)")
+    axes[2].set(xlabel="depth L", ylabel="mean normalised softmax entropy")
     axes[0].legend(fontsize=7)
     paths["init_variants"] = fig
 
@@ -635,39 +676,51 @@ def plot(tables, cfg: CollapseConfig) -> dict:
     return paths
 
 
+
 # ------------------------------------------------------------------------------------------------
-# Claims
+# Claims (pre-registered before the full run of issue 17)
 
 
-_THR = ("tau", "window", "block_thr")
-_TRAIN = ("seeds", "seed", "steps", "train_depths", "train_widths", "glyph_train_widths") + _THR
+_THR = ("tau", "window", "block_thr", "dead_entropy")
+_TRAIN = ("seeds", "seed", "lrs", "max_steps", "eval_every", "patience", "batch", "train_depths", "train_width",
+          "width_depths", "head_dim", "hops", "n_placed", "min_distinct", "max_distinct", "noise", "n_train",
+          "n_test")
 
-
-def _trained_specs(ds: str) -> tuple:
-    return (
-        ClaimSpec(f"similar-blocks-grow-with-depth[{ds}]", "reproduction",
-                  f"Trained vanilla ViTs on {ds}: the share of similar blocks grows with depth: per (width, seed) "
-                  "run group, the slope of the share against depth; t over those independent groups, predicted "
-                  "positive (raw M, default thresholds).",
-                  f"{REF}, Fig. 3b and README table (5/16, 11/24, 15/32 blocks)", Band.above(0.0), _TRAIN),
-        ClaimSpec(f"similar-blocks-fall-with-width[{ds}]", "reproduction",
-                  f"Trained vanilla ViTs on {ds}: similar blocks fall as width grows: per (depth, seed), minus the "
-                  "slope of the similar-block count against log2 width; t over groups, predicted positive.",
-                  f"{REF}, Sec. 4.1 (embedding 256 -> 768 reduces similar blocks)", Band.above(0.0), _TRAIN),
-        ClaimSpec(f"reattention-fewer-similar-blocks[{ds}]", "reproduction",
-                  f"Trained on {ds}: re-attention has fewer similar blocks than vanilla attention: vanilla minus "
-                  "re-attention count, paired by (depth, width, seed) (shared init); paired t, predicted positive.",
-                  f"{REF}, README table (DeepViT: 0 similar blocks)", Band.above(0.0), _TRAIN),
-    )
-
-
-CLAIMS = _trained_specs("digits") + _trained_specs("glyphs") + (
+CLAIMS = (
+    ClaimSpec("similar-blocks-grow-with-depth", "reproduction",
+              "Trained vanilla ViTs: the share of collapsed blocks (similar under raw M, DeepViT Eq. 2, and not "
+              "dead) grows with depth: per (width, seed), the least-squares slope of the share against depth; "
+              "t interval over those groups, predicted positive.",
+              f"{REF}, Fig. 3b and README table (5/16, 11/24, 15/32 similar blocks)", Band.above(0.0), _TRAIN + _THR),
+    ClaimSpec("reattention-fewer-similar-blocks", "reproduction",
+              "Trained: re-attention has fewer collapsed blocks than vanilla attention: vanilla minus re-attention "
+              "count, paired by (depth, width, seed) (shared init); paired t, predicted positive.",
+              f"{REF}, README table (DeepViT: 0 similar blocks)", Band.above(0.0), _TRAIN + _THR),
+    ClaimSpec("similar-blocks-fall-with-width", "reproduction",
+              "Trained vanilla ViTs at fixed head dimension (heads grow with width): collapsed blocks fall as "
+              "width grows: per (depth, seed) at the width_depths, minus the slope of the count against log2 "
+              "width; t over groups, predicted positive.",
+              f"{REF}, Sec. 4.1 (embedding 256 -> 768 reduces similar blocks)", Band.above(0.0), _TRAIN + _THR),
+    ClaimSpec("vanilla-accuracy-saturates", "reproduction",
+              "Vanilla ViT test accuracy stops improving with depth: accuracy at the deepest trained depth minus "
+              "accuracy at the second deepest (train_width, chosen learning rates), Welch interval over seeds, "
+              "predicted <= +0.005 (no gain beyond half a percentage point).",
+              f"{REF}, Fig. 1 (ViT saturates at 24 blocks, declines at 32)", Band.below(0.005), _TRAIN),
+    ClaimSpec("reattention-accuracy-keeps-improving", "reproduction",
+              "Re-attention ViT test accuracy still improves at the deepest step: accuracy at the deepest trained "
+              "depth minus at the second deepest (train_width), Welch interval over seeds, predicted positive.",
+              f"{REF}, Fig. 1 and Table 3 (DeepViT-16/24/32 keep improving)", Band.above(0.0), _TRAIN),
+    ClaimSpec("reattention-beats-vanilla-at-deepest", "reproduction",
+              "Headline: at the deepest trained depth (train_width), re-attention minus vanilla test accuracy, "
+              "paired by seed (shared init); paired t, predicted positive.",
+              f"{REF}, Fig. 1, Table 3 (DeepViT-32 vs ViT-32)", Band.above(0.0), _TRAIN),
     ClaimSpec("reattention-fewer-similar-blocks-at-init", "consistency",
-              "At random init (all datasets, depths, widths): re-attention has fewer similar blocks than vanilla "
-              "attention (paired t over (dataset, depth, width, seed), predicted positive): the consequence of BN's "
-              "removal of the uniform component, i.e. of the construction.",
+              "Context, at random init (all depths, widths): re-attention has fewer similar blocks (raw M) than "
+              "vanilla attention (paired t over (depth, width, seed), predicted positive): the consequence of BN's "
+              "removal of the uniform component, i.e. of the construction; about near-uniform maps at init, not "
+              "trained collapse.",
               "Re-attention BN identity (docs/deepvit.md); Wang et al. 2022", Band.above(0.0),
-              ("init_seeds", "seed", "init_variants") + _THR),
+              ("init_seeds", "seed", "init_variants", "tau", "window", "block_thr")),
     ClaimSpec("reattention-bn-removes-uniform-component", "consistency",
               "With batch statistics, every image's re-attention map (BN(Theta^T A + b)) has uniform component exactly "
               "beta_g: max |DC - beta| / rms over all runs, blocks, images, heads (float64) <= 1e-10 (an algebraic "
@@ -676,30 +729,42 @@ CLAIMS = _trained_specs("digits") + _trained_specs("glyphs") + (
 )
 
 
+def _acc(per_run: pd.DataFrame, variant: str, depth: int, width: int) -> pd.Series:
+    g = per_run[(per_run.study == "trained") & (per_run.variant == variant) & (per_run.depth == depth)
+                & (per_run.width == width)]
+    return g.set_index("seed").acc_test.sort_index()
+
+
 def claims(tables, cfg: CollapseConfig) -> dict:
     out: dict = {}
+    per_run = tables["per_run"]
+    tr_runs = per_run[per_run.study == "trained"]
+    if len(tr_runs):
+        v = _trend_values(tr_runs.depth.to_numpy(), tr_runs.width.to_numpy(), tr_runs.seed.to_numpy(),
+                          tr_runs.variant.to_numpy(), tr_runs.n_collapsed.to_numpy(), tr_runs.frac_collapsed.to_numpy())
+        van = tr_runs[tr_runs.variant == "vanilla"]
+        note = (f"vanilla collapsed blocks {van.n_collapsed.mean():.2f}, similar (raw M) {van.n_similar_raw.mean():.2f}, "
+                f"similar (centred M) {van.n_similar_centred.mean():.2f}, dead {van.n_dead.mean():.2f} per model "
+                f"(mean over all trained cells)")
+        out["similar-blocks-grow-with-depth"] = (S.t_interval(v["depth"]), note)
+        out["reattention-fewer-similar-blocks"] = (dataclasses.replace(S.t_interval(v["reattn"]), method="paired-t"),
+                                                   note)
+        out["similar-blocks-fall-with-width"] = (S.t_interval(v["width"]), note)
+        depths = sorted(tr_runs[tr_runs.width == cfg.train_width].depth.unique())
+        if len(depths) >= 2:
+            L, prev = depths[-1], depths[-2]
+            acc = {(var, d): _acc(per_run, var, d, cfg.train_width) for var in ("vanilla", "reattn") for d in (L, prev)}
+            gains = {var: S.welch(acc[(var, L)], acc[(var, prev)]) for var in ("vanilla", "reattn")}
+            means = {k: a.mean() for k, a in acc.items()}
+            for var, cid in (("vanilla", "vanilla-accuracy-saturates"), ("reattn", "reattention-accuracy-keeps-improving")):
+                out[cid] = (gains[var], f"{var}: L={prev} {means[(var, prev)]:.4f} -> L={L} {means[(var, L)]:.4f}")
+            van, re = acc[("vanilla", L)], acc[("reattn", L)]
+            common = van.index.intersection(re.index)
+            out["reattention-beats-vanilla-at-deepest"] = (
+                S.paired(re[common].to_numpy(), van[common].to_numpy()),
+                f"L={L}, d={cfg.train_width}: reattn {re.mean():.4f}, vanilla {van.mean():.4f}")
     counts = similar_counts(tables["pairs"], cfg.tau, cfg.window, cfg.block_thr)
-    raw = counts[~counts.centred]
-    for ds in sorted(raw.dataset.unique()):
-        c = raw[(raw.study == "trained") & (raw.dataset == ds)]
-        if c.empty:
-            continue
-        v = _trend_values(c.depth.to_numpy(), c.width.to_numpy(), c.seed.to_numpy(), c.variant.to_numpy(),
-                          c.n_similar.to_numpy(), c.frac_similar.to_numpy())
-        cen = trends(counts[counts.centred], "trained", ds)
-        sens = tables["sensitivity"]
-        s = sens[(sens.dataset == ds) & (sens.study == "trained") & (~sens.centred)]
-
-        def note(key):
-            robust = (s[f"t_{key}"] >= 2).mean() if not s.empty else np.nan  # noqa: B023 (called within this iteration)
-            return (f"centred M: t={cen[key][2]:.3g}; t >= 2 in {robust:.0%} of {len(s)} threshold settings "  # noqa: B023 (called within this iteration)
-                    f"(tau={cfg.tau:g}, k={cfg.window}, block_thr={cfg.block_thr:g} is the default)")
-
-        out[f"similar-blocks-grow-with-depth[{ds}]"] = (S.t_interval(v["depth"]), note("depth"))
-        out[f"similar-blocks-fall-with-width[{ds}]"] = (S.t_interval(v["width"]), note("width"))
-        out[f"reattention-fewer-similar-blocks[{ds}]"] = (
-            dataclasses.replace(S.t_interval(v["reattn"]), method="paired-t"), note("reattn"))
-    init = raw[raw.study == "init"]
+    init = counts[(~counts.centred) & (counts.study == "init")]
     if len(init):
         seed = init.seed.to_numpy() + 1000 * _codes(init.dataset.to_numpy())
         v = _trend_values(init.depth.to_numpy(), init.width.to_numpy(), seed, init.variant.to_numpy(),
@@ -721,16 +786,16 @@ def claims(tables, cfg: CollapseConfig) -> dict:
 
 EXPERIMENT = Experiment(
     name=NAME,
-    summary="attention collapse across depth x width, init and trained, vanilla vs re-attention",
-    reference="Zhou et al. 2021 (DeepViT) Fig. 3 / README table",
+    summary="DeepViT on a task where depth pays: converged accuracy vs depth, collapse vs dead blocks, re-attention",
+    reference="Zhou et al. 2021 (DeepViT) Fig. 1, Fig. 3 / README table",
     config=CollapseConfig,
     run_batch=run_batch,
-    grid={"dataset": ("digits", "glyphs"), "depth": (4, 8, 16, 24, 32), "width": (32, 64, 128, 256)},
-    quick={"seeds": 2, "init_seeds": 3, "steps": 30, "probe_images": 16, "train_depths": (2, 4),
-           "train_widths": (16, 32), "glyph_train_widths": (16, 32),
-           "init_variants": ("vanilla", "reattn", "bn-only"), "map_depth": 4,
-           "map_width": 32, "max_window": 2},
-    quick_grid={"dataset": ("digits",), "depth": (2, 4), "width": (16, 32)},
+    grid={"dataset": ("relations",), "depth": (16, 8, 4, 2), "width": (32, 16)},  # deepest first: the longest cells start first,
+    quick={"seeds": 2, "init_seeds": 2, "max_steps": 40, "eval_every": 10, "patience": 2, "lrs": (3e-3, 1e-2),
+           "n_train": 512, "n_test": 128, "probe_images": 8, "train_depths": (2, 4), "width_depths": (4,),
+           "train_width": 16, "init_variants": ("vanilla", "reattn"), "map_depth": 4, "map_width": 16,
+           "max_window": 1},
+    quick_grid={"dataset": ("relations",), "depth": (2, 4), "width": (8, 16)},
     summarize=summarize,
     plot=plot,
     claims=claims,

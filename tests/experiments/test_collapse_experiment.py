@@ -1,49 +1,116 @@
-"""deepvit-collapse through the CLI: a tiny sweep end to end, and bad input (exit 2, nothing written)."""
+"""deepvit-collapse: a tiny grid run in process through the experiment's own functions (values
+checked, fast), the --quick run through the Python API (slow tier), and bad input through the CLI
+(exit 2, nothing written)."""
 
 from __future__ import annotations
 
+import dataclasses
+
+import numpy as np
 import pandas as pd
 import pytest
 
-TINY = ["--set", "steps=4", "--set", "seeds=2", "--set", "init_seeds=2", "--set", "probe_images=4",
-        "--set", "train_depths=2,3", "--set", "train_widths=16",
-        "--set", "init_variants=vanilla,reattn", "--set", "map_depth=3", "--set", "map_width=16"]
+import dynamics.api as api
+from dynamics import stats as S
+from dynamics.experiment import Context
+from dynamics.experiments import get
+
+TINY = {"seeds": 2, "init_seeds": 2, "lrs": (3e-3, 1e-2), "max_steps": 8, "eval_every": 4, "patience": 1,
+        "n_train": 128, "n_test": 32, "probe_images": 4, "train_depths": (2, 3), "train_width": 8,
+        "width_depths": (3,), "init_variants": ("vanilla", "reattn"), "map_depth": 3, "map_width": 8,
+        "max_window": 1, "head_dim": 4, "taus": (0.5, 0.9)}
 
 
-def test_tiny_sweep_writes_tables_figures_claims(cli, tmp_path):
-    out = tmp_path / "dv"
-    code, stdout, err = cli("sweep", "deepvit-collapse", "--quick", "--grid", "depth=2,3", "--grid", "width=16",
-                            *TINY, "--out", str(out))
-    assert code == 0, err
-    for name in ("table.csv", "headline.md", "pairs.csv", "bn.csv", "sensitivity.csv", "claims.csv",
-                 "manifest.json", "similar_blocks_vs_depth.png", "similarity_ratio_per_block.png",
-                 "attention_maps_digits.png"):
-        assert (out / name).exists(), name
-    table = pd.read_csv(out / "table.csv")
-    assert set(table.study) == {"init", "trained"}
-    trained = table[table.study == "trained"]
+@dataclasses.dataclass
+class Tiny:
+    tables: dict
+    claims: pd.DataFrame
+
+    @property
+    def table(self) -> pd.DataFrame:
+        return self.tables["table"]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """The 2 x 2 grid (depth 2, 3; width 4, 8) run cell by cell, then summarised and decided as the
+    sweep runner does (grid values added as columns), without figures."""
+    exp = get("deepvit-collapse")
+    cells = [{"dataset": "relations", "depth": d, "width": w} for d in (2, 3) for w in (4, 8)]
+    cfgs = [exp.config(**TINY, **c) for c in cells]
+    parts: dict[str, list] = {}
+    for cell, out in zip(cells, exp.run_batch(cfgs, Context(bar=None))):
+        for name, df in out.items():
+            parts.setdefault(name, []).append(df.assign(**{k: v for k, v in cell.items() if k not in df}))
+    tables = exp.summarize({n: pd.concat(d, ignore_index=True) for n, d in parts.items()}, cfgs[0])
+    measured = exp.claims(tables, cfgs[0])
+    rows = []
+    for spec in exp.claim_specs:
+        m = measured.get(spec.id)
+        est = m[0] if isinstance(m, tuple) else m
+        rows.append({"claim": spec.id, "method": getattr(est, "method", None),
+                     "verdict": None if est is None else S.verdict(est, spec.band)})
+    return Tiny(tables, pd.DataFrame(rows))
+
+
+def test_tiny_sweep_tables_and_values(tiny):
+    t = tiny.table
+    assert set(t.study) == {"init", "trained"}
+    trained = t[t.study == "trained"]
+    # trained cells: both widths at depth 3 (a width depth), only train_width at depth 2
+    assert set(map(tuple, trained[["depth", "width"]].drop_duplicates().to_numpy())) == {(2, 8), (3, 4), (3, 8)}
     assert trained.acc_test_mean.between(0, 1).all() and (trained.n_seeds == 2).all()
-    claims = pd.read_csv(out / "claims.csv")
-    assert "reattention-bn-removes-uniform-component" in set(claims.claim)
-    assert "pure-attention-doubly-exponential" not in set(claims.claim)  # owned by rank-collapse
-    assert not (out / "san.csv").exists()
-    bn = claims.set_index("claim").loc["reattention-bn-removes-uniform-component"]
-    assert bn.verdict == "PASS"  # exact identity: holds at any size
-    # A similar-block count can never exceed the L - 1 comparable blocks.
-    per_run = pd.read_csv(out / "per_run.csv")
-    assert (per_run.n_similar_raw <= per_run.depth - 1).all()
+    assert set(trained.lr) <= {3e-3, 1e-2}
+    # the bracket: every (lr, seed) replica once per trained model, one learning rate selected
+    br = tiny.tables["bracket"]
+    per_model = br.groupby(["depth", "width", "variant"])
+    assert (per_model.size() == 4).all() and (per_model.selected.sum() == 2).all()
+    assert (br.best_step <= br.stop_step).all() and (br.stop_step <= 8).all()
+    # the chosen lr has the highest mean validation accuracy of its bracket (test accuracy plays no part)
+    for _, g in per_model:
+        means = g.groupby("lr").val_acc.mean()
+        assert g[g.selected].lr.iloc[0] == means.idxmax()
+    # collapsed = similar (raw M) and not dead: never more than either, never a dead block
+    pr = tiny.tables["per_run"]
+    assert (pr.n_collapsed <= pr.n_similar_raw).all() and (pr.n_collapsed <= pr.depth - 1).all()
+    st = tiny.tables["block_states"]
+    assert not (st.collapsed & st.dead).any()
+    np.testing.assert_array_equal(st.dead, st.entropy >= 0.9)
+    assert set(tiny.tables["headline"].depth) == {2, 3}
+
+
+def test_tiny_claims(tiny):
+    claims = tiny.claims.set_index("claim")
+    assert claims.loc["reattention-bn-removes-uniform-component"].verdict == "PASS"  # exact at any size
+    for cid in ("reattention-beats-vanilla-at-deepest", "vanilla-accuracy-saturates",
+                "reattention-accuracy-keeps-improving", "similar-blocks-grow-with-depth"):
+        assert cid in claims.index
+    assert claims.loc["reattention-beats-vanilla-at-deepest"].method == "paired-t"
+
+
+@pytest.mark.slow
+def test_quick_run_through_the_api():
+    res = api.run("deepvit-collapse", quick=True, workers=1)
+    trained = res.table[res.table.study == "trained"]
+    assert trained.acc_test_mean.between(0, 1).all() and (trained.n_seeds == 2).all()
+    assert set(res.tables["headline"].depth) == {2, 4}
+    claims = res.claims.set_index("claim")
+    assert claims.loc["reattention-bn-removes-uniform-component"].verdict == "PASS"
+    for name in ("accuracy_vs_depth", "similar_vs_dead_blocks", "similarity_ratio_per_block", "learning_curves"):
+        assert name in res.figures
 
 
 @pytest.mark.parametrize("sets, message", [
-    (["width=30", "heads=4"], "not divisible by heads"),
-    (["patch=3"], "does not divide the image size 8"),
-    (["dataset=glyphs", "patch=5"], "does not divide the image size 16"),
+    (["width=30"], "not divisible by head_dim"),
+    (["patch=3"], "does not divide the image size 16"),
+    (["dataset=digits", "patch=3"], "does not divide the image size 8"),
     (["tau=1.5"], "tau must be in [0, 1]"),
-    (["block_thr=-0.1"], "block_thr must be in [0, 1]"),
-    (["taus=0.5,1.2", "tau=0.5"], "taus must be in [0, 1]"),
+    (["dead_entropy=1.5"], "dead_entropy must be in [0, 1]"),
     (["tau=0.85"], "must be one of taus"),
     (["window=5"], "window must be in"),
     (["init_variants=vanilla,talking"], "unknown variant"),
+    (["hops=0"], "hops must be at least 1"),
+    (["n_placed=3", "max_distinct=5"], "relations needs"),
 ])
 def test_bad_input_exits_2_and_writes_nothing(cli, tmp_path, sets, message):
     out = tmp_path / "bad"
