@@ -113,7 +113,10 @@ ITEMS: tuple[Item, ...] = (
     Item(LEVINE, "Thm. 2", "lower bound: below L = log_3 d_x depth is exponentially more efficient than width", (
         "depth-width-rank/layer-worth-grows-with-width", "depth-width-rank/shallow-exponent-L1-N2",
         "depth-width-rank/shallow-exponent-L2-N2", "depth-width-rank/shallow-exponent-L2-N4",
-        "depth-width-budget/ses-shallow-loses", "depth-width-budget/wikitext-shallow-loses")),
+        "depth-width-budget/ses-shallow-loses", "depth-width-budget/wikitext-shallow-loses",
+        "depth-width-trained/ts-linear-shallower-loses-at-teacher-width",
+        "depth-width-trained/ts-softmax-shallower-loses-at-teacher-width",
+        "depth-width-trained/ts-linear-width-ratio", "depth-width-trained/ts-softmax-width-ratio")),
     Item(LEVINE, "Sec. 4 (grid tensors)", "the grid-tensor matricization rank lower-bounds the separation rank", (
         "depth-width-rank/ranks-agree-primes-seeds", "depth-width-rank/rank-stable-when-templates-grow")),
     Item(LEVINE, "Transition L = log_3 d_x", "the depth threshold grows as log_3 of the width", (
