@@ -44,7 +44,7 @@ BAD_INPUT = [
     (["run", EXP, "--seeds", "1000000000"], "estimated at 1e+08 x the work of its default run (seeds=1000000000"),
     (["sweep", EXP, "--grid", "seed=" + ",".join(map(str, range(1000))), "--grid",
       "eta_z=" + ",".join(map(str, range(1, 1001)))], "the grid has 16,000,000 cells"),
-    (["run", "deepvit-collapse", "--set", "steps=1e9"], "deepvit-collapse: estimated at"),
+    (["run", "deepvit-collapse", "--set", "max_steps=1e9"], "deepvit-collapse: estimated at"),
     (["run", EXP, "--max-cells", "0"], "--max-cells must be at least 1, got 0"),
     # malformed Dask addresses and settings
     (["run", EXP, "--executor", "dask", "--address", "tcp://nohost"], "expected tcp://HOST:PORT or tls://HOST:PORT"),
