@@ -109,7 +109,7 @@ def test_width_exponent_recovers_closed_form_slope():
 def test_crossover_fit_on_closed_form_is_near_log3():
     widths = [1, 2, 3, 5, 8, 13, 21, 34, 55, 89]
     main = _closed_form_family(widths, range(1, 9))
-    from experiments.depth_width_rank import increments
+    from dynamics.experiments.depth_width_rank import increments
 
     c = rank_fits.crossover(increments(main.assign(L=main.L.astype(int))), 2)
     assert c["slope"].value == pytest.approx(1.0, abs=0.25)
