@@ -6,13 +6,17 @@ Every fault is one line on stderr:
   value, missing or corrupt data, a directory this program may not write, a full disk), reported
   before any result file is touched;
 * exit 3, ``dynamics: internal error: ...``: a bug; ``dynamics --debug ...`` shows the traceback;
-* exit 1 is ``verify``'s "a claim failed", and 130 an interrupt.
+* exit 1 is ``verify``'s "a claim failed", 130 an interrupt (Ctrl-C), 143 SIGTERM and 129 SIGHUP: each stops
+  the worker pool at once and keeps every finished cell.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
+import threading
 import traceback
 from pathlib import Path
 
@@ -479,12 +483,46 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised like Ctrl-C so that the same clean-up runs: the worker pool is stopped,
+    finished cells stay on disk, nothing is half-written."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated(signum)
+
+
+@contextlib.contextmanager
+def _terminate_like_interrupt():
+    """Within the command line only (never at import): SIGTERM and SIGHUP unwind like Ctrl-C.
+
+    Their default action kills this process at once, and a killed parent cannot stop its process pool:
+    the workers would compute on, orphaned, until their batches end."""
+    if threading.current_thread() is not threading.main_thread():  # signal handlers live on the main thread
+        yield
+        return
+    old = {s: signal.signal(s, _raise_terminated) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: every fault becomes one line; see the module docstring for the exit codes."""
     args = list(sys.argv[1:] if argv is None else argv)
     _DEBUG["on"] = bool(os.environ.get("DYNAMICS_DEBUG")) or "--debug" in args[:1]
     try:
-        cli.main(args=args, prog_name="dynamics", standalone_mode=False)
+        with _terminate_like_interrupt():
+            cli.main(args=args, prog_name="dynamics", standalone_mode=False)
+    except Terminated as exc:
+        click.echo(f"dynamics: terminated ({exc})", err=True)
+        sys.exit(128 + exc.signum)
     except UserError as exc:
         click.echo(f"dynamics: error: {_one_line(exc)}", err=True)
         sys.exit(EXIT_USER)

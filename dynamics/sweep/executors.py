@@ -24,6 +24,8 @@ import concurrent.futures as cf
 import multiprocessing
 import os
 import re
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -44,6 +46,34 @@ def _init_worker(threads: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
+
+
+def _init_pool_worker(threads: int, parent: int) -> None:
+    """A pool worker's set-up: its torch threads, and a watchdog that ends it when its parent dies.
+
+    A parent killed outright (SIGKILL, an OOM kill) cannot stop its pool, and a worker in the middle of
+    an hour-long batch would otherwise compute on, orphaned, until that batch ends."""
+    _init_worker(threads)
+    threading.Thread(target=_watch_parent, args=(parent,), name="dynamics-parent-watch", daemon=True).start()
+
+
+def _watch_parent(parent: int, every: float = 1.0) -> None:
+    while os.getppid() == parent:
+        time.sleep(every)
+    os._exit(1)  # orphaned: nothing to hand a result to
+
+
+def _stop_workers(pool: cf.ProcessPoolExecutor) -> None:
+    """Cancel what has not started and terminate the workers now, instead of waiting for their batches."""
+    stop = getattr(pool, "terminate_workers", None)  # Python >= 3.14
+    if stop is not None:
+        stop()
+        return
+    procs = list((getattr(pool, "_processes", None) or {}).values())  # shutdown() forgets them
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in procs:
+        if proc.is_alive():
+            proc.terminate()
 
 
 class LocalExecutor:
@@ -71,10 +101,20 @@ class LocalExecutor:
             return
         # spawn, not fork: torch's thread pools do not survive a fork
         ctx = multiprocessing.get_context("spawn")
-        with cf.ProcessPoolExecutor(n, mp_context=ctx, initializer=_init_worker, initargs=(self.threads,)) as pool:
+        pool = cf.ProcessPoolExecutor(n, mp_context=ctx, initializer=_init_pool_worker,
+                                      initargs=(self.threads, os.getpid()))
+        finished = False
+        try:
             futures = {pool.submit(fn, cfgs): index for index, cfgs in jobs}
             for fut in cf.as_completed(futures):
                 yield futures[fut], fut.result()
+            finished = True
+        finally:
+            # an interrupt (Ctrl-C, or SIGTERM/SIGHUP raised as one by the CLI), a failed batch or a
+            # consumer that stops early: the other workers must not run on after this process is gone
+            if not finished:
+                _stop_workers(pool)
+            pool.shutdown(wait=True)
 
 
 _ADDRESS = re.compile(r"(?:(?P<scheme>tcp|tls)://)?(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9_.-]+):(?P<port>[0-9]{1,5})")
