@@ -87,9 +87,11 @@ class CollapseConfig:
     seeds: int = field(5, "trained seeds per (variant, depth, width, learning rate), batched as replicas")
     init_seeds: int = field(4, "random-init seeds per (variant, depth, width)")
     lrs: tuple[float, ...] = field((3e-3, 1e-2, 3e-2), "peak learning-rate bracket (chosen on validation)")
-    max_steps: int = field(600, "AdamW steps at most (cosine schedule to 0 at max_steps)")
+    max_steps: int = field(1500, "AdamW steps at most (cosine schedule to 0 at max_steps)")
+    min_steps: int = field(750, "no replica stops early before this step (seeds can sit on the chance "
+                                "plateau for hundreds of steps)")
     eval_every: int = field(50, "steps between validation evaluations (early stopping)")
-    patience: int = field(4, "evaluations without a better validation loss before a replica stops")
+    patience: int = field(6, "evaluations without a better validation loss before a replica stops")
     batch: int = field(32, "images per AdamW step per replica")
     weight_decay: float = field(0.05, "AdamW weight decay on weight matrices")
     probe_images: int = field(32, "held-out images whose attention maps are measured")
@@ -128,6 +130,7 @@ class CollapseConfig:
                      "n_train", "n_test", "hops"):
             require(getattr(self, name) >= 1, f"{name} must be at least 1, got {getattr(self, name)}")
         require(len(self.lrs) >= 1 and all(lr > 0 for lr in self.lrs), f"lrs must be positive, got {self.lrs}")
+        require(self.min_steps >= 0, f"min_steps must be at least 0, got {self.min_steps}")
         require(1 <= self.min_distinct <= self.max_distinct <= min(self.n_placed, len(data.GLYPHS))
                 and self.n_placed <= 16, "relations needs 1 <= min_distinct <= max_distinct <= min(n_placed, 6) "
                 f"and n_placed <= 16, got {self.min_distinct}, {self.max_distinct}, {self.n_placed}")
@@ -162,7 +165,8 @@ def _spec(cfg: CollapseConfig, split: data.Split, variant: str) -> ViTSpec:
 
 def _bracket(cfg: CollapseConfig) -> cv.BracketOptions:
     return cv.BracketOptions(lrs=cfg.lrs, max_steps=cfg.max_steps, batch=cfg.batch, weight_decay=cfg.weight_decay,
-                             eval_every=cfg.eval_every, patience=cfg.patience, patch=cfg.patch_size,
+                             eval_every=cfg.eval_every, patience=cfg.patience, min_steps=cfg.min_steps,
+                             patch=cfg.patch_size,
                              root_seed=cfg.seed, dtype=cfg.dtype, device=cfg.device)
 
 
@@ -791,7 +795,7 @@ EXPERIMENT = Experiment(
     config=CollapseConfig,
     run_batch=run_batch,
     grid={"dataset": ("relations",), "depth": (16, 8, 4, 2), "width": (32, 16)},  # deepest first: the longest cells start first,
-    quick={"seeds": 2, "init_seeds": 2, "max_steps": 40, "eval_every": 10, "patience": 2, "lrs": (3e-3, 1e-2),
+    quick={"seeds": 2, "init_seeds": 2, "max_steps": 40, "min_steps": 20, "eval_every": 10, "patience": 2, "lrs": (3e-3, 1e-2),
            "n_train": 512, "n_test": 128, "probe_images": 8, "train_depths": (2, 4), "width_depths": (4,),
            "train_width": 16, "init_variants": ("vanilla", "reattn"), "map_depth": 4, "map_width": 16,
            "max_window": 1},

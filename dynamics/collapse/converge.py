@@ -10,7 +10,10 @@ Early stopping (Prechelt 1998, "Early stopping -- but when?", the patience rule)
 steps each active replica's validation cross-entropy is measured in eval mode; a replica whose best
 validation loss has not improved for ``patience`` evaluations is stopped (frozen through the engine's
 per-replica mask: its learning rate is 0 from then on) and the checkpoint with the lowest validation
-loss is restored.  Training ends when every replica has stopped or at ``max_steps``.
+loss is restored.  No replica stops for patience before ``min_steps``: some seeds sit on the
+chance-level loss plateau for several hundred steps before they escape it, and a patience rule alone
+stopped them there (docs/deepvit.md); a diverged replica stops at once.  Training ends when every
+replica has stopped or at ``max_steps``.
 
 Model selection (per variant, depth and width): the learning rate with the highest mean validation
 accuracy over seeds at the restored checkpoints; test accuracy is reported for that learning rate only,
@@ -42,6 +45,7 @@ class BracketOptions:
     warmup: float = 0.05  # fraction of max_steps with linear warm-up
     eval_every: int = 50  # steps between validation evaluations
     patience: int = 6  # evaluations without a new best validation loss before a replica stops
+    min_steps: int = 0  # no replica stops for patience before this step
     patch: int = 4
     root_seed: int = 0
     dtype: str = "float32"
@@ -161,7 +165,7 @@ def train_bracket(spec: ViTSpec, split: Split, seeds: Sequence[int], opts: Brack
                     best_buf[k][rows] = v[rows]
                 best_loss[better], best_step[better], since[better] = vl[better], step, 0
             since[~stopped & ~better] += 1
-            newly = ~stopped & ((since >= opts.patience) | ~alive)
+            newly = ~stopped & (((since >= opts.patience) & (step >= opts.min_steps)) | ~alive)
             stop_step[newly] = step
             stopped |= newly
             trainer.active &= ~torch.as_tensor(stopped, device=device)

@@ -84,6 +84,21 @@ def test_bracket_early_stopping_and_selection():
     np.testing.assert_allclose(acc, runs.val_acc.to_numpy())
 
 
+def test_no_replica_stops_for_patience_before_min_steps():
+    split = data.arrows(256, 64, hops=1, seed=0)
+    spec = vit.ViTSpec(depth=1, width=8, heads=2, n_patches=16, patch_dim=16, n_classes=4)
+    free = cv.train_bracket(spec, split, [0, 1], cv.BracketOptions(lrs=(1e-3, 3e-2), max_steps=60, batch=16,
+                                                                 eval_every=5, patience=2)).runs
+    assert (free.stop_step < 30).any()  # without a floor some replica stops in the first half
+    held = cv.train_bracket(spec, split, [0, 1], cv.BracketOptions(lrs=(1e-3, 3e-2), max_steps=60, batch=16,
+                                                                 eval_every=5, patience=2, min_steps=30)).runs
+    assert (held.stop_step >= 30).all()
+    # before the floor both runs are the same program: a replica whose best step precedes the floor in both
+    # runs keeps it
+    early = (free.best_step < 30) & (held.best_step < 30)
+    assert (free.best_step[early] == held.best_step[early]).all()
+
+
 def test_bracket_replicas_share_init_across_learning_rates():
     split = data.arrows(64, 16, hops=1, seed=0)
     spec = vit.ViTSpec(depth=1, width=8, heads=2, n_patches=16, patch_dim=16, n_classes=4)
