@@ -28,7 +28,7 @@ from dynamics.claims import ClaimSpec
 from dynamics.config import field, require
 from dynamics.depth_width import khop as K
 from dynamics.depth_width import teacher as T
-from dynamics.depth_width.train import choose_lr
+from dynamics.engine.select import choose_lr
 from dynamics.experiment import Experiment
 from dynamics.runtime import threads
 from dynamics.stats import Band

@@ -15,8 +15,8 @@ chance-level loss plateau for several hundred steps before they escape it, and a
 stopped them there (docs/deepvit.md); a diverged replica stops at once.  Training ends when every
 replica has stopped or at ``max_steps``.
 
-Model selection (per variant, depth and width): the learning rate with the highest mean validation
-accuracy over seeds at the restored checkpoints; test accuracy is reported for that learning rate only,
+Model selection (per variant, depth and width; :mod:`dynamics.engine.select`): the learning rate with the
+highest mean validation accuracy over seeds at the restored checkpoints, a diverged replica the worst; test accuracy is reported for that learning rate only,
 so the test split plays no part in any choice.
 """
 
@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import memory
-from ..engine import FusedAdamW, Precision, ReplicaParams, Schedule, Trainer, lr_table
+from ..engine import FusedAdamW, Precision, ReplicaParams, Schedule, Trainer, lr_table, select
 from ..runtime import numpy_rng, torch_dtype
 from .data import Split, patchify
 from .vit import ViTSpec, decayed, forward, init_params
@@ -184,9 +184,10 @@ def train_bracket(spec: ViTSpec, split: Split, seeds: Sequence[int], opts: Brack
     n_tr = min(len(y), 2000)  # training accuracy on a fixed subset: the fit, not a selection signal
     _, train_acc = evaluate(views, buffers, spec, x[:n_tr], y[:n_tr])
     lr_col = np.repeat(np.asarray(opts.lrs, dtype=np.float64), S)
-    mean_val = np.array([np.nanmean(np.where(np.isfinite(val_loss[i * S:(i + 1) * S]),
-                                             val_acc[i * S:(i + 1) * S], 0.0)) for i in range(n_lr)])
-    chosen = int(np.argmax(mean_val))
+    # a replica whose validation loss is not finite (diverged) has no score: the worst, by the package's rule
+    trials = pd.DataFrame({"lr": lr_col, "val_acc": np.where(np.isfinite(val_loss), val_acc, np.nan)})
+    best = select.chosen_lr(trials, [], "val_acc", higher_is_better=True).iloc[0]
+    chosen = int(np.flatnonzero(np.asarray(opts.lrs, dtype=np.float64) == best)[0])
     runs = pd.DataFrame({"lr": lr_col, "seed": rep_seeds, "best_step": best_step, "stop_step": stop_step,
                          "stopped_early": stop_step < opts.max_steps, "diverged_step": trainer.diverged,
                          "val_loss": val_loss, "val_acc": val_acc, "train_acc": train_acc, "test_acc": test_acc,

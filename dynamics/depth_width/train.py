@@ -17,7 +17,6 @@ import dataclasses
 from collections.abc import Callable
 
 import numpy as np
-import pandas as pd
 import torch
 
 from ..engine import FusedAdamW, ReplicaParams, Schedule, Trainer, lr_table
@@ -96,20 +95,6 @@ def train(model: ReplicaTransformer, sample: Callable[[int], tuple[torch.Tensor,
     test[diverged >= 0] = np.nan
     return TrainResult(val, test, np.array(vals), np.array(tests), eval_steps,
                        (train_tail / tail).cpu().numpy(), diverged)
-
-
-def choose_lr(trials: pd.DataFrame, keys: list[str], score: str, higher_is_better: bool) -> pd.DataFrame:
-    """Per cell (``keys``), the learning rate with the best seed-mean validation ``score`` (diverged
-    replicas count as the worst); returns that rate's rows, one per seed.  The rate is chosen per cell,
-    not per seed, so a seed's result is never the best of several restarts."""
-    sign = -1.0 if higher_is_better else 1.0
-    worst = trials[score].fillna(-np.inf if higher_is_better else np.inf) * sign
-    mean = worst.groupby([trials[k] for k in keys] + [trials.lr]).mean()
-    best = mean.groupby(level=list(range(len(keys)))).idxmin()
-    chosen = {idx[:-1]: idx[-1] for idx in best}
-    pick = [chosen[tuple(row)] == lr for row, lr in zip(trials[keys].itertuples(index=False, name=None),
-                                                        trials.lr)]
-    return trials[np.asarray(pick)].reset_index(drop=True)
 
 
 @torch.no_grad()

@@ -28,6 +28,7 @@ import torch
 
 from .. import runtime
 from .. import stats as S
+from ..engine.select import chosen_lr
 from . import evaluate, metrics, probes, scenes
 from . import train as detr_train
 from .model import ModelSpec
@@ -117,9 +118,9 @@ def run(scene_spec: scenes.SceneSpec, model_spec: ModelSpec, opts: detr_train.Tr
 
 
 def best_lr(curve: pd.DataFrame) -> dict[tuple[str, str], float]:
-    """(arm, loss) -> the learning rate of highest mean validation AP over seeds (ties: the smaller)."""
-    m = curve.groupby(["arm", "loss", "lr"]).ap_val.mean().reset_index().sort_values(["arm", "loss", "lr"])
-    return {(a, l): float(g.lr.iloc[int(np.argmax(g.ap_val.to_numpy()))]) for (a, l), g in m.groupby(["arm", "loss"])}
+    """(arm, loss) -> the learning rate of highest mean validation AP over seeds (the package's rule,
+    :mod:`dynamics.engine.select`: ties to the smaller rate, a replica without a score counts as worst)."""
+    return chosen_lr(curve, ["arm", "loss"], "ap_val", higher_is_better=True).to_dict()
 
 
 def selected(curve: pd.DataFrame) -> pd.DataFrame:

@@ -12,7 +12,6 @@ from dynamics.depth_width import khop as K
 from dynamics.depth_width import teacher as T
 from dynamics.depth_width.modular import P1
 from dynamics.depth_width.rank_sweep import sweep_family
-from dynamics.depth_width.train import choose_lr
 from dynamics.engine import models as M
 from dynamics.engine.ops import BlockSpec, self_attention
 
@@ -77,14 +76,6 @@ def test_needed_widths_reads_the_smallest_matching_width():
     assert need.needed_width.tolist() == [2.0, np.inf]
     assert need.predicted_width.tolist() == [14, 14]
     assert need.shallow_loss_same_width.tolist() == [0.05, 0.4]
-
-
-def test_choose_lr_picks_one_rate_per_cell_on_validation():
-    trials = pd.DataFrame(dict(cell=[0, 0, 0, 0, 1, 1, 1, 1], seed=[0, 0, 1, 1] * 2, lr=[1e-3, 1e-2] * 4,
-                               val=[0.9, 0.5, 0.4, np.nan, 0.1, 0.2, 0.1, 0.3]))
-    out = choose_lr(trials, ["cell"], "val", higher_is_better=True)
-    assert out.groupby("cell").lr.unique().map(list).tolist() == [[1e-3], [1e-2]]  # a diverged replica is worst
-    assert len(out) == 4
 
 
 def test_khop_targets_are_k_further_hops():
