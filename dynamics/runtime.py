@@ -9,7 +9,12 @@ Threads.  :func:`threads` sets torch's intra-op threads for a block and restores
 call leaves the process as it found it.
 
 Divergence.  :func:`freeze_diverged` stops runs whose loss or parameters turned non-finite; they are
-recorded with their step and the other runs of the batch go on.
+recorded with their step and the other runs of the batch go on.  :class:`RunLog` is the end of one
+step of a batched trainer: the optimiser step, the divergence check, the per-run loss and the progress bar.
+
+Record steps.  :func:`log_record_steps` and :func:`even_record_steps` are the steps at which a trajectory
+is kept (log-spaced for transitions whose time scales over decades, evenly spaced otherwise);
+:func:`record_within` is how a trainer reads such a list.
 
 Learning-rate schedules of the trained transformers live with their optimiser in
 :class:`dynamics.engine.optim.Schedule`; per-replica seeds of the engine are spawned in
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -94,6 +100,50 @@ def freeze_diverged(loss, params: list, lrs: list, opt, alive, diverged: np.ndar
             for t in (*params, *lrs):
                 t[~alive] = 0.0
             opt.forget(~alive)
+
+
+class RunLog:
+    """Loss and divergence bookkeeping of R runs trained together for ``steps`` steps.
+
+    ``losses`` (steps, R): the loss of each run at each step, NaN once it diverged; ``diverged`` (R,):
+    the first step with a non-finite value + 1, or -1 (:func:`freeze_diverged`); ``alive`` (R,) bool on
+    the runs' device.  ``bar`` is a progress-bar factory (``bar(total, label, unit=...)``) or None.
+    """
+
+    def __init__(self, R: int, steps: int, device, bar=None, label: str = "train"):
+        import torch
+
+        self.losses = np.full((steps, R), np.nan)
+        self.diverged = np.full(R, -1)
+        self.alive = torch.ones(R, dtype=torch.bool, device=device)
+        self.progress = bar(steps, label, unit="step") if bar else None
+
+    def step(self, step: int, loss, params: list, grads: list, lrs: list, opt) -> None:
+        """Apply ``opt.step(params, grads)``, freeze the runs that diverged, log ``loss`` (R,)."""
+        opt.step(params, grads)
+        freeze_diverged(loss, params, lrs, opt, self.alive, self.diverged, step)
+        self.losses[step] = np.where(self.alive.cpu().numpy(), loss.double().cpu().numpy(), np.nan)
+        if self.progress is not None:
+            self.progress.update(1)
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.close()
+
+
+def record_within(record, steps: int) -> list[int]:
+    """The distinct steps of ``record`` inside [0, steps], sorted: where a trainer keeps its state."""
+    return sorted({int(s) for s in record if 0 <= s <= steps})
+
+
+def log_record_steps(steps: int, records: int) -> np.ndarray:
+    """Step 0 and ``records`` log-spaced steps between 1 and ``steps`` (rounded, duplicates merged)."""
+    return np.unique(np.concatenate([[0], np.round(np.logspace(0, math.log10(steps), records))])).astype(int)
+
+
+def even_record_steps(steps: int, records: int) -> np.ndarray:
+    """``records`` evenly spaced steps from 0 to ``steps`` (rounded, duplicates merged)."""
+    return np.unique(np.linspace(0, steps, records).round().astype(int))
 
 
 def sha256_file(path: Path) -> str:

@@ -32,7 +32,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from ..runtime import torch_dtype, torch_generator
+from ..runtime import record_within, torch_dtype, torch_generator
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,7 +167,7 @@ def train(tree: Tree, flip: float, seeds: Sequence[int], steps: int, record: Seq
     P = {k: torch.stack(v).to(dt).to(dev).requires_grad_() for k, v in init.items()}
     ev_present = torch.stack([sample(tree, flip, eval_batch, torch_generator(root_seed, s, "joma-hier-eval"))[0]
                               for s in seeds]).to(dt).to(dev)
-    record = sorted({int(t) for t in record if 0 <= t <= steps})
+    record = record_within(record, steps)
     out = {"Z1": [], "Z2": [], "loss": []}
     progress = bar(steps, "joma-hier") if bar else None
     for t in range(steps + 1):

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from ..config import field, require
-from ..runtime import torch_dtype, torch_generator
+from ..runtime import record_within, torch_dtype, torch_generator
 from ..scan_snap.metrics import entropy
 
 ACTIVATIONS = ("linear", "relu", "silu")
@@ -167,7 +167,7 @@ def train(spec, eta_z: Sequence[float], eta_v: Sequence[float], seeds: Sequence[
         b_bar = attention(params["z"], x, spec.attention).mean(1)  # (R, M)
         z0, V0 = params["z"].clone(), params["V"].clone()
     adam = {k: (torch.zeros_like(params[k]), torch.zeros_like(params[k])) for k in trained}
-    record = sorted({int(s) for s in record if 0 <= s <= steps})
+    record = record_within(record, steps)
     rec = {k: [] for k in ("z", "V", "loss", "entropy")}
     diverged = np.full(R, -1)
     alive = torch.ones(R, dtype=torch.bool, device=dev)

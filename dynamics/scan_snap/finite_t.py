@@ -46,7 +46,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from ..runtime import threads
+from ..runtime import record_within, threads
 from . import model
 from .data import SequenceClasses, from_probs
 from .grouped import ClassLayout
@@ -135,7 +135,7 @@ class CorrectedFlow:
         return self.layout.loss_and_grads(Y, Zq, self.counts, self.weights, self.K, True)
 
     def descend(self, steps: int, record: Sequence[int]) -> FlowResult:
-        record = sorted({int(s) for s in record if 0 <= s <= steps})
+        record = record_within(record, steps)
         Y = torch.zeros(self.R, self.V, self.M, dtype=self.dtype, device=self.device)
         Z = torch.zeros(self.R, self.Q, self.V, dtype=self.dtype, device=self.device)
         Zs, losses = [], []
@@ -191,7 +191,7 @@ def sgd_runs(classes: SequenceClasses, T: Sequence[int], eta_y: Sequence[float],
     Z = torch.zeros(R, len(queries), V, dtype=dtype)
     lr_y = torch.tensor(list(eta_y), dtype=dtype).view(-1, 1, 1)
     lr_z = torch.tensor(list(eta_z), dtype=dtype).view(-1, 1, 1)
-    record = sorted({int(s) for s in record if 0 <= s <= steps})
+    record = record_within(record, steps)
     Zs, losses = [], []
     counts = np.empty((R, batch, V))
     cls = np.empty((R, batch), dtype=np.int64)

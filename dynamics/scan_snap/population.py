@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from scipy.integrate import solve_ivp
 
-from ..runtime import threads
+from ..runtime import record_within, threads
 from . import model
 from .data import SequenceClasses
 from .train import Trajectory, input_vocab
@@ -155,7 +155,7 @@ def descend(pop: Population, steps: int, record: Sequence[int], bar: Callable | 
 
     ``Trajectory.loss`` is the loss before each step, shape (steps, R).
     """
-    record = sorted(set(int(s) for s in record if 0 <= s <= steps))
+    record = record_within(record, steps)
     wanted = set(record)
     Y, Z = pop.zeros()
     Ys, Zs = [], []

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from ..corpus.cooccurrence import Cooccurrence, contexts
-from ..runtime import freeze_diverged, torch_dtype, torch_generator
+from ..runtime import RunLog, record_within, torch_dtype, torch_generator
 from . import optim
 from .metrics import attention_rows as attention
 from .metrics import entropy
@@ -173,15 +173,13 @@ def train(data: LocalData, query_of_run: Sequence[int], seed_of_run: Sequence[in
         # mean counts (T-1) P(l|m,n) of each class, all K classes in every step
         pop = torch.as_tensor(data.probs * L, dtype=dt, device=dev)[q_run]  # (R, K, V)
         pop_label = torch.arange(K, device=dev).expand(R, K)
-    record = sorted(set(int(s) for s in record if 0 <= s <= steps))
-    rec, losses = [], np.full((steps, R), np.nan)
-    diverged = np.full(R, -1)
-    alive = torch.ones(R, dtype=torch.bool, device=dev)
-    progress = bar(steps, f"Y/Z on {mode}", unit="step") if bar else None
+    record = record_within(record, steps)
+    rec = []
+    log = RunLog(R, steps, dev, bar, f"Y/Z on {mode}")
     for step in range(steps + 1):
         if step in record:
             z = Z[:, 0].double().cpu().numpy().copy()  # a copy: for float64 on CPU .numpy() aliases Z
-            z[~alive.cpu().numpy()] = np.nan
+            z[~log.alive.cpu().numpy()] = np.nan
             rec.append(z)
         if step == steps:
             break
@@ -208,14 +206,10 @@ def train(data: LocalData, query_of_run: Sequence[int], seed_of_run: Sequence[in
         loss = loss.detach()
         if n_rest:
             gy[..., -1] /= n_rest  # move one copy of the never-target columns (see _cross_entropy)
-        opt.step([Y, Z], [gy, gz])
-        freeze_diverged(loss, [Y, Z], [lr_y, lr_z], opt, alive, diverged, step)
-        losses[step] = np.where(alive.cpu().numpy(), loss.double().cpu().numpy(), np.nan)
-        if progress is not None:
-            progress.update(1)
-    if progress is not None:
-        progress.close()
-    return TextTrajectory(np.array(record), np.stack(rec) if rec else np.zeros((0, R, V)), losses, diverged)
+        log.step(step, loss, [Y, Z], [gy, gz], [lr_y, lr_z], opt)
+    log.close()
+    return TextTrajectory(np.array(record), np.stack(rec) if rec else np.zeros((0, R, V)), log.losses,
+                          log.diverged)
 
 
 def role_metrics(z: np.ndarray, z0: np.ndarray, probs: np.ndarray, distinct: np.ndarray,

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from .. import memory
-from ..runtime import freeze_diverged, torch_dtype, torch_generator
+from ..runtime import RunLog, record_within, torch_dtype, torch_generator
 from . import grouped, model, optim
 from .data import Sampler, SequenceClasses
 
@@ -101,15 +101,12 @@ def train(classes: SequenceClasses, eta_y: Sequence[float], eta_z: Sequence[floa
     if opts.kernel == "auto" and not layout.worthwhile(opts.batch):
         layout = None
 
-    record = sorted(set(int(s) for s in record if 0 <= s <= opts.steps))
+    record = record_within(record, opts.steps)
     rec_Z, rec_Y = [], []
-    losses = np.full((opts.steps, R), np.nan)
-    diverged = np.full(R, -1)
-    alive = torch.ones(R, dtype=torch.bool, device=device)
-    progress = bar(opts.steps, "train", unit="step") if bar else None
+    log = RunLog(R, opts.steps, device, bar, "train")
     for step in range(opts.steps + 1):
         if step in record:
-            dead = ~alive.cpu().numpy()
+            dead = ~log.alive.cpu().numpy()
             # copy=True: for float64 parameters .double() would alias the live tensor, which the
             # optimiser keeps updating in place
             rec_Z.append(Z.to(torch.float64, copy=True).cpu().numpy())
@@ -131,13 +128,8 @@ def train(classes: SequenceClasses, eta_y: Sequence[float], eta_z: Sequence[floa
             qcol = col_of[query] if opts.residual else None
             loss, gy, gz = model.loss_and_grads(Y, Z, row_of[query], counts[..., :V][index], qcol, label,
                                                 opts.normalize)
-        opt.step([Y, Z], [gy, gz])
-        freeze_diverged(loss, [Y, Z], [lr_y, lr_z], opt, alive, diverged, step)
-        losses[step] = np.where(alive.cpu().numpy(), loss.double().cpu().numpy(), np.nan)
-        if progress is not None:
-            progress.update(1)
-    if progress is not None:
-        progress.close()
+        log.step(step, loss, [Y, Z], [gy, gz], [lr_y, lr_z], opt)
+    log.close()
     Zs = np.stack(rec_Z) if rec_Z else np.empty((0, R, len(queries), V))
     Ys = (np.stack(rec_Y) if rec_Y else np.empty((0, R, V, M))) if record_y else None
-    return Trajectory(np.array(record, dtype=int), queries, vocab, Zs, Ys, losses, diverged)
+    return Trajectory(np.array(record, dtype=int), queries, vocab, Zs, Ys, log.losses, log.diverged)
