@@ -28,7 +28,7 @@ from dynamics.claims import ClaimSpec
 from dynamics.config import field, require
 from dynamics.experiment import Experiment
 from dynamics.joma import analysis, model
-from dynamics.runtime import DTYPE_NAMES
+from dynamics.runtime import DTYPE_NAMES, even_record_steps
 
 NAME = "joma-attention"
 REF = "Tian et al. 2024 (JoMA)"
@@ -70,7 +70,7 @@ def run_batch(cfgs, ctx):
     for cfg in cfgs:
         act, ro, integ = ARMS[cfg.arm]
         spec = dataclasses.replace(cfg.block, attention="softmax", activation=act, readout=ro)
-        record = np.unique(np.linspace(0, cfg.steps, cfg.records).round().astype(int))
+        record = even_record_steps(cfg.steps, cfg.records)
         tr = model.train(spec, [cfg.eta] * cfg.seeds, [cfg.eta] * cfg.seeds, list(range(cfg.seeds)), cfg.steps,
                          record, integrate_attention=integ, root_seed=cfg.root_seed, dtype=cfg.dtype,
                          device=cfg.device, bar=ctx.bar)

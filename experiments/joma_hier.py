@@ -31,7 +31,7 @@ from dynamics.config import field, require
 from dynamics.experiment import Experiment
 from dynamics.joma import hier
 from dynamics.joma.theory import spearman
-from dynamics.runtime import DTYPE_NAMES
+from dynamics.runtime import DTYPE_NAMES, even_record_steps
 
 NAME = "joma-hier"
 REF = "Tian et al. 2024 (JoMA)"
@@ -70,8 +70,8 @@ def run_batch(cfgs, ctx):
     out = []
     for cfg in cfgs:
         tree = hier.balanced(TREES[cfg.tree])
-        record = np.unique(np.concatenate([np.linspace(0, cfg.steps, cfg.records).round(), [early_step(cfg)]]))
-        tr = hier.train(tree, cfg.flip, list(range(cfg.seeds)), cfg.steps, record.astype(int), hidden=cfg.hidden,
+        record = np.union1d(even_record_steps(cfg.steps, cfg.records), [early_step(cfg)])
+        tr = hier.train(tree, cfg.flip, list(range(cfg.seeds)), cfg.steps, record, hidden=cfg.hidden,
                         lr=cfg.lr, batch=cfg.batch, root_seed=cfg.root_seed, dtype=cfg.dtype, device=cfg.device,
                         bar=ctx.bar)
         co = hier.cooccurrence(tree, cfg.flip)

@@ -31,7 +31,7 @@ from dynamics.claims import ClaimSpec
 from dynamics.config import field, require
 from dynamics.experiment import Experiment
 from dynamics.joma import analysis, model
-from dynamics.runtime import DTYPE_NAMES
+from dynamics.runtime import DTYPE_NAMES, even_record_steps
 
 NAME = "joma-invariant"
 REF = "Tian et al. 2024 (JoMA)"
@@ -73,7 +73,7 @@ def run_batch(cfgs, ctx):
         att, act, ro, opt, ez, ev, steps = REGIMES[cfg.regime]
         steps = max(2, round(steps * cfg.length))
         spec = dataclasses.replace(cfg.block, attention=att, activation=act, readout=ro)
-        record = np.unique(np.linspace(0, steps, cfg.records).round().astype(int))
+        record = even_record_steps(steps, cfg.records)
         tr = model.train(spec, [ez] * cfg.seeds, [ev] * cfg.seeds, list(range(cfg.seeds)), steps, record,
                          optimizer=opt, root_seed=cfg.root_seed, dtype=cfg.dtype, device=cfg.device, bar=ctx.bar)
         df = analysis.invariant_frame(tr, att, ez, ev)

@@ -38,7 +38,7 @@ from dynamics import stats as S
 from dynamics.claims import ClaimSpec
 from dynamics.config import field, require
 from dynamics.experiment import Experiment
-from dynamics.runtime import threads
+from dynamics.runtime import log_record_steps, threads
 from dynamics.scan_snap import data, metrics
 from dynamics.scan_snap import theory as th
 from dynamics.scan_snap.data import SyntheticSpec
@@ -112,7 +112,7 @@ def simulation_key(cfg: PhaseConfig):
 
 
 def record_steps(cfg: PhaseConfig) -> np.ndarray:
-    return np.unique(np.concatenate([[0], np.round(np.logspace(0, math.log10(cfg.n_steps), cfg.records))])).astype(int)
+    return log_record_steps(cfg.n_steps, cfg.records)
 
 
 def transition_step(steps: np.ndarray, z: np.ndarray) -> np.ndarray:

@@ -35,7 +35,7 @@ from dynamics import stats
 from dynamics.claims import ClaimSpec
 from dynamics.config import field, require
 from dynamics.experiment import Experiment
-from dynamics.runtime import threads
+from dynamics.runtime import log_record_steps, threads
 from dynamics.scan_snap import data
 from dynamics.scan_snap import theory as th
 from dynamics.scan_snap.train import TrainOptions, train
@@ -105,7 +105,7 @@ def run_batch(cfgs, ctx):
     first = cfgs[0]
     classes = classes_of(first)
     S, steps = first.seeds, first.n_steps
-    record = np.unique(np.concatenate([[0], np.round(np.logspace(0, math.log10(steps), first.records))])).astype(int)
+    record = log_record_steps(steps, first.records)
     eta_y = np.repeat([c.eta_y for c in cfgs], S)
     opts = TrainOptions(steps=steps, batch=first.batch, T=first.T, optimizer="sgd", momentum=0.0, init="zero",
                         normalize=True, residual=False, dtype="float32", root_seed=first.seed)

@@ -29,7 +29,6 @@ Units: t counts (S)GD steps; each class is seen t/K times (Appendix F's h(t/K)).
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import numpy as np
 import pandas as pd
@@ -38,7 +37,7 @@ from dynamics import stats as S
 from dynamics.claims import ClaimSpec
 from dynamics.config import field, require
 from dynamics.experiment import Experiment
-from dynamics.runtime import threads
+from dynamics.runtime import log_record_steps, threads
 from dynamics.scan_snap import data, metrics
 from dynamics.scan_snap import population as pop
 from dynamics.scan_snap import theory as th
@@ -101,7 +100,7 @@ def simulation_key(cfg: TheoryConfig):
 
 
 def record_steps(cfg: TheoryConfig) -> np.ndarray:
-    return np.unique(np.concatenate([[0], np.round(np.logspace(0, math.log10(cfg.steps), cfg.records))])).astype(int)
+    return log_record_steps(cfg.steps, cfg.records)
 
 
 # ---------------------------------------------------------------------------------------------
