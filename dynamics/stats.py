@@ -296,3 +296,19 @@ def spearman_by_unit(df, unit: str, series: list[str], x: str, y: str, min_point
         rhos = [r for r in rhos if np.isfinite(r)]
         out.append(float(np.mean(rhos)) if rhos else math.nan)
     return np.array(out)
+
+
+def sign_agreement(mean, std, count, predicted, level: float = 0.95) -> tuple[Estimate, int, int]:
+    """How often a measured sign matches a predicted one, over the cells whose sign is resolved.
+
+    Each cell holds ``count`` independent values with sample ``mean`` and ``std``; it is resolved when
+    count >= 2 and its Student-t interval ``mean ± t_{1-a/2, count-1} std / sqrt(count)`` excludes 0.
+    Returns the Wilson interval of the agreeing fraction among resolved cells, the number agreeing and
+    the number resolved.  All arguments are (cells,) arrays or Series of equal length.
+    """
+    mean, std, count, predicted = (np.asarray(a, dtype=float) for a in (mean, std, count, predicted))
+    half = _st.t.ppf(1 - (1 - level) / 2, count - 1) * std / np.sqrt(count)
+    resolved = (count >= 2) & (np.abs(mean) > half)
+    agree = int((np.sign(mean[resolved]) == np.sign(predicted[resolved])).sum())
+    n = int(resolved.sum())
+    return wilson(agree, n, level), agree, n

@@ -287,13 +287,8 @@ def claims(tables, cfg):
         out["ft-common-boundary-theory"] = _ratio_estimate(tables, cfg, "theory", "common")
     c = tables["cells"]
     c = c[c["T"] >= 32]
-    from scipy import stats as st
-
-    half = st.t.ppf(0.975, c["count"] - 1) * c["std"] / np.sqrt(c["count"])
-    resolved = (c["mean"].abs() > half) & (c["count"] >= 2)
-    agree = int((np.sign(c["mean"][resolved]) == np.sign(c.z_pred[resolved])).sum())
-    out["ft-sign-agreement"] = (stats.wilson(agree, int(resolved.sum())),
-                                f"{agree} of {int(resolved.sum())} resolved (T, token) cells")
+    est, agree, resolved = stats.sign_agreement(c["mean"], c["std"], c["count"], c.z_pred)
+    out["ft-sign-agreement"] = (est, f"{agree} of {resolved} resolved (T, token) cells")
     return out
 
 

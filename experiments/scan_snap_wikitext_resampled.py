@@ -153,15 +153,10 @@ CLAIMS = (
 
 
 def claims(tables, cfg):
-    from scipy import stats as st
-
     c = tables["cells"]
-    c = c[(c["T"] >= 32) & (c["count"] >= 2)]
-    half = st.t.ppf(0.975, c["count"] - 1) * c["std"] / np.sqrt(c["count"])
-    res = c["mean"].abs() > half
-    agree = int((np.sign(c["mean"][res]) == np.sign(c.z_pred[res])).sum())
-    return {"wt-resampled-sign-agreement": (stats.wilson(agree, int(res.sum())),
-                                            f"{agree} of {int(res.sum())} resolved (query, T, token) cells")}
+    c = c[c["T"] >= 32]
+    est, agree, resolved = stats.sign_agreement(c["mean"], c["std"], c["count"], c.z_pred)
+    return {"wt-resampled-sign-agreement": (est, f"{agree} of {resolved} resolved (query, T, token) cells")}
 
 
 EXPERIMENT = Experiment(

@@ -114,3 +114,12 @@ def test_a_sampled_interval_on_the_edge_is_inconclusive_but_an_exact_value_is_in
     assert S.verdict(zeros, S.Band.above(0.0)) == "INCONCLUSIVE"
     assert S.verdict(S.exact(1.0), S.Band.above(1.0)) == "PASS"
     assert S.verdict(S.t_interval([2.0, 2.0, 2.0]), S.Band.above(0.0)) == "PASS"
+
+
+def test_sign_agreement_counts_only_cells_whose_interval_excludes_zero():
+    # cell 0: resolved, agrees; 1: resolved, disagrees; 2: interval covers 0; 3: a single value
+    half = st.t.ppf(0.975, 3) * 1.0 / 2.0
+    mean = [half + 0.01, -(half + 0.01), half - 0.01, 5.0]
+    est, agree, resolved = S.sign_agreement(mean, [1.0, 1.0, 1.0, np.nan], [4, 4, 4, 1], [1.0, 2.0, 1.0, 1.0])
+    assert (agree, resolved) == (1, 2)
+    assert est == S.wilson(1, 2)
