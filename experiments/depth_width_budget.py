@@ -36,6 +36,7 @@ from dynamics.depth_width import theory
 from dynamics.depth_width.tasks import ses_class_rank
 from dynamics.depth_width.train import TrainSpec, lm_task, ses_task, train
 from dynamics.depth_width.transformer import ReplicaTransformer, width_for_budget
+from dynamics.engine.params import seed_lr_grid
 from dynamics.experiment import Experiment
 from dynamics.stats import Band
 
@@ -138,8 +139,7 @@ def run_cell(cfg: BudgetConfig, corpus, bar) -> dict:
     g = torch.Generator().manual_seed(int(state))
     lrs = cfg.peak_lrs
     R = cfg.seeds * len(lrs)  # replica r: seed r // len(lrs), learning rate lrs[r % len(lrs)]
-    seed_of = np.repeat(np.arange(cfg.seeds), len(lrs))
-    lr_of = np.tile(np.asarray(lrs, float), cfg.seeds)
+    seed_of, lr_of = seed_lr_grid(cfg.seeds, lrs)
     spec = TrainSpec(cfg.n_steps, cfg.n_batch, tuple(lr_of), cfg.warmup, cfg.eval_every)
     if cfg.task == "ses":
         vocab, tokens, classes = cfg.ses_vocab, 2 * cfg.ses_k, cfg.ses_k + 1

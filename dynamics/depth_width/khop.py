@@ -33,6 +33,7 @@ import torch
 from ..engine import FusedAdamW, Schedule, Trainer, lr_table
 from ..engine import models as M
 from ..engine.ops import BlockSpec
+from ..engine.params import seed_lr_grid
 from ..runtime import torch_generator
 
 
@@ -96,8 +97,7 @@ def train_cell(spec: KhopSpec, dtype=torch.float32, device="cpu", bar=None) -> p
     enc = spec.encoder()
     nl = len(spec.lrs)
     R = spec.seeds * nl
-    seed_of = np.repeat(np.arange(spec.seeds), nl)
-    lr_of = np.tile(np.asarray(spec.lrs, float), spec.seeds)
+    seed_of, lr_of = seed_lr_grid(spec.seeds, spec.lrs)
     root = np.random.SeedSequence([spec.root, spec.k, spec.n, spec.depth, spec.width])
     init_seeds = [np.random.SeedSequence(root.entropy, spawn_key=(int(s),)) for s in seed_of]
     params = M.init(enc, init_seeds, dtype, device)

@@ -50,6 +50,7 @@ import torch
 from ..engine import FusedAdamW, Schedule, Trainer, lr_table
 from ..engine import models as M
 from ..engine.ops import BlockSpec
+from ..engine.params import seed_lr_grid
 from ..runtime import seed_sequence, torch_generator
 from . import theory
 
@@ -158,8 +159,7 @@ def train_students(t: TeacherSpec, run: StudentRun, tables: torch.Tensor | None 
     ``tables``: the seeds' teacher tables (:func:`teacher_tables`), computed here when not given."""
     nl = len(run.lrs)
     R = run.seeds * nl
-    seed_of = np.repeat(np.arange(run.seeds), nl)
-    lr_of = np.tile(np.asarray(run.lrs, float), run.seeds)
+    seed_of, lr_of = seed_lr_grid(run.seeds, run.lrs)
     if tables is None:
         tables = teacher_tables(t, range(run.seeds), run.root, dtype, device)
     target = tables.reshape(run.seeds, -1).to(dtype).repeat_interleave(nl, 0)  # (R, V^2)

@@ -51,6 +51,12 @@ def replica_seeds(root: int | np.random.SeedSequence, replicas: int) -> list[np.
     return [np.random.SeedSequence(ss.entropy, spawn_key=ss.spawn_key + (r,)) for r in range(replicas)]
 
 
+def seed_lr_grid(seeds: int, lrs) -> tuple[np.ndarray, np.ndarray]:
+    """The replicas of a learning-rate bracket: replica r trains seed r // len(lrs) at rate lrs[r % len(lrs)],
+    so the rates of one seed sit side by side.  Returns (seed_of, lr_of), each (seeds * len(lrs),)."""
+    return np.repeat(np.arange(seeds), len(lrs)), np.tile(np.asarray(lrs, float), seeds)
+
+
 def child(ss: np.random.SeedSequence, name: str) -> np.random.SeedSequence:
     """A named child stream (init of one parameter, data order, dropout) of a replica's seed."""
     tag = int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "little")
