@@ -300,14 +300,17 @@ def summarize(p: Plan, tables: Tables) -> Tables:
                 keep &= df[k] == v
             sub[name] = df[keep].reset_index(drop=True)
         out = exp.summarize(sub, build(exp.config, combo, p.base))
-        for name, df in out.items():
-            df = df.copy()
-            for k, v in reversed(list(combo.items())):
-                if k not in df.columns:
-                    df.insert(0, k, v)
-            out[name] = df
-        parts.append(out)
+        parts.append({name: with_keys(df, combo) for name, df in out.items()})
     return {name: pd.concat([o[name] for o in parts if name in o], ignore_index=True) for name in parts[0]}
+
+
+def with_keys(df: pd.DataFrame, keys: dict) -> pd.DataFrame:
+    """A copy of ``df`` with each of ``keys`` it lacks as a leading constant column, in the keys' order."""
+    df = df.copy()
+    for key, value in reversed(list(keys.items())):
+        if key not in df.columns:
+            df.insert(0, key, value)
+    return df
 
 
 def collect(p: Plan, store: Store) -> Tables:
@@ -315,9 +318,5 @@ def collect(p: Plan, store: Store) -> Tables:
     parts: dict[str, list[pd.DataFrame]] = {}
     for cell, cid in zip(p.cells, p.ids):
         for name, df in store.read_cell(cid).items():
-            df = df.copy()
-            for key, value in reversed(list(cell.items())):
-                if key not in df.columns:
-                    df.insert(0, key, value)
-            parts.setdefault(name, []).append(df)
+            parts.setdefault(name, []).append(with_keys(df, cell))
     return {name: pd.concat(dfs, ignore_index=True) for name, dfs in parts.items()}
