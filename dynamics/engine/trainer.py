@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from .. import memory
+from ..runtime import torch_dtype
 from .optim import clip_per_replica
 from .params import ReplicaParams, backward
 
@@ -36,7 +37,7 @@ class Precision:
 
     @property
     def torch_dtype(self) -> torch.dtype:
-        return {"float32": torch.float32, "float64": torch.float64}[self.dtype]
+        return torch_dtype(self.dtype)
 
     @contextlib.contextmanager
     def context(self):
