@@ -9,12 +9,13 @@ plus the similarity measurements.  Prints ms per AdamW step and the speed-up rat
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import torch
 
 from dynamics.collapse import analysis, data, vit
-from dynamics.collapse import train as tr
+from dynamics.collapse import converge as cv
 
 
 def _time(fn, repeat: int = 2) -> float:
@@ -29,23 +30,25 @@ def _time(fn, repeat: int = 2) -> float:
 def main() -> None:
     torch.set_num_threads(1)
     split = data.load("digits")
+    split = dataclasses.replace(split, x_val=split.x_test[:64], y_val=split.y_test[:64])  # train_bracket needs one
     seeds = [0, 1, 2]
     steps = 10
     print(f"torch threads: {torch.get_num_threads()}; digits, {steps} AdamW steps, batch 64, {len(seeds)} seeds")
     for depth, width in [(8, 32), (8, 64)]:
         spec = vit.ViTSpec(depth=depth, width=width, heads=4, n_patches=16, patch_dim=4, n_classes=10,
                            attention="reattn")
-        opts = tr.TrainOptions(steps=steps, batch=64)
-        seq = _time(lambda: [tr.train(spec, split, [s], opts) for s in seeds])  # noqa: B023 (called within this iteration)
-        bat = _time(lambda: tr.train(spec, split, seeds, opts))  # noqa: B023 (called within this iteration)
+        # one learning rate, no early stop: a fixed number of AdamW steps, one validation pass at the end
+        opts = cv.BracketOptions(lrs=(1e-3,), max_steps=steps, batch=64, eval_every=steps, patience=steps, patch=2)
+        seq = _time(lambda: [cv.train_bracket(spec, split, [s], opts) for s in seeds])  # noqa: B023 (called within this iteration)
+        bat = _time(lambda: cv.train_bracket(spec, split, seeds, opts))  # noqa: B023 (called within this iteration)
         print(f"L={depth:2d} d={width:3d} reattn: one seed at a time {seq / steps * 1e3:7.1f} ms/step, "
               f"batched {bat / steps * 1e3:7.1f} ms/step, speed-up x{seq / bat:.2f}")
     spec = vit.ViTSpec(depth=16, width=64, heads=4, n_patches=16, patch_dim=4, n_classes=10)
     params, buffers = vit.init_params(spec, list(range(6)))
-    x, _ = tr.tokens(split, 2, False, torch.float32, "cpu")
+    x = cv.tokens(split.x_test, 2, torch.float32, "cpu")
 
     def probe():
-        rec = tr.probe(params, buffers, spec, x[:32], train=True)
+        rec = vit.probe(params, buffers, spec, x[:32], train=True)
         analysis.measure(rec, (0.5, 0.7, 0.9), 4)
 
     print(f"random-init probe + similarity metrics (L=16, d=64, 6 seeds, 32 images): {_time(probe):.2f} s")

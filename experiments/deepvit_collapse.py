@@ -40,14 +40,13 @@ import torch
 
 from dynamics import stats as S
 from dynamics.claims import ClaimSpec
-from dynamics.collapse import analysis, data
+from dynamics.collapse import analysis, data, vit
 from dynamics.collapse import converge as cv
-from dynamics.collapse import train as tr
 from dynamics.collapse.attention import VARIANTS
 from dynamics.collapse.vit import ViTSpec, check_patch, check_shape, init_params
 from dynamics.config import field, require
 from dynamics.experiment import Experiment
-from dynamics.runtime import torch_dtype
+from dynamics.runtime import torch_dtype, torch_generator
 from dynamics.stats import Band
 
 NAME = "deepvit-collapse"
@@ -239,9 +238,9 @@ def _bn_rows(spec, params, buffers, x, study, seeds, scale, max_runs: int = 2) -
     params = {k: v[:max_runs] for k, v in params.items()}
     buffers = {k: v[:max_runs] for k, v in buffers.items()}
     p64, b64 = _float64(params, buffers)
-    rec = tr.probe(p64, b64, spec, x.to(torch.float64), train=True)
+    rec = vit.probe(p64, b64, spec, x.to(torch.float64), train=True)
     exact = analysis.bn_identity_errors(rec, p64, scale)
-    rec_eval = tr.probe(p64, b64, spec, x.to(torch.float64), train=False)
+    rec_eval = vit.probe(p64, b64, spec, x.to(torch.float64), train=False)
     running = analysis.bn_identity_errors(rec_eval, p64, scale)
     return [{"study": study, "variant": spec.attention, "seed": s, "dc_dev_batch_stats": exact["dc_dev"][i],
              "closed_form_rel_err": exact["closed_form"][i], "dc_dev_running_stats": running["dc_dev"][i]}
@@ -252,7 +251,7 @@ def run_cell(cfg: CollapseConfig, ctx) -> dict[str, pd.DataFrame]:
     ctx.notes[f"data_{cfg.dataset}"] = {"sha256_16": split.digest, "n_train": len(split.y_train),
                                         "n_test": len(split.y_test)}
     dtype = torch_dtype(cfg.dtype)
-    x_probe, _ = tr.tokens(split, cfg.patch_size, False, dtype, torch.device(cfg.device))
+    x_probe = cv.tokens(split.x_test, cfg.patch_size, dtype, torch.device(cfg.device))
     x_probe = x_probe[: cfg.probe_images]
     parts: dict[str, list[pd.DataFrame]] = {}
     bn: list[dict] = []
@@ -262,13 +261,13 @@ def run_cell(cfg: CollapseConfig, ctx) -> dict[str, pd.DataFrame]:
             parts.setdefault(name, []).append(df)
 
     store_maps = cfg.depth == cfg.map_depth and cfg.width == cfg.map_width
-    gen = torch.Generator(device=cfg.device).manual_seed(cfg.seed + 7)
+    gen = torch_generator(cfg.seed, 0, "init-probe-dropout", cfg.device)  # the drop variant's masks
 
     init_seeds = list(range(cfg.init_seeds))
     for variant in cfg.init_variants:
         spec = _spec(cfg, split, variant)
         params, buffers = init_params(spec, init_seeds, cfg.seed, dtype, cfg.device)
-        rec = tr.probe(params, buffers, spec, x_probe, train=True, generator=gen)
+        rec = vit.probe(params, buffers, spec, x_probe, train=True, generator=gen)
         add(_measure_rows(rec, cfg, "init", variant, init_seeds))
         add({"runs": pd.DataFrame({"study": "init", "variant": variant, "seed": init_seeds})})
         if store_maps and variant == "vanilla":
@@ -286,7 +285,7 @@ def run_cell(cfg: CollapseConfig, ctx) -> dict[str, pd.DataFrame]:
             params = {k: v[sel] for k, v in fit.params.items()}
             buffers = {k: v[sel].clone() for k, v in fit.buffers.items()}
             chosen = fit.runs.iloc[sel]
-            rec = tr.probe(params, buffers, spec, x_probe, train=False)
+            rec = vit.probe(params, buffers, spec, x_probe, train=False)
             add(_measure_rows(rec, cfg, "trained", variant, seeds))
             add({"runs": pd.DataFrame({"study": "trained", "variant": variant, "seed": seeds,
                                        "acc_test": chosen.test_acc.to_numpy(), "acc_val": chosen.val_acc.to_numpy(),

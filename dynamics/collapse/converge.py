@@ -72,7 +72,8 @@ class Bracket:
         return np.flatnonzero(self.runs["selected"].to_numpy())
 
 
-def _tokens(x: np.ndarray, patch: int, dtype, device) -> torch.Tensor:
+def tokens(x: np.ndarray, patch: int, dtype, device) -> torch.Tensor:
+    """Images (n, C, H, W) -> patch tokens (n, H*W/patch^2, C*patch^2) as a torch tensor."""
     return torch.as_tensor(patchify(x, patch), dtype=dtype, device=device)
 
 
@@ -108,8 +109,8 @@ def train_bracket(spec: ViTSpec, split: Split, seeds: Sequence[int], opts: Brack
     init, buffers = init_params(spec, rep_seeds, opts.root_seed, dtype, device)
     params = ReplicaParams.from_tensors({n: t.detach() for n, t in init.items()}, lambda n, t: decayed(n))
     del init
-    x, y = _tokens(split.x_train, opts.patch, dtype, device), torch.as_tensor(split.y_train, device=device)
-    xv, yv = _tokens(split.x_val, opts.patch, dtype, device), torch.as_tensor(split.y_val, device=device)
+    x, y = tokens(split.x_train, opts.patch, dtype, device), torch.as_tensor(split.y_train, device=device)
+    xv, yv = tokens(split.x_val, opts.patch, dtype, device), torch.as_tensor(split.y_val, device=device)
     peaks = [lr for lr in opts.lrs for _ in seeds]
     sched = Schedule(opts.max_steps, warmup=max(1, round(opts.warmup * opts.max_steps)))
     trainer = Trainer(params, FusedAdamW(params, weight_decay=opts.weight_decay),
@@ -179,7 +180,7 @@ def train_bracket(spec: ViTSpec, split: Split, seeds: Sequence[int], opts: Brack
             v.copy_(best_buf[k])
     views = {n: v.detach() for n, v in params.views.items()}
     val_loss, val_acc = evaluate(views, buffers, spec, xv, yv)
-    _, test_acc = evaluate(views, buffers, spec, _tokens(split.x_test, opts.patch, dtype, device),
+    _, test_acc = evaluate(views, buffers, spec, tokens(split.x_test, opts.patch, dtype, device),
                            torch.as_tensor(split.y_test, device=device))
     n_tr = min(len(y), 2000)  # training accuracy on a fixed subset: the fit, not a selection signal
     _, train_acc = evaluate(views, buffers, spec, x[:n_tr], y[:n_tr])

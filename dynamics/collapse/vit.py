@@ -214,3 +214,21 @@ def forward(params: dict, buffers: dict, spec: ViTSpec, x: torch.Tensor, train: 
             rec.hidden.append(h.detach())
     z = _layer_norm(h[:, :, 0], p["norm_g"], p["norm_b"])
     return _linear(z, p["head_w"], p["head_b"]), rec
+
+
+@torch.no_grad()
+def probe(params: dict, buffers: dict, spec: ViTSpec, x: torch.Tensor, train: bool,
+          generator: torch.Generator | None = None) -> Record:
+    """A recording forward pass on the same images x (B, n_patches, patch_dim) for every run.
+
+    ``train=True`` uses BN batch statistics and attention dropping (the random-init analysis: an
+    untrained BN's running statistics are the identity); ``train=False`` is the deployed model.
+    BN running statistics are restored afterwards, so probing never changes the model.
+    """
+    saved = {k: v.clone() for k, v in buffers.items()}
+    R = next(iter(params.values())).shape[0]
+    _, rec = forward(params, buffers, spec, x.unsqueeze(0).expand(R, -1, -1, -1), train=train,
+                     generator=generator, record=True)
+    for k, v in saved.items():
+        buffers[k].copy_(v)
+    return rec

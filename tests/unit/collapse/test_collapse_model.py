@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
 from dynamics.collapse import analysis, attention, data, metrics, vit
-from dynamics.collapse import train as tr
+from dynamics.collapse import converge as cv
 from dynamics.errors import UserError
 
 
@@ -74,7 +76,7 @@ def test_bn_identity_errors_on_a_reattention_vit():
     with torch.no_grad():
         p["bn_b"].normal_(generator=torch.Generator().manual_seed(3))  # a trained-like nonzero beta
     x = torch.rand(8, 16, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
-    rec = tr.probe(p, b, spec, x, train=True)
+    rec = vit.probe(p, b, spec, x, train=True)
     err = analysis.bn_identity_errors(rec, p)
     assert err["dc_dev"].max() < 1e-12 and err["closed_form"].max() < 1e-12
     # Probing leaves the BN running statistics untouched.
@@ -110,26 +112,28 @@ def test_same_seed_shares_weights_across_variants_and_batches():
 
 
 def test_batched_training_equals_separate_runs():
-    """Runs are independent: seed 1 trained alongside seed 0 equals seed 1 trained alone."""
-    split = data.digits(n_train=64, n_test=32)
-    spec = _spec(depth=2, attention="reattn")
-    opts = tr.TrainOptions(steps=4, batch=16, dtype="float64")
-    both = tr.train(spec, split, [0, 1], opts)
-    alone = tr.train(spec, split, [1], opts)
+    """Replicas are independent: seed 1 trained alongside seed 0 equals seed 1 trained alone."""
+    split = data.relations(64, 32, n_placed=4, min_distinct=1, max_distinct=4, seed=0)
+    spec = vit.ViTSpec(depth=2, width=16, heads=4, n_patches=16, patch_dim=16, n_classes=split.n_classes,
+                       attention="reattn")
+    opts = cv.BracketOptions(lrs=(1e-3,), max_steps=4, batch=16, eval_every=2, patience=10, dtype="float64")
+    both = cv.train_bracket(spec, split, [0, 1], opts)
+    alone = cv.train_bracket(spec, split, [1], opts)
     for name in both.params:
         torch.testing.assert_close(both.params[name][1], alone.params[name][0], rtol=1e-9, atol=1e-11)
-    np.testing.assert_allclose(both.loss[:, 1], alone.loss[:, 0], rtol=1e-10)
-    acc = tr.accuracy(both.params, both.buffers, spec, split, opts)
-    assert acc.shape == (2,) and np.all((acc >= 0) & (acc <= 1))
+    b, a = both.curves[both.curves.seed == 1], alone.curves
+    np.testing.assert_allclose(b.train_loss.to_numpy(), a.train_loss.to_numpy(), rtol=1e-10)
+    np.testing.assert_allclose(both.runs.test_acc.iloc[1], alone.runs.test_acc.iloc[0])
 
 
 def test_training_learns_digits():
     split = data.digits()
+    split = dataclasses.replace(split, x_val=split.x_test, y_val=split.y_test)  # digits have no validation part
     spec = _spec(depth=2, width=32)
-    opts = tr.TrainOptions(steps=60, batch=64, lr=3e-3)
-    fit = tr.train(spec, split, [0], opts)
-    assert fit.loss[-5:].mean() < 0.6 * fit.loss[:5].mean()
-    assert tr.accuracy(fit.params, fit.buffers, spec, split, opts)[0] > 0.5
+    opts = cv.BracketOptions(lrs=(3e-3,), max_steps=60, batch=64, eval_every=20, patience=10, patch=2)
+    fit = cv.train_bracket(spec, split, [0], opts)
+    first, last = fit.curves.train_loss.iloc[0], fit.curves.train_loss.iloc[-1]
+    assert last < 0.6 * first and fit.runs.val_acc.iloc[0] > 0.5
 
 
 def test_digits_and_glyph_data():
