@@ -79,7 +79,8 @@ class DacConfig:
                               "crowded scenes: 10-30 small, overlapping boxes (2 px sides at 32)")
     net: ModelSpec = field(ModelSpec(d=16, heads=2, layers=6, queries=100, ffn=32, patch=4),
                            "the toy DETR (d small so that the full bracket fits the time budget, docs/dacdetr.md); "
-                           "canvas and n_classes are the scenes'; queries, layers alone: these", derived=("canvas", "n_classes"))
+                           "canvas and n_classes are the scenes'; queries, layers alone: these",
+                           derived=("canvas", "n_classes"))
     train: TrainOptions = field(TrainOptions(steps=3000, batch=1, warmup=100),
                                 "training, equal for both arms (batch 1 keeps the full bracket in budget); lr from "
                                 "lrs, c_decoder from model, cls_loss from loss; steps, batch alone: these",

@@ -41,7 +41,8 @@ SUBLAYERS = {"O": (("SA", "in", "sa"), ("CA", "sa", "ca"), ("FFN", "ca", "ffn"))
 @dataclasses.dataclass(frozen=True)
 class StudySpec:
     lrs: tuple[float, ...] = field((1e-3, 2e-3, 4e-3), "peak learning rates: the bracket both arms train")
-    cls_losses: tuple[str, ...] = field(("ia-bce", "focal"), "classification losses, each trained over the bracket")
+    cls_losses: tuple[str, ...] = field(("ia-bce", "focal"), "classification losses (ia-bce: the released IoU-aware "
+                                        "BCE; focal: Deformable DETR's), each trained over the bracket")
     seeds: int = field(6, "paired seeds; seed i fixes init and image stream for both arms, every lr and loss")
     checkpoints: tuple[int, ...] = field((500, 1000, 2000), "steps at which AP is measured (learning curves)")
     eval_images: int = field(256, "fixed evaluation images (AP, gather counts)")
