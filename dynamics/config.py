@@ -23,10 +23,22 @@ hash use each key's *short name*: the shortest suffix that resolves to it (:func
 moving flat fields into a spec changes neither the tables nor the cell hashes when the names stay
 unique.  Results store the nested structure (``dataclasses.asdict``); :func:`build` reads it back, and
 also the flat configs that results written before a field moved into a spec hold.
+
+**Derived spec fields.**  A spec field of a library spec whose value the config sets itself (the
+model's ``canvas`` is the scenes' ``canvas``; a learning rate chosen per replica) is named in
+``field(spec, help, derived=("canvas", ...))``: it is no key (not listed, not settable), and the
+config's ``__post_init__`` fills it in with ``dataclasses.replace``, which also validates the spec (not
+validated before, while a derived field may still hold the old value), so a shared quantity has one key.
+
+**Renamed keys.**  A config class may map old key names to their keys in a class variable
+``RENAMED: ClassVar[dict[str, str]]`` (``{"plane_objects": "plane.objects"}``): a name that is no
+key, or names several, is looked up there, so the flat configs of results written before the move
+build, and claim inputs written under the old names keep their values and fingerprints.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import functools
@@ -41,10 +53,12 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
 
-def field(default: Any, help: str, **kw: Any) -> Any:
+def field(default: Any, help: str, derived: tuple[str, ...] = (), **kw: Any) -> Any:
     """A dataclass field with a help string (shown by ``dynamics describe EXP``).  A spec field takes
-    the spec's instance as its default: ``field(SyntheticSpec(num_last=1), "data model")``."""
-    return dataclasses.field(default=default, metadata={"help": help}, **kw)
+    the spec's instance as its default: ``field(SyntheticSpec(num_last=1), "data model")``; ``derived``
+    names the spec's fields that the config sets itself (no keys, see the module docstring)."""
+    metadata = {"help": help, "derived": tuple(derived)} if derived else {"help": help}
+    return dataclasses.field(default=default, metadata=metadata, **kw)
 
 
 def field_types(cls: type) -> dict[str, Any]:
@@ -72,17 +86,20 @@ class Key(NamedTuple):
 
 @functools.cache
 def keys(cls: type) -> dict[str, Key]:
-    """Every key of ``cls`` by qualified name, specs and their fields alike, in declaration order."""
+    """Every key of ``cls`` by qualified name, specs and their fields alike, in declaration order (a
+    spec's derived fields are none)."""
     out: dict[str, Key] = {}
 
-    def walk(c: type, prefix: tuple[str, ...]) -> None:
+    def walk(c: type, prefix: tuple[str, ...], derived: tuple[str, ...] = ()) -> None:
         types = field_types(c)
         for f in dataclasses.fields(c):
+            if f.name in derived:
+                continue
             tp = types[f.name]
             key = Key(prefix + (f.name,), tp, f.metadata.get("help", ""), is_spec(tp))
             out[key.name] = key
             if key.spec:
-                walk(tp, key.path)
+                walk(tp, key.path, f.metadata.get("derived", ()))
 
     walk(cls, ())
     return out
@@ -113,12 +130,16 @@ def _short_names(names: Iterable[str]) -> dict[str, str]:
 
 
 def resolve(cls: type, key: str) -> Key:
-    """The key ``key`` names (qualified, a top-level name, or a unique suffix); else a UserError that
-    lists the qualified choices of an ambiguous key or suggests the closest known one."""
+    """The key ``key`` names (qualified, a top-level name, a unique suffix, or an old name in the
+    class's ``RENAMED``); else a UserError that lists the qualified choices of an ambiguous key or
+    suggests the closest known one."""
     table = keys(cls)
     found = _matches(table, key.strip())
     if len(found) == 1:
         return table[found[0]]
+    renamed = getattr(cls, "RENAMED", {})
+    if key.strip() in renamed:
+        return table[renamed[key.strip()]]
     if found:
         raise UserError(f"config key {key!r} is ambiguous: write one of {', '.join(found)}")
     raise unknown_key(cls, key)
@@ -334,8 +355,10 @@ def _default(cls: type, name: str) -> Any:
     return None
 
 
-def _apply(cls: type, base: Any, values: Mapping[tuple[str, ...], Any]) -> Any:
-    """``base`` (or ``cls``'s defaults) with ``values`` set; specs are rebuilt (validated) first."""
+def _apply(cls: type, base: Any, values: Mapping[tuple[str, ...], Any], check: bool = True) -> Any:
+    """``base`` (or ``cls``'s defaults) with ``values`` set; specs are rebuilt (validated) first.  A spec
+    with derived fields is not validated here (they may still hold the old values: the model's canvas
+    before the new scenes' is copied in); its config validates it when filling them in."""
     top: dict[str, Any] = {}
     nested: dict[str, dict[tuple[str, ...], Any]] = {}
     for path, value in values.items():
@@ -344,9 +367,15 @@ def _apply(cls: type, base: Any, values: Mapping[tuple[str, ...], Any]) -> Any:
         else:
             nested.setdefault(path[0], {})[path[1:]] = value
     types = field_types(cls)
+    derived = {f.name: bool(f.metadata.get("derived")) for f in dataclasses.fields(cls)}
     for name, sub in nested.items():
         inner = getattr(base, name) if base is not None else _default(cls, name)
-        top[name] = _apply(types[name], inner, sub)
+        top[name] = _apply(types[name], inner, sub, check=not derived[name])
+    if not check:
+        out = copy.copy(base)
+        for name, value in top.items():
+            object.__setattr__(out, name, value)
+        return out
     return dataclasses.replace(base, **top) if base is not None else cls(**top)
 
 
@@ -420,16 +449,3 @@ def describe(cls: type) -> list[tuple[str, str, Any, str]]:
         rows.append((name, type_name(k.type), values[name], k.help))
     return rows
 
-
-def take(spec_cls: type, cfg: Any, prefix: str = "", **over: Any) -> Any:
-    """Build the library spec ``spec_cls`` from a flat experiment config: each of its fields from
-    ``cfg.<prefix><field>`` or, failing that, ``cfg.<field>``; fields the config lacks keep their
-    defaults; ``over`` wins.  One call instead of restating every field (a config that composes
-    specs as nested dataclasses needs none of this)."""
-    values = {}
-    for f in dataclasses.fields(spec_cls):
-        for name in (prefix + f.name, f.name) if prefix else (f.name,):
-            if hasattr(cfg, name):
-                values[f.name] = getattr(cfg, name)
-                break
-    return spec_cls(**(values | over))

@@ -23,7 +23,7 @@ disperse are read at every sublayer boundary by probes fitted on that boundary's
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import pandas as pd
@@ -31,137 +31,115 @@ import pandas as pd
 from dynamics import runtime
 from dynamics import stats as S
 from dynamics.claims import ClaimSpec
-from dynamics.config import field, require, take
-from dynamics.detr import analytic, probes, scenes, study
-from dynamics.detr import train as detr_train
+from dynamics.config import field, require
+from dynamics.detr import analytic, study
+from dynamics.detr.analytic import PlaneSpec
 from dynamics.detr.model import ModelSpec
+from dynamics.detr.probes import ProbeSpec
+from dynamics.detr.scenes import SceneSpec
+from dynamics.detr.study import StudySpec
+from dynamics.detr.train import TrainOptions
 from dynamics.experiment import Experiment
 from dynamics.stats import Band
 
 NAME = "dacdetr-gather"
 REF = "Hu et al. 2023 (DAC-DETR), Sec. 1 / README fig. analyse"
 LOSSES = ("focal", "ia-bce")
+DERIVED_TRAIN = ("lr", "c_decoder", "cls_loss", "device")  # set per replica / cell, and the execution device
 
 
 @dataclasses.dataclass(frozen=True)
 class DacConfig:
-    """Flat: the library specs (PlaneSpec, SceneSpec, ModelSpec, TrainOptions, ProbeSpec, StudySpec) are
-    built from these keys by name with :func:`dynamics.config.take`, not restated field by field."""
+    """Composed from the library's specs (``plane.tau``, ``net.queries``, ``train.steps``, ...; a bare
+    key where it is unique: ``tau``, ``seeds``, ``lrs``).  One key per quantity: the model's canvas and
+    classes are the scenes', and the fields each cell or replica sets (``train.lr`` from the bracket,
+    ``train.c_decoder`` from the arm, the classification loss from ``loss``, ``study.root`` from
+    ``seed``, the device) are derived, not keys.  ``plane.queries`` / ``net.queries`` (and ``layers``)
+    are two models' own sizes, ``train.steps`` / ``probe.steps`` (and ``batch``) two fits' own lengths.
+    """
+
+    # old flat names (manifests written before the specs were composed, claim inputs) -> keys
+    RENAMED: ClassVar[dict[str, str]] = {
+        "plane_objects": "plane.objects", "plane_queries": "plane.queries", "plane_background": "plane.background",
+        "plane_layers": "plane.layers", "plane_trials": "plane.trials", "queries": "net.queries",
+        "layers": "net.layers", "steps": "train.steps", "batch": "train.batch", "probe_steps": "probe.steps",
+        "probe_batch": "probe.batch", "probe_lr": "probe.lr"}
 
     model: Literal["plane", "detr", "dac-detr"] = field("detr", "cell: plane model, toy DETR, or toy DETR + C-decoder")
-    # --- the plane model (analytic.PlaneSpec: plane_<field>, or the bare name)
-    plane_objects: int = field(5, "plane: objects, uniform on [0.1, 0.9]^2")
-    plane_queries: int = field(100, "plane: queries, uniform on [0, 1]^2")
-    plane_background: int = field(50, "plane: background keys, uniform on [0, 1]^2")
-    plane_layers: int = field(6, "plane: decoder layers")
-    tau: float = field(0.01, "plane: CA temperature (squared canvas units)")
-    tau_s: float = field(0.002, "plane: SA temperature")
-    eta: float = field(0.5, "plane: step size of every sublayer, in (0, 1]")
-    radius: float = field(0.05, "plane: a query counts for an object within this distance")
-    plane_trials: int = field(200, "plane: independent scenes (vectorised)")
+    loss: Literal["all", "ia-bce", "focal"] = field("all", "cell: train every loss in cls_losses (all) or only this "
+                                                    "one (the grid splits the losses into cells = processes)")
+    plane: PlaneSpec = field(PlaneSpec(trials=200), "the 2-D particle model (dynamics.detr.analytic)")
     hard_tau: float = field(1e-4, "plane: small CA temperature compared with the tau -> 0 closed form")
     sweep_tau: tuple[float, ...] = field((0.003, 0.01, 0.03), "plane sweep: CA temperatures")
     sweep_tau_s: tuple[float, ...] = field((0.0005, 0.002, 0.008), "plane sweep: SA temperatures")
     sweep_eta: tuple[float, ...] = field((0.25, 0.5, 0.75), "plane sweep: step sizes")
     sweep_queries: tuple[int, ...] = field((25, 50, 100, 200), "plane sweep: numbers of queries")
     sweep_objects: tuple[int, ...] = field((2, 5, 10), "plane sweep: numbers of objects")
-    # --- scenes (scenes.SceneSpec): crowded, small, overlapping
-    canvas: int = field(32, "image side in pixels")
-    n_classes: int = field(3, "object classes")
-    min_objects: int = field(10, "fewest boxes per image")
-    max_objects: int = field(30, "most boxes per image")
-    min_size: float = field(0.06, "smallest box side, fraction of the canvas (2 px at 32)")
-    max_size: float = field(0.2, "largest box side, fraction of the canvas (<= 1: boxes stay on the canvas)")
-    # --- model (ModelSpec)
-    d: int = field(16, "model width (small so that the full bracket fits the time budget, docs/dacdetr.md)")
-    heads: int = field(2, "attention heads")
-    layers: int = field(6, "decoder layers")
-    queries: int = field(100, "object queries (learned content + reference box each)")
-    ffn: int = field(32, "FFN hidden width")
-    patch: int = field(4, "pixels per memory cell side (memory grid = canvas / patch)")
-    # --- training (TrainOptions) and the comparison (study.StudySpec)
-    steps: int = field(3000, "training steps, equal for both arms (the cosine schedule ends here)")
-    batch: int = field(1, "images per step (crowded: 10-30 objects each; 1 keeps the full bracket in budget)")
-    lrs: tuple[float, ...] = field((1.5e-3, 3e-3, 6e-3), "AdamW peak learning rates: the bracket both arms train")
-    warmup: int = field(100, "warmup steps")
-    cls_losses: tuple[str, ...] = field(("ia-bce", "focal"), "classification losses (first: the headline): "
-                                        "ia-bce, the released IoU-aware BCE; focal, Deformable DETR's")
-    loss: Literal["all", "ia-bce", "focal"] = field("all", "cell: train every loss in cls_losses (all) or only this "
-                                                    "one (the grid splits the losses into cells = processes)")
-    pos_threshold: float = field(0.4, "one-to-many: positive when 0.7 IoU + 0.3 p >= this")
-    max_pos: int = field(6, "one-to-many: at most this many positives per object")
-    iou_weight: float = field(0.7, "one-to-many score: weight of IoU (1 - it weights the class probability)")
-    assign_boxes: Literal["o", "c"] = field("o", "one-to-many IoU from O-decoder boxes (official) or C-decoder boxes")
-    checkpoints: tuple[int, ...] = field((500, 1000, 2000, 3000), "steps at which AP is measured (learning curves)")
-    seeds: int = field(6, "paired seeds; seed i fixes init and image stream for both arms, every lr and loss")
+    scenes: SceneSpec = field(SceneSpec(min_objects=10, max_objects=30, min_size=0.06, max_size=0.2),
+                              "crowded scenes: 10-30 small, overlapping boxes (2 px sides at 32)")
+    net: ModelSpec = field(ModelSpec(d=16, heads=2, layers=6, queries=100, ffn=32, patch=4),
+                           "the toy DETR (d small so that the full bracket fits the time budget, docs/dacdetr.md); "
+                           "canvas and n_classes are the scenes'; queries, layers alone: these",
+                           derived=("canvas", "n_classes"))
+    train: TrainOptions = field(TrainOptions(steps=3000, batch=1, warmup=100),
+                                "training, equal for both arms (batch 1 keeps the full bracket in budget); lr from "
+                                "lrs, c_decoder from model, cls_loss from loss; steps, batch alone: these",
+                                derived=DERIVED_TRAIN)
+    study: StudySpec = field(StudySpec(lrs=(1.5e-3, 3e-3, 6e-3), checkpoints=(500, 1000, 2000, 3000),
+                                       thresholds=(0.3, 0.5, 0.7)),
+                             "the comparison: lr bracket x losses (first: the headline) x paired seeds; root from "
+                             "seed", derived=("root",))
+    probe: ProbeSpec = field(ProbeSpec(), "the per-boundary probes (cls_loss: each replica's own)", derived=("cls_loss",))
     seed: int = field(0, "root seed (SeedSequence)")
-    # --- measurement
-    thresholds: tuple[float, ...] = field((0.3, 0.5, 0.7), "IoU (affinity) thresholds t for queries per object")
-    eval_images: int = field(256, "fixed evaluation images (AP, gather counts)")
-    val_images: int = field(128, "fixed validation images (learning-rate choice only)")
-    probe_images: int = field(128, "fixed images the per-boundary probes are fitted on")
-    probe_steps: int = field(150, "Adam steps of each probe")
-    probe_batch: int = field(16, "images per probe step")
-    probe_lr: float = field(1e-3, "probe learning rate")
-    nms: float = field(0.8, "IoU of the class-aware NMS in the secondary AP (official NMSPostProcess: 0.8)")
     threads: int = field(1, "torch CPU threads (small tensors: 1 is fastest on a shared machine)")
     device: str = field("cpu", "torch device, e.g. cpu or cuda")
 
     def __post_init__(self) -> None:
-        for name in ("thresholds", "sweep_tau", "sweep_tau_s", "sweep_eta", "sweep_queries", "sweep_objects", "lrs",
-                     "cls_losses", "checkpoints"):
+        for name in ("sweep_tau", "sweep_tau_s", "sweep_eta", "sweep_queries", "sweep_objects"):
             object.__setattr__(self, name, tuple(getattr(self, name)))  # manifest.json stores them as lists
-        for t in self.thresholds:
+        st = self.study
+        st = dataclasses.replace(st, root=self.seed, **{n: tuple(getattr(st, n))
+                                                        for n in ("lrs", "cls_losses", "checkpoints", "thresholds")})
+        require(len(st.lrs) >= 1 and all(v > 0 for v in st.lrs), f"lrs must be positive, got {st.lrs}")
+        require(len(st.cls_losses) >= 1 and set(st.cls_losses) <= set(LOSSES),
+                f"cls_losses must be among {', '.join(LOSSES)}, got {st.cls_losses}")
+        object.__setattr__(self, "study", st)
+        # the derived fields: one key per quantity (module docstring of dynamics.config)
+        object.__setattr__(self, "net", dataclasses.replace(self.net, canvas=self.scenes.canvas,
+                                                            n_classes=self.scenes.n_classes))
+        object.__setattr__(self, "train", dataclasses.replace(
+            self.train, lr=st.lrs[0], c_decoder=self.model == "dac-detr", cls_loss=self.losses()[0], device=self.device))
+        object.__setattr__(self, "probe", dataclasses.replace(self.probe, cls_loss=self.losses()[0]))
+        tr = self.train
+        for t in st.thresholds:
             require(0 <= t <= 1, f"threshold {t:g} is outside [0, 1] (IoU thresholds)")
-        require(len(self.thresholds) >= 1, "thresholds must list at least one IoU threshold")
-        for name in ("pos_threshold", "iou_weight", "nms"):
-            v = getattr(self, name)
+        require(len(st.thresholds) >= 1, "thresholds must list at least one IoU threshold")
+        for name, v in (("pos_threshold", tr.pos_threshold), ("iou_weight", tr.iou_weight), ("nms", st.nms)):
             require(0 <= v <= 1, f"{name}={v:g} is outside [0, 1]")
-        require(self.queries >= 1, f"queries must be at least 1, got {self.queries}")
-        require(self.queries >= self.max_objects,
-                f"queries={self.queries} < max_objects={self.max_objects}: one-to-one matching needs a query per object")
+        require(self.net.queries >= self.scenes.max_objects,
+                f"net.queries={self.net.queries} < max_objects={self.scenes.max_objects}: one-to-one matching needs "
+                "a query per object")
         require(min(self.sweep_queries, default=1) >= 1, f"sweep_queries must be >= 1, got {self.sweep_queries}")
         require(min(self.sweep_objects, default=1) >= 1, f"sweep_objects must be >= 1, got {self.sweep_objects}")
         for v in self.sweep_tau + self.sweep_tau_s + (self.hard_tau,):
             require(v > 0, f"temperatures must be positive, got {v:g}")
         for v in self.sweep_eta:
             require(0 < v <= 1, f"sweep_eta values must be in (0, 1], got {v:g}")
-        require(len(self.lrs) >= 1 and all(v > 0 for v in self.lrs), f"lrs must be positive, got {self.lrs}")
-        require(len(self.cls_losses) >= 1 and set(self.cls_losses) <= set(LOSSES),
-                f"cls_losses must be among {', '.join(LOSSES)}, got {self.cls_losses}")
-        require(all(0 < c <= self.steps for c in self.checkpoints), "checkpoints must lie in [1, steps]")
-        self.plane_spec()
-        self.scene_spec()
-        self.model_spec()
-        self.probe_spec()
-        require(self.steps >= 1 and self.batch >= 1 and self.warmup >= 0, "steps and batch must be >= 1")
-        require(self.max_pos >= 1, f"max_pos must be at least 1, got {self.max_pos}")
-        require(min(self.eval_images, self.val_images, self.probe_images, self.seeds) >= 1,
+        require(all(0 < c <= tr.steps for c in st.checkpoints), "checkpoints must lie in [1, train.steps]")
+        require(tr.steps >= 1 and tr.batch >= 1 and tr.warmup >= 0,
+                "train.steps and train.batch must be >= 1, train.warmup >= 0")
+        require(tr.max_pos >= 1, f"max_pos must be at least 1, got {tr.max_pos}")
+        require(min(st.eval_images, st.val_images, st.probe_images, st.seeds) >= 1,
                 "eval_images, val_images, probe_images and seeds must be >= 1")
         require(self.threads >= 1, "threads must be >= 1")
         require(self.device == "cpu" or self.device.startswith("cuda"), f"unknown device {self.device!r}")
 
-    def plane_spec(self, **over) -> analytic.PlaneSpec:
-        return take(analytic.PlaneSpec, self, "plane_", **over)
-
-    def scene_spec(self) -> scenes.SceneSpec:
-        return take(scenes.SceneSpec, self)
-
-    def model_spec(self) -> ModelSpec:
-        return take(ModelSpec, self)
-
-    def probe_spec(self) -> probes.ProbeSpec:
-        return take(probes.ProbeSpec, self, "probe_")
-
-    def train_options(self) -> detr_train.TrainOptions:
-        return take(detr_train.TrainOptions, self, c_decoder=self.model == "dac-detr", lr=self.lrs[0],
-                    cls_loss=self.losses()[0])
-
     def losses(self) -> tuple[str, ...]:
-        return self.cls_losses if self.loss == "all" else (self.loss,)
+        return self.study.cls_losses if self.loss == "all" else (self.loss,)
 
-    def study_spec(self) -> study.StudySpec:
-        return take(study.StudySpec, self, root=self.seed, cls_losses=self.losses())
+    def study_spec(self) -> StudySpec:
+        """The study this cell runs: the losses its ``loss`` cell selects."""
+        return dataclasses.replace(self.study, cls_losses=self.losses())
 
 
 # ------------------------------------------------------------------------------------------ plane
@@ -193,7 +171,7 @@ def _plane_signs(spec: analytic.PlaneSpec, seed: int) -> list[dict]:
 
 
 def run_plane(cfg: DacConfig, ctx) -> dict[str, pd.DataFrame]:
-    spec = cfg.plane_spec()
+    spec = cfg.plane
     rows = []
     for _k, kind in enumerate(analytic.KINDS):  # the same scenes for every kind (same rng stream)
         points, counts = analytic.run(spec, kind, np.random.default_rng([cfg.seed, 0]))
@@ -210,7 +188,7 @@ def run_plane(cfg: DacConfig, ctx) -> dict[str, pd.DataFrame]:
             sweep_rows.append({"parameter": p, "value": float(v), **r})
         bar.update(1)
     limit_rows = []
-    for tau in sorted({cfg.tau, 1e-3, cfg.hard_tau}, reverse=True):
+    for tau in sorted({spec.tau, 1e-3, cfg.hard_tau}, reverse=True):
         theory, sim = analytic.hard_limit_count(dataclasses.replace(spec, tau=tau), np.random.default_rng([cfg.seed, 9]))
         for layer in range(theory.shape[0]):
             limit_rows.append({"tau": tau, "ca_layers": layer, "theory": theory[layer].mean(), "simulation": sim[layer].mean()})
@@ -222,8 +200,7 @@ def run_plane(cfg: DacConfig, ctx) -> dict[str, pd.DataFrame]:
 # ------------------------------------------------------------------------------------------- DETR
 
 def run_detr(cfg: DacConfig, ctx) -> dict[str, pd.DataFrame]:
-    return study.run(cfg.scene_spec(), cfg.model_spec(), cfg.train_options(), cfg.probe_spec(), cfg.study_spec(),
-                     cfg.model, bar=ctx.bar)
+    return study.run(cfg.scenes, cfg.net, cfg.train, cfg.probe, cfg.study_spec(), cfg.model, bar=ctx.bar)
 
 
 def run_batch(cfgs, ctx):
@@ -273,9 +250,10 @@ def plot(tables, cfg) -> dict:
         fig, ax = subplots(figsize=(6.4, 3.2))
         for kind, sub in p.groupby("kind", sort=False):
             ax.errorbar(sub.order, sub.count_mean, yerr=sub.count_se, marker="o", ms=3, capsize=2, label=kind)
-        ax.set(xlabel="sublayer boundary (in / sa / ca per layer)", ylabel=f"queries within r={cfg.radius:g} per object",
-               title=f"Plane model: {cfg.plane_queries} queries, {cfg.plane_objects} objects, "
-                     f"tau={cfg.tau:g}, tau_s={cfg.tau_s:g}, eta={cfg.eta:g}")
+        pl = cfg.plane
+        ax.set(xlabel="sublayer boundary (in / sa / ca per layer)", ylabel=f"queries within r={pl.radius:g} per object",
+               title=f"Plane model: {pl.queries} queries, {pl.objects} objects, "
+                     f"tau={pl.tau:g}, tau_s={pl.tau_s:g}, eta={pl.eta:g}")
         ax.legend(fontsize=7)
         written["plane_sawtooth"] = fig
         sw = tables["plane_sweep"]
@@ -578,9 +556,9 @@ EXPERIMENT = Experiment(
     # one cell per (arm, loss) so that the four training programs run as four processes; the plane cell
     # does not depend on the loss and summarize keeps one copy of it
     grid={"model": ("plane", "detr", "dac-detr"), "loss": ("ia-bce", "focal")},
-    quick={"seeds": 2, "steps": 30, "lrs": (3e-3, 6e-3), "checkpoints": (15, 30), "eval_images": 16, "val_images": 8,
-           "probe_images": 16, "probe_steps": 5, "probe_batch": 8, "queries": 40, "plane_trials": 50,
-           "sweep_queries": (50, 100), "sweep_objects": (2, 5)},
+    quick={"seeds": 2, "train.steps": 30, "lrs": (3e-3, 6e-3), "checkpoints": (15, 30), "eval_images": 16,
+           "val_images": 8, "probe_images": 16, "probe.steps": 5, "probe.batch": 8, "net.queries": 40,
+           "plane.trials": 50, "sweep_queries": (50, 100), "sweep_objects": (2, 5)},
     quick_grid={"loss": ("all",)},  # both losses in one program per arm: three cells, less start-up
     summarize=summarize,
     plot=plot,

@@ -27,6 +27,7 @@ import dataclasses
 
 import numpy as np
 
+from ..config import field
 from ..errors import UserError
 
 KINDS = ("o-rep", "o-avg", "c")
@@ -34,17 +35,17 @@ KINDS = ("o-rep", "o-avg", "c")
 
 @dataclasses.dataclass(frozen=True)
 class PlaneSpec:
-    objects: int = 5
-    queries: int = 100
-    background: int = 50
-    layers: int = 6
-    tau: float = 0.01  # CA temperature (squared length units)
-    tau_s: float = 0.002  # SA temperature
-    eta: float = 0.5  # step size of every sublayer
-    radius: float = 0.05
-    trials: int = 50
-    low: float = 0.1  # objects are uniform on [low, high]^2; queries and background on [0, 1]^2
-    high: float = 0.9
+    objects: int = field(5, "objects (keys that count), uniform on [low, high]^2")
+    queries: int = field(100, "queries, uniform on [0, 1]^2")
+    background: int = field(50, "background keys, uniform on [0, 1]^2")
+    layers: int = field(6, "decoder layers")
+    tau: float = field(0.01, "CA temperature (squared canvas units)")
+    tau_s: float = field(0.002, "SA temperature (squared canvas units)")
+    eta: float = field(0.5, "step size of every sublayer, in (0, 1]")
+    radius: float = field(0.05, "a query counts for an object within this distance")
+    trials: int = field(50, "independent scenes (vectorised)")
+    low: float = field(0.1, "objects are uniform on [low, high]^2")
+    high: float = field(0.9, "objects are uniform on [low, high]^2")
 
     def __post_init__(self) -> None:
         check(self)

@@ -40,19 +40,20 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..config import field
 from ..errors import UserError
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
-    n_classes: int = 3
-    canvas: int = 32
-    d: int = 64
-    heads: int = 4
-    layers: int = 3
-    queries: int = 30
-    ffn: int = 128
-    patch: int = 4
+    n_classes: int = field(3, "object classes (logits: n_classes + 1 with no-object)")
+    canvas: int = field(32, "image side in pixels")
+    d: int = field(64, "model width")
+    heads: int = field(4, "attention heads")
+    layers: int = field(3, "decoder layers")
+    queries: int = field(30, "object queries (learned content + reference box each)")
+    ffn: int = field(128, "FFN hidden width")
+    patch: int = field(4, "pixels per memory cell side (memory grid = canvas / patch)")
 
     def __post_init__(self) -> None:
         if self.queries < 1:

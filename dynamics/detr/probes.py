@@ -23,6 +23,7 @@ import dataclasses
 
 import torch
 
+from ..config import field
 from ..engine import ops
 from . import assign, losses, scenes
 from .model import ToyDETR, inverse_sigmoid
@@ -32,10 +33,10 @@ POINTS = {"O": ("in", "sa", "ca", "ffn"), "C": ("in", "ca", "ffn")}
 
 @dataclasses.dataclass(frozen=True)
 class ProbeSpec:
-    steps: int = 150  # Adam steps per probe
-    batch: int = 16  # images per step, drawn from the probe-training images
-    lr: float = 1e-3
-    cls_loss: str = "ia-bce"  # the classification loss the model was trained with
+    steps: int = field(150, "Adam steps of each probe")
+    batch: int = field(16, "images per probe step, drawn from the probe-training images")
+    lr: float = field(1e-3, "probe learning rate (Adam)")
+    cls_loss: str = field("ia-bce", "the classification loss the model was trained with")
 
     def __post_init__(self) -> None:
         if self.steps < 0 or self.batch < 1 or not self.lr > 0:

@@ -15,18 +15,19 @@ import dataclasses
 
 import torch
 
+from ..config import field
 from ..errors import UserError
 from .boxes import cxcywh_to_xyxy
 
 
 @dataclasses.dataclass(frozen=True)
 class SceneSpec:
-    canvas: int = 32  # pixels per side
-    n_classes: int = 3
-    min_objects: int = 1
-    max_objects: int = 6
-    min_size: float = 0.12  # box side as a fraction of the canvas
-    max_size: float = 0.4
+    canvas: int = field(32, "image side in pixels")
+    n_classes: int = field(3, "object classes")
+    min_objects: int = field(1, "fewest boxes per image")
+    max_objects: int = field(6, "most boxes per image")
+    min_size: float = field(0.12, "smallest box side, fraction of the canvas")
+    max_size: float = field(0.4, "largest box side, fraction of the canvas (<= 1: boxes stay on the canvas)")
 
     def __post_init__(self) -> None:
         check_spec(self)

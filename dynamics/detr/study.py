@@ -28,6 +28,7 @@ import torch
 
 from .. import runtime
 from .. import stats as S
+from ..config import field
 from ..engine.select import chosen_lr
 from . import evaluate, metrics, probes, scenes
 from . import train as detr_train
@@ -39,16 +40,17 @@ SUBLAYERS = {"O": (("SA", "in", "sa"), ("CA", "sa", "ca"), ("FFN", "ca", "ffn"))
 
 @dataclasses.dataclass(frozen=True)
 class StudySpec:
-    lrs: tuple[float, ...] = (1e-3, 2e-3, 4e-3)
-    cls_losses: tuple[str, ...] = ("ia-bce", "focal")
-    seeds: int = 6
-    checkpoints: tuple[int, ...] = (500, 1000, 2000)
-    eval_images: int = 256
-    val_images: int = 128
-    probe_images: int = 128
-    thresholds: tuple[float, ...] = (0.5, 0.6, 0.7)
-    nms: float = 0.8
-    root: int = 0
+    lrs: tuple[float, ...] = field((1e-3, 2e-3, 4e-3), "peak learning rates: the bracket both arms train")
+    cls_losses: tuple[str, ...] = field(("ia-bce", "focal"), "classification losses (ia-bce: the released IoU-aware "
+                                        "BCE; focal: Deformable DETR's), each trained over the bracket")
+    seeds: int = field(6, "paired seeds; seed i fixes init and image stream for both arms, every lr and loss")
+    checkpoints: tuple[int, ...] = field((500, 1000, 2000), "steps at which AP is measured (learning curves)")
+    eval_images: int = field(256, "fixed evaluation images (AP, gather counts)")
+    val_images: int = field(128, "fixed validation images (learning-rate choice only)")
+    probe_images: int = field(128, "fixed images the per-boundary probes are fitted on")
+    thresholds: tuple[float, ...] = field((0.5, 0.6, 0.7), "IoU (affinity) thresholds t for queries per object")
+    nms: float = field(0.8, "IoU of the class-aware NMS in the secondary AP (official NMSPostProcess: 0.8)")
+    root: int = field(0, "root seed (SeedSequence)")
 
 
 def replica_seed(root: int, i: int) -> int:

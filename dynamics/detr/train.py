@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..config import field
 from ..engine import (
     FusedAdamW,
     Precision,
@@ -44,19 +45,20 @@ from .model import ModelSpec, Output, ToyDETR, inverse_sigmoid, sine_embed
 
 @dataclasses.dataclass(frozen=True)
 class TrainOptions:
-    steps: int = 2000
-    batch: int = 32
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    warmup: int = 100
-    clip: float = 0.1
-    c_decoder: bool = False
-    assign_boxes: Literal["o", "c"] = "o"
-    pos_threshold: float = 0.4
-    max_pos: int = 6
-    iou_weight: float = 0.7
-    cls_loss: Literal["focal", "ia-bce"] = "focal"
-    device: str = "cpu"
+    steps: int = field(2000, "training steps (the cosine schedule ends here)")
+    batch: int = field(32, "images per step")
+    lr: float = field(2e-3, "AdamW peak learning rate")
+    weight_decay: float = field(1e-4, "AdamW weight decay")
+    warmup: int = field(100, "linear warmup steps")
+    clip: float = field(0.1, "gradient-norm clip")
+    c_decoder: bool = field(False, "train the auxiliary C-decoder (no self-attention, one-to-many) too")
+    assign_boxes: Literal["o", "c"] = field("o", "one-to-many IoU from O-decoder boxes (official) or C-decoder boxes")
+    pos_threshold: float = field(0.4, "one-to-many: positive when iou_weight IoU + (1 - iou_weight) p >= this")
+    max_pos: int = field(6, "one-to-many: at most this many positives per object")
+    iou_weight: float = field(0.7, "one-to-many score: weight of IoU (1 - it weights the class probability)")
+    cls_loss: Literal["focal", "ia-bce"] = field("focal", "classification loss: focal (Deformable DETR's) or ia-bce "
+                                                 "(the released IoU-aware BCE)")
+    device: str = field("cpu", "torch device")
 
 
 def seeds_for(seed: int) -> tuple[int, int]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+from typing import ClassVar, Literal
 
 import pytest
 
@@ -38,6 +38,47 @@ class Cfg:
 
     def __post_init__(self):
         C.require(self.steps >= self.data.n, "steps must be at least n")
+
+
+@dataclasses.dataclass(frozen=True)
+class Shared:
+    """The model's width is the data's (derived: no key); a probe network has its own depth, so the bare
+    ``depth`` names two keys, but an old flat config's ``depth`` (and ``model_depth``) meant the model's."""
+
+    RENAMED: ClassVar[dict[str, str]] = {"model_depth": "model.depth", "depth": "model.depth"}
+
+    data: Data = C.field(Data(), "data model")
+    model: Model = C.field(Model(), "network (width: the data's)", derived=("width",))
+    probe: Model = C.field(Model(depth=1), "probe network")
+    steps: int = C.field(10, "steps")
+
+    def __post_init__(self):
+        object.__setattr__(self, "model", dataclasses.replace(self.model, width=self.data.width))
+
+
+def test_a_derived_spec_field_is_no_key_and_follows_its_source():
+    assert "model.width" not in C.keys(Shared)
+    cfg = C.build(Shared, {"data.width": 6})
+    assert cfg.model.width == 6 and cfg.probe.width == 8
+    with pytest.raises(UserError, match="unknown config key 'model.width'"):
+        C.build(Shared, {"model.width": 6})
+    assert C.build(Shared, dataclasses.asdict(cfg)) == cfg  # a manifest holds the derived value: rebuilt alike
+    assert [r[0] for r in C.describe(Shared)] == ["data.n", "data.width", "data.kind", "model.depth", "model.device",
+                                                   "probe.width", "probe.depth", "probe.device", "steps"]
+
+
+def test_renamed_keys_read_old_flat_configs_and_claim_inputs():
+    old = {"n": 2, "width": 5, "kind": "b", "model_depth": 4, "steps": 10}  # a flat config before the specs
+    cfg = C.build(Shared, {k: v for k, v in old.items() if k != "width"} | {"data.width": 5})
+    assert (cfg.model.depth, cfg.data.width, cfg.model.width, cfg.probe.depth) == (4, 5, 5, 1)
+    assert C.get(cfg, "model_depth") == 4 and C.get(cfg, "depth") == 4  # as claim inputs written then
+    assert C.build(Shared, {"depth": 3}).model.depth == 3 and C.build(Shared, {"probe.depth": 3}).probe.depth == 3
+    with pytest.raises(UserError, match="ambiguous: write one of data.width, probe.width"):  # not renamed
+        C.build(Shared, {"width": 5})
+    with pytest.raises(UserError, match="given twice"):  # an old name is a spelling of the key, not a second key
+        C.build(Shared, {"model_depth": 4, "model.depth": 5})
+    with pytest.raises(UserError, match="ambiguous"):  # only the class that declares a rename has it
+        C.build(Cfg, {"width": 5})
 
 
 def test_qualified_and_unique_bare_keys_set_nested_fields():

@@ -10,7 +10,6 @@ import pandas as pd
 import torch
 
 from dynamics import stats as S
-from dynamics.config import take
 from dynamics.detr import assign, probes, scenes, study
 from dynamics.detr import train as T
 from dynamics.detr.model import ModelSpec
@@ -108,16 +107,3 @@ def test_sublayer_deltas_and_per_layer_interval():
     e = S.t_interval(np.array([2.5, 1.5, 3.5]))
     np.testing.assert_allclose([ca["mean"], ca.ci_low, ca.ci_high], [e.value, e.low, e.high])
     assert g[g.sublayer == "SA"].iloc[0]["mean"] == -0.5
-
-
-def test_take_builds_a_spec_by_field_name_with_a_prefix():
-    @dataclasses.dataclass(frozen=True)
-    class Flat:
-        plane_queries: int = 7
-        queries: int = 99
-        tau: float = 0.5
-
-    from dynamics.detr.analytic import PlaneSpec
-    p = take(PlaneSpec, Flat(), "plane_", trials=3)
-    assert (p.queries, p.tau, p.trials, p.objects) == (7, 0.5, 3, PlaneSpec().objects)
-    assert take(ModelSpec, Flat()).queries == 99
