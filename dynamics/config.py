@@ -34,6 +34,11 @@ validated before, while a derived field may still hold the old value), so a shar
 ``RENAMED: ClassVar[dict[str, str]]`` (``{"plane_objects": "plane.objects"}``): a name that is no
 key, or names several, is looked up there, so the flat configs of results written before the move
 build, and claim inputs written under the old names keep their values and fingerprints.
+
+**Bare names that would mislead.**  ``QUALIFY: ClassVar[dict[str, str]]`` lists bare names that are
+unique suffixes but that a user would read as something else (dacdetr-gather's bare ``lr`` is the
+probe's rate, not the training rates ``lrs``): such a name must be written qualified, and the bare one
+is a UserError carrying the class's hint.
 """
 
 from __future__ import annotations
@@ -134,6 +139,9 @@ def resolve(cls: type, key: str) -> Key:
     class's ``RENAMED``); else a UserError that lists the qualified choices of an ambiguous key or
     suggests the closest known one."""
     table = keys(cls)
+    hint = getattr(cls, "QUALIFY", {}).get(key.strip())
+    if hint is not None:
+        raise UserError(f"config key {key.strip()!r} is ambiguous here: {hint}")
     found = _matches(table, key.strip())
     if len(found) == 1:
         return table[found[0]]

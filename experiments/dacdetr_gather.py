@@ -64,6 +64,9 @@ class DacConfig:
         "plane_layers": "plane.layers", "plane_trials": "plane.trials", "queries": "net.queries",
         "layers": "net.layers", "steps": "train.steps", "batch": "train.batch", "probe_steps": "probe.steps",
         "probe_batch": "probe.batch", "probe_lr": "probe.lr"}
+    # bare names that are unique keys but mean something a user would not guess
+    QUALIFY: ClassVar[dict[str, str]] = {
+        "lr": "the training learning rates are `lrs` (one bracket for both arms); the probes' rate is `probe.lr`"}
 
     model: Literal["plane", "detr", "dac-detr"] = field("detr", "cell: plane model, toy DETR, or toy DETR + C-decoder")
     loss: Literal["all", "ia-bce", "focal"] = field("all", "cell: train every loss in cls_losses (all) or only this "

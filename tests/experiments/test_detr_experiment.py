@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from dynamics import config as C
+from dynamics.errors import UserError
 from dynamics.experiments.dacdetr_gather import CLAIMS, DacConfig
 
 TINY = ["--set", "train.steps=4", "--set", "train.batch=1", "--set", "eval_images=6", "--set", "val_images=4",
@@ -112,3 +113,10 @@ def test_a_shared_quantity_has_one_key_and_every_key_has_help():
     assert cfg.study.root == 3 and cfg.study.cls_losses == ("ia-bce", "focal")
     assert cfg.study_spec().cls_losses == ("focal",)
     assert all(help_text for *_, help_text in C.describe(DacConfig))
+
+
+def test_bare_lr_must_be_qualified():
+    """`lr` alone would silently set the probes' rate; the training rates are `lrs`."""
+    with pytest.raises(UserError, match="lrs"):
+        C.build(DacConfig, {"lr": 0.01})
+    assert C.build(DacConfig, {"probe.lr": 0.01}).probe.lr == 0.01
