@@ -43,7 +43,7 @@ from dynamics.claims import ClaimSpec
 from dynamics.collapse import analysis, data, vit
 from dynamics.collapse import converge as cv
 from dynamics.collapse.attention import VARIANTS
-from dynamics.collapse.vit import ViTSpec, check_patch, check_shape, init_params
+from dynamics.collapse.vit import ViTSpec, check_patch, init_params
 from dynamics.config import field, require
 from dynamics.experiment import Experiment
 from dynamics.runtime import torch_dtype, torch_generator
@@ -59,14 +59,20 @@ TRANSFORMS = ("reattn", "reattn-nonorm", "bn-only", "drop")  # variants whose ef
 
 @dataclasses.dataclass(frozen=True)
 class CollapseConfig:
+    """Composed from the library's :class:`~dynamics.collapse.vit.ViTSpec` (``vit.depth``, ``vit.width``,
+    ...; bare where unique: ``depth``, ``width``, ``mlp_ratio``, ``init``, ``temperature``, ``attn_drop``,
+    ``transform_scale``, so grid keys, table columns and claim inputs keep their names).  One key per
+    quantity: ``vit.heads`` is ``width // head_dim`` (set here), the data's ``n_patches``, ``patch_dim``,
+    ``n_classes`` and the variant's ``attention`` are set per cell (:func:`_spec`); none is a key."""
+
     dataset: Literal["relations", "arrows", "glyphs", "digits"] = field(
         "relations", "relations (distinct glyphs, issue 17), arrows (arrow chasing), glyphs (majority glyph) or digits")
-    depth: int = field(8, "transformer blocks (grid: 2, 4, 8, 16)")
-    width: int = field(32, "embedding width d (grid: 16, 32)")
+    vit: ViTSpec = field(ViTSpec(depth=8, width=32, heads=8, n_patches=16, patch_dim=16, n_classes=5),
+                         "the ViT (depth grid: 2, 4, 8, 16; width grid: 16, 32); heads from head_dim, n_patches, "
+                         "patch_dim, n_classes from the data, attention from the variant",
+                         derived=("heads", "n_patches", "patch_dim", "n_classes", "attention"))
     head_dim: int = field(4, "per-head width d_h; heads = width / head_dim, so heads grow with width")
     patch: int = field(0, "patch size in pixels; 0 = 2 for digits (8x8), 4 for the glyph tasks (16x16)")
-    mlp_ratio: float = field(2.0, "MLP hidden width / d (official DeepViT: 3; 2 keeps CPU time down)")
-    init: Literal["lecun", "timm"] = field("lecun", "weights N(0,1/fan_in) and embeddings N(0,1), or ViT's N(0,0.02^2)")
     hops: int = field(3, "arrows: moves to follow from the start cell")
     n_placed: int = field(8, "relations: glyphs per image")
     min_distinct: int = field(2, "relations: fewest distinct glyph types (class 0)")
@@ -80,9 +86,6 @@ class CollapseConfig:
     train_depths: tuple[int, ...] = field((2, 4, 8, 16), "depths at which models are trained")
     train_width: int = field(32, "the width trained at every train depth (the accuracy claims' width)")
     width_depths: tuple[int, ...] = field((8,), "depths at which the other grid widths are trained too")
-    temperature: float = field(0.5, "softmax temperature of the 'temperature' variant (< 1 sharpens)")
-    attn_drop: float = field(0.3, "entry drop rate of the 'drop' variant")
-    transform_scale: bool = field(False, "re-attention output times d_h^-1/2 (official DeepViT-S/L), else 1")
     seeds: int = field(5, "trained seeds per (variant, depth, width, learning rate), batched as replicas")
     init_seeds: int = field(4, "random-init seeds per (variant, depth, width)")
     lrs: tuple[float, ...] = field((3e-3, 1e-2, 3e-2), "peak learning-rate bracket (chosen on validation)")
@@ -111,7 +114,8 @@ class CollapseConfig:
     def __post_init__(self) -> None:
         require(self.head_dim >= 1 and self.width % self.head_dim == 0,
                 f"width {self.width} is not divisible by head_dim {self.head_dim}")
-        check_shape(self.width, self.heads, self.depth)
+        # the derived field (module docstring of dynamics.config); replace validates the spec
+        object.__setattr__(self, "vit", dataclasses.replace(self.vit, heads=self.width // self.head_dim))
         check_patch(data.image_size(self.dataset), self.patch_size)
         for name in ("tau", "block_thr", "dead_entropy"):
             value = getattr(self, name)
@@ -123,8 +127,6 @@ class CollapseConfig:
         for name in ("init_variants", "train_variants"):
             bad = [v for v in getattr(self, name) if v not in VARIANTS]
             require(not bad, f"{name}: unknown variant(s) {', '.join(bad)}; choose from {', '.join(VARIANTS)}")
-        require(self.temperature > 0, f"temperature must be positive, got {self.temperature}")
-        require(0 <= self.attn_drop < 1, f"attn_drop must be in [0, 1), got {self.attn_drop}")
         for name in ("seeds", "init_seeds", "max_steps", "batch", "probe_images", "eval_every", "patience",
                      "n_train", "n_test", "hops"):
             require(getattr(self, name) >= 1, f"{name} must be at least 1, got {getattr(self, name)}")
@@ -138,8 +140,20 @@ class CollapseConfig:
         require(self.device == "cpu" or self.device.startswith("cuda"), f"unknown device {self.device!r}")
 
     @property
+    def depth(self) -> int:
+        return self.vit.depth
+
+    @property
+    def width(self) -> int:
+        return self.vit.width
+
+    @property
     def heads(self) -> int:
-        return self.width // self.head_dim
+        return self.vit.heads
+
+    @property
+    def transform_scale(self) -> bool:
+        return self.vit.transform_scale
 
     @property
     def patch_size(self) -> int:
@@ -155,11 +169,11 @@ class CollapseConfig:
 
 
 def _spec(cfg: CollapseConfig, split: data.Split, variant: str) -> ViTSpec:
+    """The config's ViT with the fields the data and the variant set (``n_patches``, ``patch_dim``,
+    ``n_classes``, ``attention``)."""
     p = cfg.patch_size
-    return ViTSpec(depth=cfg.depth, width=cfg.width, heads=cfg.heads, n_patches=(split.image_size // p) ** 2,
-                   patch_dim=split.channels * p * p, n_classes=split.n_classes, mlp_ratio=cfg.mlp_ratio,
-                   attention=variant, temperature=cfg.temperature, attn_drop=cfg.attn_drop,
-                   transform_scale=cfg.transform_scale, init=cfg.init)
+    return dataclasses.replace(cfg.vit, n_patches=(split.image_size // p) ** 2, patch_dim=split.channels * p * p,
+                               n_classes=split.n_classes, attention=variant)
 
 
 def _bracket(cfg: CollapseConfig) -> cv.BracketOptions:

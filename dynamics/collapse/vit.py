@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..config import require
+from ..config import field, require
 from . import attention as attn
 
 PER_BLOCK = ("ln1_g", "ln1_b", "qkv_w", "qkv_b", "proj_w", "proj_b", "ln2_g", "ln2_b", "fc1_w", "fc1_b",
@@ -45,18 +45,19 @@ Variant = Literal["vanilla", "reattn", "reattn-nonorm", "bn-only", "temperature"
 class ViTSpec:
     """Architecture. ``n_patches`` and ``patch_dim`` come from the data (see :func:`spec_for`)."""
 
-    depth: int
-    width: int
-    heads: int
-    n_patches: int
-    patch_dim: int
-    n_classes: int
-    mlp_ratio: float = 2.0
-    attention: Variant = "vanilla"
-    temperature: float = 0.5  # softmax temperature of the "temperature" variant
-    attn_drop: float = 0.3  # drop rate of the "drop" variant
-    transform_scale: bool = False  # official reatten_scale: d_h^{-1/2} if True else 1
-    init: Literal["lecun", "timm"] = "lecun"
+    depth: int = dataclasses.field(metadata={"help": "transformer blocks L"})
+    width: int = dataclasses.field(metadata={"help": "embedding width d"})
+    heads: int = dataclasses.field(metadata={"help": "attention heads (d_h = width / heads)"})
+    n_patches: int = dataclasses.field(metadata={"help": "patch tokens per image (from the data)"})
+    patch_dim: int = dataclasses.field(metadata={"help": "pixels per patch x channels (from the data)"})
+    n_classes: int = dataclasses.field(metadata={"help": "classes (from the data)"})
+    mlp_ratio: float = field(2.0, "MLP hidden width / d (official DeepViT: 3)")
+    attention: Variant = field("vanilla", "attention variant (dynamics.collapse.attention.VARIANTS)")
+    temperature: float = field(0.5, "softmax temperature of the 'temperature' variant (< 1 sharpens)")
+    attn_drop: float = field(0.3, "entry drop rate of the 'drop' variant")
+    transform_scale: bool = field(False, "re-attention output times d_h^-1/2 (official reatten_scale), else 1")
+    init: Literal["lecun", "timm"] = field("lecun", "weights N(0,1/fan_in) and embeddings N(0,1), or ViT's "
+                                                    "N(0,0.02^2)")
 
     def __post_init__(self) -> None:
         check_shape(self.width, self.heads, self.depth)

@@ -5,6 +5,7 @@ checked, fast), the --quick run through the Python API (slow tier), and bad inpu
 from __future__ import annotations
 
 import dataclasses
+import importlib
 
 import numpy as np
 import pandas as pd
@@ -12,6 +13,7 @@ import pytest
 
 import dynamics.api as api
 from dynamics import stats as S
+from dynamics.config import build
 from dynamics.experiment import Context
 from dynamics.experiments import get
 
@@ -37,7 +39,7 @@ def tiny():
     sweep runner does (grid values added as columns), without figures."""
     exp = get("deepvit-collapse")
     cells = [{"dataset": "relations", "depth": d, "width": w} for d in (2, 3) for w in (4, 8)]
-    cfgs = [exp.config(**TINY, **c) for c in cells]
+    cfgs = [build(exp.config, {**TINY, **c}) for c in cells]  # flat names, as --set and --grid give them
     parts: dict[str, list] = {}
     for cell, out in zip(cells, exp.run_batch(cfgs, Context(bar=None))):
         for name, df in out.items():
@@ -100,6 +102,31 @@ def test_quick_run_through_the_api():
         assert name in res.figures
 
 
+def test_config_composes_the_vit_spec():
+    """The ViT is a nested ViTSpec; the flat names (grid keys, table columns, flat manifests) still
+    resolve, heads follows width / head_dim, and the data and variant fields are set per cell."""
+    from dynamics import config as C
+    from dynamics.collapse import data
+    from dynamics.collapse.vit import ViTSpec
+
+    exp = get("deepvit-collapse")
+    cls = exp.config
+    flat_names = ("depth", "width", "mlp_ratio", "init", "temperature", "attn_drop", "transform_scale")
+    assert {C.resolve(cls, n).name for n in flat_names} == {f"vit.{n}" for n in flat_names}
+    assert {C.short_name(cls, f"vit.{n}") for n in flat_names} == set(flat_names)
+    assert not {"vit.heads", "vit.n_patches", "vit.patch_dim", "vit.n_classes", "vit.attention"} & set(C.keys(cls))
+    # a flat config, as results written before the move store it
+    flat = {f.name: getattr(cls(), f.name) for f in dataclasses.fields(cls) if f.name != "vit"}
+    flat.update(depth=4, width=16, temperature=0.25)
+    cfg = C.build(cls, flat)
+    assert (cfg.depth, cfg.width, cfg.heads, cfg.vit.temperature) == (4, 16, 4, 0.25)
+    assert C.build(cls, dataclasses.asdict(cfg)) == cfg
+    split = data.relations(16, 8, seed=0)
+    spec = importlib.import_module(cls.__module__)._spec(cfg, split, "reattn")
+    assert spec == ViTSpec(depth=4, width=16, heads=4, n_patches=16, patch_dim=16, n_classes=split.n_classes,
+                           attention="reattn", temperature=0.25)
+
+
 @pytest.mark.parametrize("sets, message", [
     (["width=30"], "not divisible by head_dim"),
     (["patch=3"], "does not divide the image size 16"),
@@ -111,6 +138,9 @@ def test_quick_run_through_the_api():
     (["init_variants=vanilla,talking"], "unknown variant"),
     (["hops=0"], "hops must be at least 1"),
     (["n_placed=3", "max_distinct=5"], "relations needs"),
+    (["temperature=0"], "temperature must be positive"),
+    (["vit.attn_drop=1"], "attn_drop must be in [0, 1)"),
+    (["heads=2"], "unknown config key 'heads'"),
 ])
 def test_bad_input_exits_2_and_writes_nothing(cli, tmp_path, sets, message):
     out = tmp_path / "bad"
