@@ -20,8 +20,10 @@ top-level field's own name; or any dotted suffix of a qualified name that names 
 several keys is a UserError listing the qualified choices.  A spec is rebuilt with its new values, so
 its own ``__post_init__`` validation runs, then the config's.  Grid keys, table columns and the cell
 hash use each key's *short name*: the shortest suffix that resolves to it (:func:`short_name`), so
-moving flat fields into a spec changes neither the tables nor the cell hashes when the names stay
-unique.  Results store the nested structure (``dataclasses.asdict``); :func:`build` reads it back, and
+moving flat fields into a spec changes neither the tables nor the claim fingerprints when the names stay
+unique.  The cell hash does change when the spec brings fields the flat config did not have (derived
+fields, a spec default that was no key before): ``--resume`` into a directory written before the move
+then refuses with a config difference instead of mixing cells.  Results store the nested structure (``dataclasses.asdict``); :func:`build` reads it back, and
 also the flat configs that results written before a field moved into a spec hold.
 
 **Derived spec fields.**  A spec field of a library spec whose value the config sets itself (the
