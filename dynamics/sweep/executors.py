@@ -53,8 +53,9 @@ def _init_pool_worker(threads: int, parent: int) -> None:
 
     A parent killed outright (SIGKILL, an OOM kill) cannot stop its pool, and a worker in the middle of
     an hour-long batch would otherwise compute on, orphaned, until that batch ends."""
-    _init_worker(threads)
+    # the watchdog first: importing torch can take many seconds on a loaded machine
     threading.Thread(target=_watch_parent, args=(parent,), name="dynamics-parent-watch", daemon=True).start()
+    _init_worker(threads)
 
 
 def _watch_parent(parent: int, every: float = 1.0) -> None:
