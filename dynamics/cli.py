@@ -492,6 +492,11 @@ class Terminated(KeyboardInterrupt):
         self.signum = signum
 
 
+def _terminated(exc: Terminated) -> None:
+    click.echo(f"dynamics: terminated ({exc})", err=True)
+    sys.exit(128 + exc.signum)
+
+
 def _raise_terminated(signum, frame) -> None:
     raise Terminated(signum)
 
@@ -521,15 +526,16 @@ def main(argv: list[str] | None = None) -> None:
         with _terminate_like_interrupt():
             cli.main(args=args, prog_name="dynamics", standalone_mode=False)
     except Terminated as exc:
-        click.echo(f"dynamics: terminated ({exc})", err=True)
-        sys.exit(128 + exc.signum)
+        _terminated(exc)
     except UserError as exc:
         click.echo(f"dynamics: error: {_one_line(exc)}", err=True)
         sys.exit(EXIT_USER)
     except click.ClickException as exc:
         click.echo(f"dynamics: error: {_one_line(exc.format_message())}", err=True)
         sys.exit(EXIT_USER)
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except (click.exceptions.Abort, KeyboardInterrupt) as exc:
+        if isinstance(exc.__context__, Terminated):  # click turns an interrupt inside a command into Abort
+            _terminated(exc.__context__)
         click.echo("dynamics: aborted", err=True)
         sys.exit(130)
     except click.exceptions.Exit as exc:

@@ -86,3 +86,21 @@ def test_workers_of_a_killed_parent_exit_on_their_own():
     proc.wait(timeout=30)
     # generous: on a loaded machine a worker may still be importing torch; what matters is that it ends
     assert not wait_gone(pool, 60), "a worker computed on after its parent was killed"
+
+
+def test_sigterm_to_a_dynamics_run_stops_its_pool_and_says_so(tmp_path):
+    """End to end through the command line: two exact-rank families (minutes each) in a two-worker pool."""
+    cmd = [sys.executable, "-m", "dynamics.cli", "sweep", "depth-width-rank", "--grid", "positions=2,4",
+           "--set", "widths=14", "--set", "depths=2", "--set", "equiv_max_width=1", "--workers", "2",
+           "--out", str(tmp_path / "rank")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(workers(proc.pid)) < 2:
+        time.sleep(0.1)
+    pool = workers(proc.pid)
+    assert len(pool) == 2, proc.stderr.read() if proc.poll() is not None else pool
+    time.sleep(3)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    assert "terminated (SIGTERM)" in proc.stderr.read()
+    assert not wait_gone(pool, 60), "a worker survived its parent's SIGTERM"
