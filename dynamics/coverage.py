@@ -141,25 +141,25 @@ ITEMS: tuple[Item, ...] = (
     Item(LEVINE, "Table 2 / App. (model shapes)", "depth-width allocations of existing networks against the fit", (
         "depth-width-theory/fit-bigscience-70-layers",)),
     # --- DeepViT ---------------------------------------------------------------------------------
-    Item(DEEPVIT, "Fig. 1", "ImageNet top-1 of ViT saturates with depth; DeepViT keeps improving", (),
-         "ImageNet training at 16-32 blocks is beyond this machine; the small-data accuracy curve has no claim"),
+    Item(DEEPVIT, "Fig. 1", "ImageNet top-1 of ViT saturates with depth; DeepViT keeps improving", (
+        "deepvit-collapse/vanilla-accuracy-saturates", "deepvit-collapse/reattention-accuracy-keeps-improving",
+        "deepvit-collapse/reattention-beats-vanilla-at-deepest")),
     Item(DEEPVIT, "Fig. 2 / Sec. 3", "attention maps of deep blocks become similar (attention collapse)", (
-        "deepvit-collapse/similar-blocks-grow-with-depth[digits]", "deepvit-collapse/similar-blocks-grow-with-depth[glyphs]")),
+        "deepvit-collapse/similar-blocks-grow-with-depth",)),
     Item(DEEPVIT, "Fig. 3 (a)", "cross-layer similarity ratio above 90% after block 17 of 32", (),
          "the per-block ratio is plotted (similarity_ratio_per_block.png) but no claim was registered"),
     Item(DEEPVIT, "Fig. 3 (b)", "the share of similar blocks grows with depth", (
-        "deepvit-collapse/similar-blocks-grow-with-depth[digits]", "deepvit-collapse/similar-blocks-grow-with-depth[glyphs]")),
+        "deepvit-collapse/similar-blocks-grow-with-depth",)),
     Item(DEEPVIT, "Fig. 3 (c)", "similarity between heads of one block stays below about 30%", (),
          "inter-head similarity is not measured"),
     Item(DEEPVIT, "Sec. 4.1 (wider embedding)", "a wider embedding (256 -> 768) reduces the similar blocks", (
-        "deepvit-collapse/similar-blocks-fall-with-width[digits]", "deepvit-collapse/similar-blocks-fall-with-width[glyphs]")),
+        "deepvit-collapse/similar-blocks-fall-with-width",)),
     Item(DEEPVIT, "Sec. 4.2 / Eq. 4 (Re-attention)", "mixing heads with a learnable Theta regenerates diverse maps", (
-        "deepvit-collapse/reattention-fewer-similar-blocks[digits]", "deepvit-collapse/reattention-fewer-similar-blocks[glyphs]",
-        "deepvit-collapse/reattention-fewer-similar-blocks-at-init")),
+        "deepvit-collapse/reattention-fewer-similar-blocks",)),
     Item(DEEPVIT, "Table 1", "ViT with 16/24/32 blocks: similar blocks and ImageNet top-1", (
-        "deepvit-collapse/similar-blocks-grow-with-depth[digits]", "deepvit-collapse/similar-blocks-grow-with-depth[glyphs]")),
+        "deepvit-collapse/similar-blocks-grow-with-depth", "deepvit-collapse/vanilla-accuracy-saturates")),
     Item(DEEPVIT, "Re-attention vs ViT table (README)", "DeepViT has 0 similar blocks where ViT has 5-15", (
-        "deepvit-collapse/reattention-fewer-similar-blocks[digits]", "deepvit-collapse/reattention-fewer-similar-blocks[glyphs]")),
+        "deepvit-collapse/reattention-fewer-similar-blocks",)),
     Item(DEEPVIT, "ImageNet comparison tables", "DeepViT-S/L top-1 against ViT, DeiT and CNNs", (),
          "ImageNet-scale training is beyond this machine"),
     Item(DEEPVIT, "Ablations (Sec. 5)", "Re-attention against other ways to diversify attention", (),
