@@ -37,6 +37,7 @@ from dynamics.depth_width.tasks import ses_class_rank
 from dynamics.depth_width.train import TrainSpec, lm_task, ses_task, train
 from dynamics.depth_width.transformer import ReplicaTransformer, width_for_budget
 from dynamics.engine.params import seed_lr_grid
+from dynamics.engine.select import chosen_lr
 from dynamics.experiment import Experiment
 from dynamics.stats import Band
 
@@ -153,10 +154,9 @@ def run_cell(cfg: BudgetConfig, corpus, bar) -> dict:
     trials = pd.DataFrame(dict(task=cfg.task, budget=cfg.budget, depth=cfg.depth, seed=seed_of, lr=lr_of,
                                width=cfg.width, params=model.nonembedding(), val_loss=res.val_loss,
                                test_loss=res.test_loss, train_loss=res.train_loss, diverged_step=res.diverged))
-    # per seed, the learning rate with the lowest validation loss (diverged replicas never win)
-    key = trials.val_loss.fillna(np.inf)
-    best = key.groupby(trials.seed).idxmin()
-    trials["selected"] = trials.index.isin(best.to_numpy()) & np.isfinite(key)
+    # one learning rate per cell, lowest seed-mean validation loss (the package's rule, engine.select), so
+    # no seed's result is the best of several restarts
+    trials["selected"] = trials.lr == chosen_lr(trials, [], "val_loss", higher_is_better=False).iloc[0]
     runs = trials[trials.selected].drop(columns="selected").reset_index(drop=True)
     curves = pd.DataFrame([dict(task=cfg.task, budget=cfg.budget, depth=cfg.depth, seed=int(seed_of[r]),
                                 lr=float(lr_of[r]), step=s, val_loss=float(res.curve_val[i, r]),

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from ..engine import FusedAdamW, ReplicaParams, Schedule, Trainer, lr_table
+from ..runtime import torch_generator
 from .tasks import lm_eval_windows, lm_windows, ses_batch
 from .transformer import ReplicaTransformer
 
@@ -116,9 +117,9 @@ def _eval_batches(model, xs: torch.Tensor, ys: torch.Tensor, chunk: int) -> torc
 def ses_task(k: int, V: int, batch: int, replicas: int, test_size: int, seed: int):
     """(sample, evaluate) for SES: fixed validation and test sets of ``test_size`` sequences each
     (independent draws), fresh training batches for every replica."""
-    xv, yv = ses_batch((test_size,), k, V, torch.Generator().manual_seed(seed * 7919 + 4))
-    xt, yt = ses_batch((test_size,), k, V, torch.Generator().manual_seed(seed * 7919 + 1))
-    g = torch.Generator().manual_seed(seed * 7919 + 2)
+    xv, yv = ses_batch((test_size,), k, V, torch_generator(seed, 0, "ses-validation"))
+    xt, yt = ses_batch((test_size,), k, V, torch_generator(seed, 0, "ses-test"))
+    g = torch_generator(seed, 0, "ses-train")
 
     def sample(step):
         return ses_batch((replicas, batch), k, V, g)
@@ -132,7 +133,7 @@ def lm_task(train_ids: np.ndarray, eval_ids: np.ndarray, tokens: int, batch: int
     ``eval_tokens`` of the evaluation split, test on the next ``eval_tokens`` (disjoint)."""
     xv, yv = lm_eval_windows(eval_ids, tokens, eval_tokens)
     xt, yt = lm_eval_windows(eval_ids[eval_tokens:], tokens, eval_tokens)
-    g = torch.Generator().manual_seed(seed * 7919 + 3)
+    g = torch_generator(seed, 0, "lm-train-windows")
 
     def sample(step):
         return lm_windows(train_ids, (replicas, batch), tokens, g)
