@@ -88,9 +88,9 @@ class CollapseConfig:
     width_depths: tuple[int, ...] = field((8,), "depths at which the other grid widths are trained too")
     seeds: int = field(5, "trained seeds per (variant, depth, width, learning rate), batched as replicas")
     init_seeds: int = field(4, "random-init seeds per (variant, depth, width)")
-    lrs: tuple[float, ...] = field((3e-3, 1e-2, 3e-2), "peak learning-rate bracket (chosen on validation)")
-    max_steps: int = field(1500, "AdamW steps at most (cosine schedule to 0 at max_steps)")
-    min_steps: int = field(750, "no replica stops early before this step (seeds can sit on the chance "
+    lrs: tuple[float, ...] = field((1e-3, 3e-3, 1e-2), "peak learning-rate bracket (chosen on validation)")
+    max_steps: int = field(3000, "AdamW steps at most (cosine schedule to 0 at max_steps)")
+    min_steps: int = field(1500, "no replica stops early before this step (seeds can sit on the chance "
                                 "plateau for hundreds of steps)")
     eval_every: int = field(50, "steps between validation evaluations (early stopping)")
     patience: int = field(6, "evaluations without a better validation loss before a replica stops")
