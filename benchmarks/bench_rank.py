@@ -34,6 +34,15 @@ new path.  The last line is ``bench_rank: min_speedup=<x> median_speedup=<y>`` (
 
 ``--part scaling``: FLINT conversion + rank CPU seconds on random full-rank n x n matrices at
 ``--scaling-sizes``, extrapolated as n^3 to 12000 and 16000, with ``modular.matrix_bytes`` memory.
+
+``--part project``: a projection, not a measurement.  Runs ``rank_sweep.sweep_family`` over the
+experiment's default grid (N = 2, 4, 6; widths and depths of ``experiments/depth_width_rank.py``;
+three (prime, seed) pairs) with ``_Grid.rank`` replaced by a cost model: the rank at K templates is
+min(smaller side, r), with r the proven N = 2 rank C(d + m_L, d) times ``--rank-factor`` for N = 4 and
+6 (an assumption: the committed N = 4, L = 2 ranks are 1.8-2x the N = 2 ones); each grid costs
+``--us-per-entry`` CPU microseconds per evaluated entry (only new entries, as with reuse) and each
+rank ``--flint-alpha`` x rows x cols x rank seconds (conversion included).  The
+width-equivalence search is not counted.
 """
 
 from __future__ import annotations
@@ -175,6 +184,44 @@ def bench_scaling(sizes: list[int], p: int) -> None:
               f"+ a kept grid of up to {8 * n * n / 2**30:.2f} GiB")
 
 
+def bench_project(us_per_entry: dict[int, float], alpha: float, factor: dict[int, float]) -> None:
+    from dynamics.experiments import depth_width_rank as X
+    from dynamics.depth_width import rank_sweep, seprank
+    from dynamics.depth_width.theory import n2_rank
+
+    cost = {"build": 0.0, "flint": 0.0}
+
+    def fake_rank(g, K: int) -> int:
+        sp = g.spec
+        rows, cols = seprank.grid_shape(K, sp.n_a, sp.n_b)
+        old = getattr(g, "modelled_kept", 0)  # the largest K built for this grid so far
+        if K > old:
+            o_rows, o_cols = seprank.grid_shape(old, sp.n_a, sp.n_b) if old else (0, 0)
+            cost["build"] += (rows * cols - o_rows * o_cols) * us_per_entry[sp.positions] * 1e-6
+            g.modelled_kept = K
+        r = min(rows, cols, int(factor.get(sp.positions, 1.0) * n2_rank(sp.d_x, sp.depth)))
+        cost["flint"] += alpha * rows * cols * r  # elimination stops after r pivots
+        g.history.append((K, r))
+        return r
+
+    real = seprank._Grid.rank
+    seprank._Grid.rank = fake_rank
+    try:
+        cfg = X.RankConfig()
+        total = 0.0
+        for N in X.FIT_POSITIONS:
+            cost.update(build=0.0, flint=0.0)
+            rows = rank_sweep.sweep_family(cfg.widths, cfg.depths, cfg.heads, N, cfg.residual, cfg.pairs(),
+                                           cfg.max_side, start=cfg.start_slack, confirm=cfg.confirm_slack)
+            n_eval = sum(1 for r in rows if r["templates"])
+            total += cost["build"] + cost["flint"]
+            print(f"project N={N}: {n_eval} grid_rank calls, build {cost['build'] / 60:.1f} CPU-min, "
+                  f"flint {cost['flint'] / 60:.1f} CPU-min (model, not measured)")
+        print(f"project total: {total / 60:.1f} CPU-min; on 2 cores with --workers 2 the largest family sets the wall")
+    finally:
+        seprank._Grid.rank = real
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=2000)
@@ -182,12 +229,21 @@ def main() -> None:
     ap.add_argument("--numpy-n", type=int, default=0, help="numpy baseline size (0 = n, the same matrix)")
     ap.add_argument("--sympy-sizes", default="200,400")
     ap.add_argument("--tuples", type=int, default=20000, help="grid tuples for the depth-2 evaluator comparison")
-    ap.add_argument("--part", choices=("flint", "grid", "scaling", "all"), default="all",
+    ap.add_argument("--part", choices=("flint", "grid", "scaling", "project", "all"), default="all",
                     help="flint: rank engines at --n; grid: whole cells old vs new; scaling: FLINT at --scaling-sizes")
     ap.add_argument("--baseline", default=BASELINE, help="git revision of the old grid path")
     ap.add_argument("--max-side", type=int, default=6000, help="grid limit of the cells (the experiment's)")
     ap.add_argument("--scaling-sizes", default="2000,4000")
+    ap.add_argument("--us-per-entry", default="2:0.3,4:0.6,6:1.4",
+                    help="project: build CPU microseconds per grid entry by N (measured by --part grid)")
+    ap.add_argument("--flint-alpha", type=float, default=2e-10,
+                    help="project: FLINT CPU seconds per rows*cols*rank (measured by --part grid)")
+    ap.add_argument("--rank-factor", default="4:2,6:2", help="project: assumed rank over the N = 2 rank, by N")
     args = ap.parse_args()
+    if args.part == "project":
+        kv = [dict((int(k), float(v)) for k, v in (x.split(":") for x in a.split(",")))
+              for a in (args.us_per_entry, args.rank_factor)]
+        bench_project(kv[0], args.flint_alpha, kv[1])
     if args.part in ("scaling", "all"):
         bench_scaling([int(s) for s in args.scaling_sizes.split(",") if s], args.p)
     if args.part in ("flint", "all"):
