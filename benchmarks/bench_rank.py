@@ -185,9 +185,9 @@ def bench_scaling(sizes: list[int], p: int) -> None:
 
 
 def bench_project(us_per_entry: dict[int, float], alpha: float, factor: dict[int, float]) -> None:
-    from dynamics.experiments import depth_width_rank as X
     from dynamics.depth_width import rank_sweep, seprank
     from dynamics.depth_width.theory import n2_rank
+    from dynamics.experiments import depth_width_rank as X
 
     cost = {"build": 0.0, "flint": 0.0}
 

@@ -224,3 +224,12 @@ def test_reused_grids_equal_grids_built_from_scratch(d, L, N, residual, heads):
         M = g.matrix(K)
         assert (M == grid_matrix(g.net, g.pool[:K], spec.n_a, spec.n_b)).all()
         assert rank_mod_p(M, P1) == r
+
+
+def test_sweep_certifies_across_a_width_gap():
+    """A width past a gap in the list (d_x = 4 after 2) is certified from the widest measured narrower
+    width that filled the largest grid, without evaluating a grid (the rank never falls in d_x)."""
+    rows = sweep_family([1, 2, 4], [2], 1, 4, False, [(P1, 0)], max_side=30)
+    main = {r["d_x"]: r for r in rows if r["role"] == "main"}
+    assert main[2]["status"].startswith("lower bound") and main[2]["rank"] == 15
+    assert main[4]["templates"] == 0 and main[4]["status"].startswith("lower bound: rank(d_x=2) >= 15")
