@@ -22,18 +22,36 @@ import dataclasses
 
 import numpy as np
 
-from .modular import mm_mod, products_per_sum, random_residues
+from .modular import mm_mod, random_residues
 
-ATOM_TABLE = 40_000_000  # largest Gram table over atoms (entries, all heads) the atom path builds (320 MB)
+# Largest Gram table over atoms (entries, all heads) the atom path builds: 1.6 GB at most, built once per
+# grid and freed before the rank (at N = 2, L = 2 it is K x K, as large as the grid matrix itself).  At
+# N = 2, L = 2, d_x = 21, K = 13,000 the atom path costs 0.7 us a tuple, layer by layer 7.4 us.
+ATOM_TABLE = 200_000_000
+PAIR_BLOCK = 1 << 22  # entries of the per-tuple Gram blocks gathered at once (32 MB)
+
+
+@dataclasses.dataclass(frozen=True)
+class AtomTables:
+    """Tables over atoms (see :meth:`LinearAttentionNet._atom_grid`) of one template set, for layers
+    2..L: gram[l - 2][h, a, b] = <W^{Q,l,h} z_a, W^{K,l,h} z_b> over that layer's A_l atoms
+    (H, A_l, A_l); g[h, b] = <(W^{O,L,h})^T w, W^{V,L,h} z_b> (H, A_L); wz[b] = <w, z_b> (A_L,), only
+    with residual.  All mod p.  They depend on the templates only, so one set serves every tuple."""
+
+    gram: tuple[np.ndarray, ...]
+    g: np.ndarray
+    wz: np.ndarray | None
 
 
 @dataclasses.dataclass(frozen=True)
 class GridTables:
     """Layer-1 quantities of a template set: scores[h, a, b] = <W^{Q,h} v^(a), W^{K,h} v^(b)>,
-    values[b, h] = W^{O,h} W^{V,h} v^(b); all mod p."""
+    values[b, h] = W^{O,h} W^{V,h} v^(b); all mod p.  atoms: the deeper layers' tables when the
+    atom path evaluates this grid (:meth:`LinearAttentionNet.grid_tables` with ``positions``)."""
 
     scores: np.ndarray  # (H, K, K)
     values: np.ndarray  # (K, H, d_x)
+    atoms: AtomTables | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,15 +105,17 @@ class LinearAttentionNet:
         projected values W^O W^V v^(b) are tables over templates (:meth:`grid_tables`); per tuple
         it costs N^2 H gathers and N^2 H d_x products instead of the full layer.  Deeper layers run
         on atom tables (:meth:`_atom_grid`) while their Gram tables stay below ``ATOM_TABLE``
-        entries, else layer by layer.
+        entries, else layer by layer.  Pass ``tables`` from ``grid_tables(templates, N)`` when
+        evaluating one template set in several calls: the tables are then built once.
         """
         if self.depth == 1:
             return self._readout(templates[idx], first=0)
-        t = tables if tables is not None else self.grid_tables(templates)
-        widest = (self.heads + int(self.residual)) ** (self.depth - 1) * templates.shape[0]
-        if self.heads * widest**2 <= ATOM_TABLE and (self.depth == 2 or idx.shape[1] <= 4):  # faster there
-            return self._atom_grid(templates, idx, t)
         T, N = idx.shape
+        t = tables if tables is not None else self.grid_tables(templates, N)
+        if self.uses_atoms(templates.shape[0], N):
+            if t.atoms is None:
+                t = dataclasses.replace(t, atoms=self.atom_tables(templates, t))
+            return self._atom_grid(idx, t)
         H = self.heads
         S = t.scores[:, idx[:, :, None], idx[:, None, :]]  # (H, T, N, N): S_h[k_i, k_j]
         S = S.transpose(1, 2, 0, 3).reshape(T, N, H * N)
@@ -106,13 +126,49 @@ class LinearAttentionNet:
             np.remainder(Y, self.p, out=Y)
         return self._readout(Y, first=1)
 
-    def _atom_grid(self, templates: np.ndarray, idx: np.ndarray, t: GridTables) -> np.ndarray:
-        """f on template tuples for L >= 2 with per-tuple cost independent of d_x.
+    def uses_atoms(self, K: int, N: int) -> bool:
+        """Whether :meth:`evaluate_grid` takes the atom path for K templates and N positions: depth
+        >= 2, Gram tables of at most ``ATOM_TABLE`` entries, and depth 2 or N <= 4 (faster there)."""
+        widest = (self.heads + int(self.residual)) ** (self.depth - 1) * K
+        return self.depth > 1 and self.heads * widest**2 <= ATOM_TABLE and (self.depth == 2 or N <= 4)
+
+    def atom_tables(self, templates: np.ndarray, t: GridTables) -> AtomTables:
+        """The atom path's tables for layers 2..L (:class:`AtomTables`) from the layer-1 tables ``t``.
+
+        Layer-1 atoms: z_1(h, k) = W^{O,1,h} W^{V,1,h} v^(k) at row h K + k (and v^(k) at row H K + k
+        with residual); a layer l < L maps the A_l atoms to W^{O,l,h} W^{V,l,h} z at row h A_l + a
+        (and z at row H A_l + a with residual).
+        """
+        p = self.p
+        H = self.heads
+        d_a = self.Q.shape[2]
+        Z = t.values.transpose(1, 0, 2).reshape(H * templates.shape[0], -1)  # (h, k) -> W^O W^V v^(k)
+        if self.residual:
+            Z = np.concatenate([Z, templates % p])  # (res, k) -> v^(k)
+        gram = []
+        for layer in range(1, self.depth):
+            qkv = mm_mod(Z, self._wqkv(layer).T, p).reshape(len(Z), 3, H, d_a)  # this layer's projections
+            gram.append(mm_mod(qkv[:, 0].transpose(1, 0, 2), qkv[:, 1].transpose(1, 2, 0), p))  # (H, A, A)
+            if layer == self.depth - 1:
+                u = mm_mod(self._wo(layer).T, self.w[:, None], p)[:, 0].reshape(H, d_a)
+                g = mm_mod(qkv[:, 2].transpose(1, 0, 2), u[:, :, None], p)[..., 0]  # (H, A)
+                wz = mm_mod(Z, self.w[:, None], p)[:, 0] if self.residual else None
+                return AtomTables(tuple(gram), g, wz)
+            OV = [mm_mod(qkv[:, 2, h], self.O[layer, h].T, p) for h in range(H)]  # (A, d_x) each
+            if self.residual:
+                OV.append(Z)
+            Z = np.concatenate(OV)
+        raise AssertionError("unreachable: depth >= 2")
+
+    def _atom_grid(self, idx: np.ndarray, t: GridTables) -> np.ndarray:
+        """f on template tuples idx (T, N) for L >= 2 with per-tuple cost independent of d_x.
 
         Every y^{l,i} of a tuple is a combination of the same M_l "atom" vectors, y^{l,i} =
-        sum_m c_l[i,m] z_l[atom_m], where the atoms are rows of a table over templates.  Layer 1:
-        atoms z_1(h,k) = W^{O,1,h} W^{V,1,h} v^(k) (and v^(k) with residual), c_1[i,(h,l)] = S_h[k_i,k_l]
-        (and [i = l]).  A layer l < L maps atoms to W^{O,l,h} W^{V,l,h} z (and z) and coefficients to
+        sum_m c_l[i,m] z_l[atom_m], where the atoms are rows of a table over templates whose
+        Gram and readout tables are ``t.atoms`` (:meth:`atom_tables`).  Layer 1: atoms
+        z_1(h,k) = W^{O,1,h} W^{V,1,h} v^(k) (and v^(k) with residual), c_1[i,(h,l)] = S_h[k_i,k_l]
+        (and [i = l]).  A layer l < L maps atoms to
+        W^{O,l,h} W^{V,l,h} z (and z) and coefficients to
 
             c_{l+1}[i,(h,m)] = sum_j B_h[i,j] c_l[j,m],  B_h[i,j] = sum_{a,b} c_l[i,a] c_l[j,b] G_h[a,b],
 
@@ -124,102 +180,78 @@ class LinearAttentionNet:
         The atom table grows (H + [res])-fold per layer; same values as :meth:`_readout` (tested).
         """
         p = self.p
-        K = templates.shape[0]
         T, N = idx.shape
         H = self.heads
-        d_a = self.Q.shape[2]
-        Z = t.values.transpose(1, 0, 2).reshape(H * K, -1)  # atom table: (h, k) -> W^O W^V v^(k)
+        at = t.atoms
+        K = t.scores.shape[-1]
         atoms = [h * K + idx for h in range(H)]
         coef = [t.scores[h][idx[:, :, None], idx[:, None, :]] for h in range(H)]  # (T, N, N): S_h[k_i, k_l]
         if self.residual:
-            Z = np.concatenate([Z, templates % p])  # (res, k) -> v^(k)
             atoms.append(H * K + idx)
             coef.append(np.broadcast_to(np.eye(N, dtype=np.int64), (T, N, N)))
-        atoms = np.concatenate(atoms, axis=1)  # (T, M) rows of Z
+        atoms = np.concatenate(atoms, axis=1)  # (T, M) rows of the atom table
         c = np.concatenate(coef, axis=2)  # (T, N, M)
         for layer in range(1, self.depth):
-            last = layer == self.depth - 1
-            qkv = mm_mod(Z, self._wqkv(layer).T, p).reshape(len(Z), 3, H, d_a)  # this layer's projections
-            G = mm_mod(qkv[:, 0].transpose(1, 0, 2), qkv[:, 1].transpose(1, 2, 0), p)  # (H, A, A)
-            B = [self._pair_weights(G[h], atoms, c, 1 if last else N) for h in range(H)]  # (T, n_q, N)
-            if last:
-                u = mm_mod(self._wo(layer).T, self.w[:, None], p)[:, 0].reshape(H, d_a)
-                g = mm_mod(qkv[:, 2].transpose(1, 0, 2), u[:, :, None], p)[..., 0]  # (H, A)
+            G = at.gram[layer - 1]  # (H, A, A)
+            if layer == self.depth - 1:
+                B = [self._pair_weights(G[h], atoms, c, 1) for h in range(H)]  # (T, 1, N)
                 f = np.zeros(T, dtype=np.int64)
                 for h in range(H):
-                    val = self._contract(c, g[h][atoms])  # (T, N): sum_b c[j,b] g[b]
+                    val = self._contract(c, at.g[h][atoms])  # (T, N): sum_b c[j,b] g[b]
                     f += ((B[h][:, 0, :] * val) % p).sum(axis=1) % p
                 if self.residual:
-                    wz = mm_mod(Z, self.w[:, None], p)[:, 0][atoms]
-                    f += ((c[:, 0, :] * wz) % p).sum(axis=1) % p
+                    f += ((c[:, 0, :] * at.wz[atoms]) % p).sum(axis=1) % p
                 return f % p
+            B = [self._pair_weights(G[h], atoms, c, N) for h in range(H)]  # (T, N, N)
             # next atoms: W^O_h W^V_h z for each head (and z itself with residual)
-            OV = [mm_mod(qkv[:, 2, h], self.O[layer, h].T, p) for h in range(H)]  # (A, d_x) each
-            A = len(Z)
+            A = G.shape[-1]
             new_c = [self._mix(B[h], c) for h in range(H)]
             new_atoms = [h * A + atoms for h in range(H)]
             if self.residual:
-                OV.append(Z)
                 new_c.append(c)
                 new_atoms.append(H * A + atoms)
-            Z = np.concatenate(OV)
             atoms = np.concatenate(new_atoms, axis=1)
             c = np.concatenate(new_c, axis=2)
         raise AssertionError("unreachable: depth >= 2")
 
-    def _lazy(self, terms: int) -> bool:
-        """Whether ``terms`` products of residues can be summed in int64 before one reduction."""
-        return products_per_sum(self.p) >= terms
-
     def _pair_weights(self, G: np.ndarray, atoms: np.ndarray, c: np.ndarray, n_q: int) -> np.ndarray:
-        """B[i,j] = sum_{a,b} c[i,a] c[j,b] G[atom_a, atom_b] for query positions i < n_q: (T, n_q, N)."""
+        """B[i,j] = sum_{a,b} c[i,a] c[j,b] G[atom_a, atom_b] for query positions i < n_q: (T, n_q, N).
+
+        Per tuple the M x M block of G over its atoms is gathered and B = c[:n_q] G_sub c^T is two
+        small batched matmuls (:func:`.modular.mm_mod`, exact); tuples go in slices so the gathered
+        blocks stay below ``PAIR_BLOCK`` entries."""
         p = self.p
         T, N, M = c.shape
         A = G.shape[0]
         Gf = G.ravel()
-        rows = atoms * A
-        lazy = self._lazy(M)
-        R = np.zeros((T, n_q, M), dtype=np.int64)  # R[i,b] = sum_a c[i,a] G[a,b]
-        for a in range(M):
-            part = Gf[rows[:, a, None] + atoms][:, None, :] * c[:, :n_q, a, None]
-            if not lazy:
-                np.remainder(part, p, out=part)
-            R += part
-        np.remainder(R, p, out=R)
-        return np.stack([self._contract(c, R[:, i, :]) for i in range(n_q)], axis=1)
+        out = np.empty((T, n_q, N), dtype=np.int64)
+        step = max(1, PAIR_BLOCK // (M * M))
+        for s in range(0, T, step):
+            a = atoms[s:s + step]
+            R = mm_mod(c[s:s + step, :n_q], Gf[a[:, :, None] * A + a[:, None, :]], p)  # R[i,b] = sum_a c[i,a] G[a,b]
+            out[s:s + step] = mm_mod(R, c[s:s + step].transpose(0, 2, 1), p)
+        return out
 
     def _contract(self, c: np.ndarray, v: np.ndarray) -> np.ndarray:
         """sum_b c[j,b] v[b] per tuple: c (T, N, M), v (T, M) -> (T, N)."""
-        p = self.p
-        lazy = self._lazy(c.shape[2])
-        out = np.zeros(c.shape[:2], dtype=np.int64)
-        for b in range(c.shape[2]):
-            part = c[:, :, b] * v[:, b, None]
-            if not lazy:
-                np.remainder(part, p, out=part)
-            out += part
-        return np.remainder(out, p, out=out)
+        return mm_mod(c, v[:, :, None], self.p)[:, :, 0]
 
     def _mix(self, B: np.ndarray, c: np.ndarray) -> np.ndarray:
         """sum_j B[i,j] c[j,m]: (T, N, N) x (T, N, M) -> (T, N, M)."""
-        p = self.p
-        lazy = self._lazy(c.shape[1])
-        out = np.zeros(c.shape, dtype=np.int64)
-        for j in range(c.shape[1]):
-            part = B[:, :, j, None] * c[:, None, j, :]
-            if not lazy:
-                np.remainder(part, p, out=part)
-            out += part
-        return np.remainder(out, p, out=out)
+        return mm_mod(B, c, self.p)
 
-    def grid_tables(self, templates: np.ndarray) -> GridTables:
-        """Layer-1 tables for templates (K, d_x): scores (H, K, K) and values (K, H, d_x)."""
+    def grid_tables(self, templates: np.ndarray, positions: int | None = None) -> GridTables:
+        """Layer-1 tables for templates (K, d_x): scores (H, K, K) and values (K, H, d_x); with
+        ``positions`` N also the atom tables when :meth:`uses_atoms` (K, N)."""
         p = self.p
         _, H, d_a, d_x = self.Q.shape
         qkv = mm_mod(templates, self._wqkv(0).T, p).reshape(-1, 3, H, d_a).transpose(1, 2, 0, 3)  # (3, H, K, d_a)
         scores = mm_mod(qkv[0], np.swapaxes(qkv[1], -1, -2), p)  # (H, K, K)
         values = mm_mod(qkv[2], np.swapaxes(self.O[0], -1, -2), p).transpose(1, 0, 2)  # (K, H, d_x)
-        return GridTables(np.ascontiguousarray(scores), np.ascontiguousarray(values))
+        t = GridTables(np.ascontiguousarray(scores), np.ascontiguousarray(values))
+        if positions is not None and self.uses_atoms(templates.shape[0], positions):
+            t = dataclasses.replace(t, atoms=self.atom_tables(templates, t))
+        return t
 
     def hidden(self, X: np.ndarray) -> np.ndarray:
         """All positions after all L layers, y^{L,1..N}: (T, N, d_x) int64."""

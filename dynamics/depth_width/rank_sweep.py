@@ -11,8 +11,9 @@ Order: depth L outer, width d_x inner, so each cell can use what is already know
 * certified "does not fit": the generic rank never falls when d_x grows (a width-d network with
   zero-padded weights computes the width-(d-H) network on the first d-H input coordinates, and
   generic templates project to generic templates), and with residual connections it never falls
-  when L grows (zero the last layer).  A cell whose smaller neighbour already filled the largest
-  grid is recorded as a lower bound without being evaluated.
+  when L grows (zero the last layer).  A cell whose widest measured narrower neighbour (or, with
+  residual, the cell one layer shallower) filled the largest grid is recorded as a lower bound
+  without being evaluated.
 
 Every exact rank is measured with the first (prime, seed) pair, growing the templates until the
 rank stops; the other pairs are then measured on the smaller of the two grids that agreed.
@@ -137,10 +138,15 @@ def _hint(known: dict, d: int, L: int, heads: int) -> float | None:
 
 
 def _certified_too_large(known: dict, d: int, L: int, heads: int, residual: bool, limit: int):
-    """(lower bound, status) when a smaller neighbour already reached the largest grid, else None."""
-    left = known.get((d - heads, L))
+    """(lower bound, status) when a smaller neighbour already reached the largest grid, else None.
+
+    The width neighbour is the widest measured d' < d at the same depth (not only d - H: the default
+    widths jump from 20 to 24, 32, 48, 64); the rank never falls from d' to d by the zero-padding
+    argument in the module docstring, applied (d - d')/H times."""
+    narrower = [w for (w, depth) in known if depth == L and w < d and (d - w) % heads == 0]
+    left = known.get((max(narrower), L)) if narrower else None
     if left is not None and left.status.startswith("lower bound") and left.rank >= limit:
-        return left.rank, f"lower bound: rank(d_x={d - heads}) >= {left.rank} and rank grows with d_x"
+        return left.rank, f"lower bound: rank(d_x={left.d_x}) >= {left.rank} and rank grows with d_x"
     below = known.get((d, L - 1))
     if residual and below is not None and below.status.startswith("lower bound") and below.rank >= limit:
         return below.rank, f"lower bound: rank(L={L - 1}) >= {below.rank} and rank grows with L (residual)"

@@ -136,44 +136,88 @@ def grid_shape(K: int, n_a: int, n_b: int) -> tuple[int, int]:
     return K * math.comb(K + n_a - 2, n_a - 1), math.comb(K + n_b - 1, n_b)
 
 
+def grid_indices(K: int, n_a: int, n_b: int) -> tuple[np.ndarray, np.ndarray]:
+    """Template indices of the rows (rows, n_a) -- position 0, then a multiset of the other A
+    positions -- and of the columns (cols, n_b) of the deduplicated K-grid (:func:`grid_shape`).
+
+    Both lists are lexicographic, so the rows (columns) of the K-grid are exactly the rows
+    (columns) of any K'-grid, K' > K, whose indices are all below K, in the same order: the K-grid
+    is a submatrix of the K'-grid (:func:`prefix_rows`)."""
+    others = multisets(K, n_a - 1)
+    rows = np.concatenate([np.repeat(np.arange(K), len(others))[:, None], np.tile(others, (K, 1))], axis=1)
+    return rows, multisets(K, n_b)
+
+
+def prefix_rows(idx: np.ndarray, K: int) -> np.ndarray:
+    """Positions (in order) of the index tuples of ``idx`` (rows or columns of a larger grid) that
+    use only the first K templates: the rows or columns of the K-grid."""
+    return np.flatnonzero((idx < K).all(axis=1))
+
+
 def grid_matrix(net: LinearAttentionNet, templates: np.ndarray, n_a: int, n_b: int,
-                max_bytes: float = 4 * 2**30, threads: int | None = None) -> np.ndarray:
+                max_bytes: float = 4 * 2**30, threads: int | None = None,
+                base: np.ndarray | None = None) -> np.ndarray:
     """[V]_{A,B} without repeated rows and columns (see :func:`grid_shape`): (rows, cols) int64
-    with entries f(v^(k_1), ..., v^(k_N)) mod p, evaluated in chunks of CHUNK tuples."""
+    with entries f(v^(k_1), ..., v^(k_N)) mod p, evaluated in chunks of CHUNK tuples.
+
+    ``base``: the matrix of a prefix of ``templates`` (K_0 < K templates, from this function).
+    It is the submatrix on the rows and columns whose indices are all below K_0
+    (:func:`grid_indices`), so it is copied there and only the other entries are evaluated --
+    the new rows times all columns and the old rows times the new columns.  The layer-1 and atom
+    tables (:meth:`LinearAttentionNet.grid_tables`) are built once per call, not per chunk.
+    """
     K = templates.shape[0]
     rows, cols = grid_shape(K, n_a, n_b)
     need = matrix_bytes(rows, cols)
     if need > max_bytes:
         raise UserError(f"grid of K={K} templates at N={n_a + n_b}: a {rows}x{cols} matrix needs about "
                         f"{need / 2**30:.2f} GiB (limit {max_bytes / 2**30:.2f} GiB); refusing before allocating")
-    others = multisets(K, n_a - 1)
-    row_idx = np.concatenate([np.repeat(np.arange(K), len(others))[:, None], np.tile(others, (K, 1))], axis=1)
-    col_idx = multisets(K, n_b)
-    out = np.empty(rows * cols, dtype=np.int64)
-    tables = net.grid_tables(templates) if net.depth > 1 else None
+    row_idx, col_idx = grid_indices(K, n_a, n_b)
+    out = np.empty((rows, cols), dtype=np.int64)
+    tables = net.grid_tables(templates, n_a + n_b) if net.depth > 1 else None
+    if base is None:
+        blocks = [(np.arange(rows), np.arange(cols))]
+    else:
+        k0 = next((k for k in range(1, K) if grid_shape(k, n_a, n_b) == base.shape), None)
+        if k0 is None:
+            raise ValueError(f"base {base.shape} is not the grid of fewer than K={K} templates")
+        old_r, old_c = prefix_rows(row_idx, k0), prefix_rows(col_idx, k0)
+        out[np.ix_(old_r, old_c)] = base
+        new_r = np.setdiff1d(np.arange(rows), old_r, assume_unique=True)
+        new_c = np.setdiff1d(np.arange(cols), old_c, assume_unique=True)
+        blocks = [(new_r, np.arange(cols)), (old_r, new_c)]
+    jobs = [(r, c, s) for r, c in blocks for s in range(0, len(r) * len(c), CHUNK)]
 
-    def chunk(start: int) -> None:
-        t = np.arange(start, min(start + CHUNK, rows * cols), dtype=np.int64)
-        idx = np.concatenate([row_idx[t // cols], col_idx[t % cols]], axis=1)  # (T, N)
-        out[start:start + t.size] = net.evaluate_grid(templates, idx, tables)
+    def chunk(job) -> None:
+        r_sel, c_sel, start = job
+        t = np.arange(start, min(start + CHUNK, len(r_sel) * len(c_sel)), dtype=np.int64)
+        r, c = r_sel[t // len(c_sel)], c_sel[t % len(c_sel)]
+        idx = np.concatenate([row_idx[r], col_idx[c]], axis=1)  # (T, N)
+        out[r, c] = net.evaluate_grid(templates, idx, tables)
 
-    starts = range(0, rows * cols, CHUNK)
     threads = default_threads() if threads is None else threads
-    if threads > 1 and len(starts) > 1:
+    if threads > 1 and len(jobs) > 1:
         # numpy releases the GIL inside its integer loops, so chunks run in parallel threads.
         with ThreadPoolExecutor(threads) as pool:
-            list(pool.map(chunk, starts))
+            list(pool.map(chunk, jobs))
     else:
-        for s in starts:
-            chunk(s)
-    return out.reshape(rows, cols)
+        for job in jobs:
+            chunk(job)
+    return out
 
 
 class _Grid:
-    """One random network and its template stream, measuring ranks at any K <= k_max."""
+    """One random network and its template stream, measuring ranks at any K <= k_max.
+
+    With ``reuse`` it keeps the largest grid matrix built so far: a smaller K's matrix is its
+    submatrix (nothing evaluated), and a larger K evaluates only the new entries
+    (:func:`grid_matrix` with ``base``).  Without, every K is built from scratch (the behaviour
+    before, kept for the benchmark and the tests); the matrices are identical.  Peak memory: the
+    kept grid plus the one being ranked (or, while growing, the old grid and the new one).
+    """
 
     def __init__(self, spec: RankSpec, prime: int, seed: int, max_side: int, max_bytes: float,
-                 on_step: Callable[[int, int], None] | None):
+                 on_step: Callable[[int, int], None] | None, reuse: bool = True):
         self.spec, self.p, self.max_bytes, self.on_step = spec, check_prime(prime), max_bytes, on_step
         rng = np.random.default_rng(np.random.SeedSequence(
             [seed, spec.d_x, spec.depth, spec.heads, spec.positions, int(spec.residual), spec.input_rank]))
@@ -183,6 +227,8 @@ class _Grid:
             self.k_max += 1
         self.pool = templates_for(spec, self.k_max, rng, self.p)
         self.history: list[tuple[int, int]] = []
+        self.reuse = reuse
+        self._kept: tuple[int, np.ndarray] | None = None  # (K, matrix) of the largest grid built
 
     def side(self, K: int) -> int:
         return min(grid_shape(K, self.spec.n_a, self.spec.n_b))
@@ -194,9 +240,24 @@ class _Grid:
             K += 1
         return K
 
+    def matrix(self, K: int) -> np.ndarray:
+        """The K-grid's matrix, from the kept grid where possible (see the class docstring)."""
+        n_a, n_b = self.spec.n_a, self.spec.n_b
+        if not self.reuse:
+            return grid_matrix(self.net, self.pool[:K], n_a, n_b, self.max_bytes)
+        if self._kept is not None and K <= self._kept[0]:
+            k_kept, M = self._kept
+            if K == k_kept:
+                return M
+            rows, cols = grid_indices(k_kept, n_a, n_b)
+            return M[np.ix_(prefix_rows(rows, K), prefix_rows(cols, K))]
+        base = self._kept[1] if self._kept is not None else None
+        M = grid_matrix(self.net, self.pool[:K], n_a, n_b, self.max_bytes, base=base)
+        self._kept = (K, M)
+        return M
+
     def rank(self, K: int) -> int:
-        M = grid_matrix(self.net, self.pool[:K], self.spec.n_a, self.spec.n_b, self.max_bytes)
-        r = rank_mod_p(M, self.p)
+        r = rank_mod_p(self.matrix(K), self.p)
         self.history.append((K, r))
         if self.on_step:
             self.on_step(K, r)
@@ -206,7 +267,7 @@ class _Grid:
 def grid_rank(spec: RankSpec, prime: int, seed: int, hint: float | None = None, max_side: int = MAX_SIDE,
               fixed: int | None = None, max_bytes: float = 4 * 2**30,
               on_step: Callable[[int, int], None] | None = None, start: float = 1.2,
-              confirm: float = 1.1) -> RankResult:
+              confirm: float = 1.1, reuse: bool = True) -> RankResult:
     """Exact rank of the grid tensor of one random network, growing the templates until it stops.
 
     The network and a stream of templates are drawn once from ``seed`` (a larger K only adds
@@ -216,10 +277,11 @@ def grid_rank(spec: RankSpec, prime: int, seed: int, hint: float | None = None, 
     ``confirm`` x r (smaller if possible, else 1.25x larger) must give the same r -- two template counts, one rank,
     both below the matrix sides: ``converged``.  If the rank keeps growing until the grid would
     exceed ``max_side``, the last rank is a lower bound (``converged=False``).  ``fixed`` measures
-    one K only (the cross-checks on other primes and seeds).
+    one K only (the cross-checks on other primes and seeds).  ``reuse=False`` rebuilds every grid
+    from scratch instead of reusing the largest one (same result; the benchmark's baseline).
     """
     validate(spec, max_side, max_bytes)
-    g = _Grid(spec, prime, seed, max_side, max_bytes, on_step)
+    g = _Grid(spec, prime, seed, max_side, max_bytes, on_step, reuse)
 
     def result(K: int, r: int, converged: bool, prev: int) -> RankResult:
         return RankResult(spec, g.p, seed, K, r, converged, prev, tuple(g.history))

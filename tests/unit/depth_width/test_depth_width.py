@@ -20,7 +20,16 @@ from dynamics.depth_width.modular import (
 )
 from dynamics.depth_width.network import LinearAttentionNet, evaluate_exact
 from dynamics.depth_width.rank_sweep import sweep_family
-from dynamics.depth_width.seprank import RankSpec, grid_matrix, grid_rank, grid_shape, validate
+from dynamics.depth_width.seprank import (
+    RankSpec,
+    _Grid,
+    grid_indices,
+    grid_matrix,
+    grid_rank,
+    grid_shape,
+    prefix_rows,
+    validate,
+)
 from dynamics.errors import UserError
 
 MERSENNE = 2**31 - 1
@@ -185,3 +194,42 @@ def test_float_svd_is_not_used_and_would_undercount():
     float_rank = int((s > s[0] * 1e-12).sum())
     assert exact == math.comb(d + 13, d) == 105
     assert float_rank < exact
+
+
+def test_grid_rows_of_a_prefix_are_the_smaller_grid_in_order():
+    """The lexicographic multisets of range(K) are those of range(K') with all indices below K,
+    in the same order: the K-grid is a submatrix of the K'-grid."""
+    for n_a, n_b in [(1, 1), (2, 2), (2, 1), (3, 3)]:
+        rows, cols = grid_indices(9, n_a, n_b)
+        for K in (1, 4, 8):
+            small_rows, small_cols = grid_indices(K, n_a, n_b)
+            assert (rows[prefix_rows(rows, K)] == small_rows).all()
+            assert (cols[prefix_rows(cols, K)] == small_cols).all()
+
+
+@pytest.mark.parametrize("d,L,N,residual,heads", [
+    (3, 2, 2, False, 1), (2, 3, 2, True, 1), (2, 1, 2, False, 1), (2, 2, 4, False, 1),
+    (2, 2, 4, True, 2), (1, 3, 4, False, 1), (1, 2, 6, True, 1), (2, 2, 6, False, 1), (1, 3, 6, False, 1),
+])
+def test_reused_grids_equal_grids_built_from_scratch(d, L, N, residual, heads):
+    """grid_rank with reuse (submatrix of the kept grid, or only the new entries evaluated) gives the
+    history of the rebuild-every-K path, and every matrix equals grid_matrix from scratch."""
+    spec = RankSpec(d, L, heads, N, residual)
+    max_side = 400
+    new = grid_rank(spec, P1, 0, max_side=max_side)
+    old = grid_rank(spec, P1, 0, max_side=max_side, reuse=False)
+    assert new == old and len(new.history) >= 2
+    g = _Grid(spec, P1, 0, max_side, 2**30, None)
+    for K, r in new.history:  # the same K sequence: growth, confirmation below, growth again
+        M = g.matrix(K)
+        assert (M == grid_matrix(g.net, g.pool[:K], spec.n_a, spec.n_b)).all()
+        assert rank_mod_p(M, P1) == r
+
+
+def test_sweep_certifies_across_a_width_gap():
+    """A width past a gap in the list (d_x = 4 after 2) is certified from the widest measured narrower
+    width that filled the largest grid, without evaluating a grid (the rank never falls in d_x)."""
+    rows = sweep_family([1, 2, 4], [2], 1, 4, False, [(P1, 0)], max_side=30)
+    main = {r["d_x"]: r for r in rows if r["role"] == "main"}
+    assert main[2]["status"].startswith("lower bound") and main[2]["rank"] == 15
+    assert main[4]["templates"] == 0 and main[4]["status"].startswith("lower bound: rank(d_x=2) >= 15")
