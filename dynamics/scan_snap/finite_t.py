@@ -354,7 +354,8 @@ def pooled_query(counts: np.ndarray, min_count: int, query: int, next_tokens: np
 
 def role_signs(res: FlowResult, pq: PooledQuery) -> dict[str, np.ndarray]:
     """Final-step role fractions per run: distinct tokens with z > 0 and common tokens with z < 0
-    (Thm. 2 under the min_count roles), and the per-column final logits.  Each (R,) / (R, M)."""
+    (Thm. 2 under the min_count roles; NaN when the role is empty, as in long real windows where every
+    token is common), and the per-column final logits.  Each (R,) / (R, M)."""
     col = {int(v): i for i, v in enumerate(res.vocab)}
     M = pq.classes.M
     z = np.full((res.Z.shape[1], M), np.nan)
@@ -363,4 +364,5 @@ def role_signs(res: FlowResult, pq: PooledQuery) -> dict[str, np.ndarray]:
             z[:, j] = res.Z[-1][:, 0, col[j]]
     d = (pq.roles == 1).any(0)
     c = (pq.roles == -1).any(0)
-    return {"distinct_up": (z[:, d] > 0).mean(1), "common_down": (z[:, c] < 0).mean(1), "z": z}
+    share = lambda hit, mask: hit[:, mask].sum(1) / mask.sum() if mask.any() else np.full(len(z), np.nan)
+    return {"distinct_up": share(z > 0, d), "common_down": share(z < 0, c), "z": z}

@@ -127,6 +127,7 @@ def paired(cells: pd.DataFrame, keys: tuple[str, ...] = ("query", "T")) -> pd.Da
     idx = list(keys) + ["column"]
     wide = cells.pivot_table(index=idx, columns="arm", values=["resolved", "agree"], aggfunc="first")
     wide.columns = [f"{a}_{b}" for a, b in wide.columns]
+    wide = wide.reindex(columns=[f"{v}_{a}" for v in ("resolved", "agree") for a in ARMS], fill_value=False)
     wide = wide.reset_index()
     meta = cells.drop_duplicates(idx)[idx + ["role", "leak", "dispersion", "p_max"]]
     wide = wide.merge(meta, on=idx)
