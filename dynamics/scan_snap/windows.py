@@ -164,7 +164,7 @@ def leak_excess(pairs: pd.DataFrame) -> stats.Estimate:
 
 def agreement_table(cells: pd.DataFrame, by: tuple[str, ...] = ("T",), keys: tuple[str, ...] = ("query", "T")) -> pd.DataFrame:
     """Per group of ``by``: each arm's sign agreement with the prediction over its resolved cells (rate and
-    Wilson interval), the paired comparison over cells both arms resolve (:func:`paired_difference`, exact
+    Wilson interval) and the size of its drifts against the predicted ones (``<arm>_slope``), the paired comparison over cells both arms resolve (:func:`paired_difference`, exact
     McNemar p-value on the discordant cells) and the mean leak and dispersion of the distinct tokens."""
     pairs = paired(cells, keys)
     rows = []
@@ -174,7 +174,7 @@ def agreement_table(cells: pd.DataFrame, by: tuple[str, ...] = ("T",), keys: tup
             c = g[g.arm == a]
             est, agree, n = stats.sign_agreement(c["mean"], c["std"], c["count"], c.z_pred)
             row |= {f"{a}_agree": agree, f"{a}_resolved": n, f"{a}_rate": est.value, f"{a}_low": est.low,
-                    f"{a}_high": est.high}
+                    f"{a}_high": est.high, f"{a}_slope": _slope(c["mean"], c.z_pred)}
         p = pairs.merge(pd.DataFrame([row])[list(by)], on=list(by))
         diff, only_res, only_win, n = paired_difference(p)
         disc = only_res + only_win
@@ -186,6 +186,16 @@ def agreement_table(cells: pd.DataFrame, by: tuple[str, ...] = ("T",), keys: tup
                 "dispersion_median": float(p.dispersion.median())}
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _slope(z, z_pred) -> float:
+    """Least-squares slope through the origin of the measured seed-mean logits on the predicted ones: 1 when
+    the drifts have the predicted size, above 1 when they are larger (as bursty windows, whose count variance
+    exceeds the multinomial one, would make the finite-T term)."""
+    z, p = np.asarray(z, float), np.asarray(z_pred, float)
+    ok = np.isfinite(z) & np.isfinite(p)
+    den = float((p[ok] ** 2).sum())
+    return float((z[ok] * p[ok]).sum() / den) if den > 0 else math.nan
 
 
 def agreement_figure(table: pd.DataFrame, fractions: pd.DataFrame):

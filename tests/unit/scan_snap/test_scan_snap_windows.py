@@ -114,6 +114,8 @@ def test_agreement_table_pairs_the_arms_cell_by_cell():
     assert (t.resampled_agree, t.resampled_resolved, t.windows_agree, t.windows_resolved) == (3, 4, 3, 4)
     assert (t.resampled_only_agree, t.windows_only_agree, t.both_resolved) == (1, 1, 4)
     assert t["diff"] == 0 and t.distinct_leak_mean == pytest.approx(0.2 / 3)
+    # slope of seed-mean z on z_pred through 0: resampled means 1, 1, -1, 1 (+0.015) on predictions 1, 1, -1, -1
+    assert t.resampled_slope == pytest.approx((1.015 + 1.015 + 0.985 - 1.015) / 4)
     assert stats.newcombe(3, 4, 3, 4).low == pytest.approx(t.diff_low)
     # the leaking distinct token is the one real windows get wrong: excess disagreement 1 vs 0
     est = wn.leak_excess(wn.paired(cells))
