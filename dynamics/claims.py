@@ -1,7 +1,7 @@
 """Claims: a paper's prediction, registered in advance, decided against a measurement with an interval.
 
 Each experiment declares its claims once, as module-level ``CLAIMS = (ClaimSpec(...), ...)`` passed to
-``Experiment(claim_specs=CLAIMS)``: statement, reference, kind (reproduction or consistency), the band
+``Experiment(claim_specs=CLAIMS)``: statement, reference, kind (reproduction, consistency or exploratory), the band
 the prediction allows, the confidence level and the config keys that feed it.  Its ``claims(tables,
 cfg)`` returns an :class:`dynamics.stats.Estimate` per claim id; :func:`evaluate` decides them into
 rows of claims.csv (PASS / FAIL / INCONCLUSIVE, see :func:`dynamics.stats.verdict`).  Each row keeps
@@ -22,7 +22,8 @@ from typing import Any, Literal
 from .stats import Band, Estimate
 from .stats import verdict as _verdict
 
-Kind = Literal["reproduction", "consistency"]
+Kind = Literal["reproduction", "consistency", "exploratory"]
+KINDS = ("reproduction", "consistency", "exploratory")
 VERDICTS = ("PASS", "FAIL", "INCONCLUSIVE", "STALE")
 CLAIM_COLUMNS = ["experiment", "claim", "kind", "reference", "prediction", "estimate", "ci_low", "ci_high",
                  "n", "verdict", "mde"]
@@ -35,8 +36,10 @@ class ClaimSpec:
     """A claim's pre-registered definition: what is predicted, by whom, and which inputs feed it.
 
     ``kind`` is ``reproduction`` (a paper's prediction tested against a measurement on which it could
-    fail) or ``consistency`` (the code agrees with an identity, a closed form it also computes, a second
-    solver, or its own construction).  ``inputs`` names the config keys whose values feed the claim
+    fail), ``consistency`` (the code agrees with an identity, a closed form it also computes, a second
+    solver, or its own construction) or ``exploratory`` (a measurement decided against a band fixed in
+    advance that the papers do not claim, e.g. our own hypothesis about real text: reported, never
+    counted as evidence about a paper).  ``inputs`` names the config keys whose values feed the claim
     (seeds, run length, the grid keys it reads); their values at run time enter the fingerprint, so a
     result produced under another definition is reported STALE instead of being re-decided silently.
     """
@@ -50,8 +53,8 @@ class ClaimSpec:
     level: float = 0.95
 
     def __post_init__(self):
-        if self.kind not in ("reproduction", "consistency"):
-            raise ValueError(f"claim {self.id}: kind must be reproduction or consistency, got {self.kind!r}")
+        if self.kind not in KINDS:
+            raise ValueError(f"claim {self.id}: kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
 
     def definition(self, cfg: Any = None) -> dict:
         """The JSON-able definition whose hash is the fingerprint."""

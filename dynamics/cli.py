@@ -233,7 +233,8 @@ def _do_run(experiment, grid_items, quick, sets, seeds, out, resume, executor, a
                 v = table[table.kind == kind].verdict.value_counts()
                 return ", ".join(f"{v[k]} {k}" for k in ("PASS", "FAIL", "INCONCLUSIVE") if k in v) or "none"
 
-            click.echo(f"claims: reproductions {counts('reproduction')}; consistency {counts('consistency')} "
+            extra = f"; exploratory {counts('exploratory')}" if (table.kind == "exploratory").any() else ""
+            click.echo(f"claims: reproductions {counts('reproduction')}; consistency {counts('consistency')}{extra} "
                        f"(details: dynamics verify {exp.name})")
 
 
@@ -404,9 +405,10 @@ def plot(experiment, directory, results) -> None:
 def verify(experiment, run_missing, quick, redecide, reason, out) -> None:
     """Collect the papers' claims from saved results; nothing is simulated unless --run or --quick.
 
-    Each claim is a reproduction (a paper's prediction that could fail) or a consistency check (a
-    test of the code); verdicts PASS, FAIL, INCONCLUSIVE (the 95% interval straddles the band) or
-    STALE (the claim's definition changed since its result was produced: rerun the experiment).
+    Each claim is a reproduction (a paper's prediction that could fail), a consistency check (a
+    test of the code) or exploratory (a measurement the papers do not claim, never counted);
+    verdicts PASS, FAIL, INCONCLUSIVE (the 95% interval straddles the band) or STALE (the claim's
+    definition changed since its result was produced: rerun the experiment).
     Merges EXPERIMENT's rows into verification.csv and writes VERIFICATION.md, verification-summary.md
     and coverage.md.  Exit 0 when no reproduction FAILs or is STALE, 1 otherwise, 2 on a user error.
     """
@@ -441,7 +443,8 @@ def verify(experiment, run_missing, quick, redecide, reason, out) -> None:
     for name in outcome.verified:
         c = outcome.counts(name)
         fmt = lambda d: " ".join(f"{v} {k}" for k, v in d.items() if v) or "none"
-        click.echo(f"{name:26s} reproductions: {fmt(c['reproduction']):40s} consistency: {fmt(c['consistency'])}")
+        click.echo(f"{name:26s} reproductions: {fmt(c['reproduction']):40s} consistency: {fmt(c['consistency'])}"
+                   + (f"  exploratory: {fmt(c['exploratory'])}" if any(c["exploratory"].values()) else ""))
         rows = outcome.table[(outcome.table.experiment == name) & (outcome.table.kind == "reproduction")]
         for verdict in ("FAIL", "STALE"):
             ids = rows[rows.verdict == verdict].claim.tolist()

@@ -62,7 +62,8 @@ ITEMS: tuple[Item, ...] = (
          "predicts where each sign flips (docs/scan_snap_finite_t.md)", (
              "scan-snap-finite-t/ft-distinct-boundary-geometric", "scan-snap-finite-t/ft-distinct-boundary-theory",
              "scan-snap-finite-t/ft-common-boundary-theory", "scan-snap-finite-t/ft-sign-agreement",
-             "scan-snap-wikitext-resampled/wt-resampled-sign-agreement")),
+             "scan-snap-wikitext-resampled/wt-resampled-sign-agreement",
+             "scan-snap-wikitext-windows/wt-windows-sign-agreement", "scan-snap-wikitext-windows/wt-windows-vs-resampled")),
     Item(SCAN, "Thm. 2 (b) / Cor. 2", "scan: the logit of a common token falls", (
         "scan-snap-wikitext/thm2b-common-down-population", "scan-snap-wikitext/thm2b-common-down-windows",
         "scan-snap-fig4/common-mass-falls")),

@@ -298,6 +298,16 @@ def spearman_by_unit(df, unit: str, series: list[str], x: str, y: str, min_point
     return np.array(out)
 
 
+def sign_resolved(mean, std, count, level: float = 0.95) -> np.ndarray:
+    """(cells,) bool: count >= 2 and the Student-t interval ``mean ± t_{1-a/2, count-1} std / sqrt(count)``
+    excludes 0 (the cell's sign is resolved).  The per-cell rule of :func:`sign_agreement`, for pairing
+    cells across arms."""
+    mean, std, count = (np.asarray(a, dtype=float) for a in (mean, std, count))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        half = _st.t.ppf(1 - (1 - level) / 2, count - 1) * std / np.sqrt(count)
+    return (count >= 2) & (np.abs(mean) > half)
+
+
 def sign_agreement(mean, std, count, predicted, level: float = 0.95) -> tuple[Estimate, int, int]:
     """How often a measured sign matches a predicted one, over the cells whose sign is resolved.
 
@@ -306,9 +316,8 @@ def sign_agreement(mean, std, count, predicted, level: float = 0.95) -> tuple[Es
     Returns the Wilson interval of the agreeing fraction among resolved cells, the number agreeing and
     the number resolved.  All arguments are (cells,) arrays or Series of equal length.
     """
-    mean, std, count, predicted = (np.asarray(a, dtype=float) for a in (mean, std, count, predicted))
-    half = _st.t.ppf(1 - (1 - level) / 2, count - 1) * std / np.sqrt(count)
-    resolved = (count >= 2) & (np.abs(mean) > half)
+    mean, predicted = np.asarray(mean, dtype=float), np.asarray(predicted, dtype=float)
+    resolved = sign_resolved(mean, std, count, level)
     agree = int((np.sign(mean[resolved]) == np.sign(predicted[resolved])).sum())
     n = int(resolved.sum())
     return wilson(agree, n, level), agree, n

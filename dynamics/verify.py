@@ -33,7 +33,7 @@ from typing import Any
 import pandas as pd
 
 from . import coverage as _coverage
-from .claims import CLAIM_COLUMNS, CLAIM_ROW_COLUMNS, evaluate
+from .claims import CLAIM_COLUMNS, CLAIM_ROW_COLUMNS, KINDS, evaluate
 from .config import build
 from .errors import UserError
 from .experiment import Experiment
@@ -57,7 +57,7 @@ class Outcome:
     def counts(self, name: str) -> dict[str, dict[str, int]]:
         rows = self.table[self.table.experiment == name]
         return {kind: {v: int(((rows.kind == kind) & (rows.verdict == v)).sum()) for v in VERDICT_ORDER}
-                for kind in ("reproduction", "consistency")}
+                for kind in KINDS}
 
     @property
     def failed(self) -> bool:
@@ -302,6 +302,14 @@ def counts_table(table: pd.DataFrame, kind: str) -> pd.DataFrame:
     return out
 
 
+def _exploratory_section(table: pd.DataFrame) -> list[str]:
+    exp = table[table.kind == "exploratory"]
+    if not len(exp):
+        return []
+    return ["## Exploratory measurements (decided against a band fixed in advance; not claims of the papers)", "",
+            to_markdown(counts_table(table, "exploratory")), _claims_table(exp)]
+
+
 def write(table: pd.DataFrame, root: Path) -> None:
     root.mkdir(parents=True, exist_ok=True)
     atomic_write_text(root / "verification.csv", table.to_csv(index=False, float_format="%.10g"))
@@ -326,6 +334,7 @@ def write(table: pd.DataFrame, root: Path) -> None:
         "## Reproductions", "", to_markdown(counts_table(table, "reproduction")), _claims_table(rep),
         "## Consistency checks (tests of the code, not of the papers)", "",
         to_markdown(counts_table(table, "consistency")), _claims_table(con),
+        *_exploratory_section(table),
         "## Coverage of the papers", "", _coverage.render(cov),
         "## Claims in words", "",
     ]

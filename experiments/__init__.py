@@ -33,6 +33,7 @@ REGISTRY = {
     "scan-snap-fig5": ".scan_snap_fig5",
     "scan-snap-fig11-12": ".scan_snap_fig11_12",
     "scan-snap-wikitext-resampled": ".scan_snap_wikitext_resampled",
+    "scan-snap-wikitext-windows": ".scan_snap_wikitext_windows",
     "deepvit-collapse": ".deepvit_collapse",
     "joma-invariant": ".joma_invariant",
     "joma-attention": ".joma_attention",

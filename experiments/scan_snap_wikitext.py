@@ -13,7 +13,8 @@ co-occurrence; plain: at least ``role_min_count`` co-occurrences, robust to sing
 
 * Thm. 2(a): fraction of distinct tokens whose logit z_ml rose; Thm. 2(b): fraction of common
   tokens whose logit fell;
-* Thm. 3: Spearman rho of final z_ml against P(l|m,n) over each class's distinct tokens;
+* Thm. 3: Spearman rho of final z_ml against P(l|m,n) over each class's distinct tokens (exploratory
+  claims: the paper proves the ordering for its synthetic classes and does not claim it on WikiText);
 * Thm. 4 / Fig. 6: distinct-token attention entropy against eta_Z and eta_Y/eta_Z.
 """
 
@@ -259,9 +260,10 @@ CLAIMS = (
               "Population mode (T -> infinity mean counts, exact gradient; the theory's regime), exact roles: every "
               "distinct token's logit z_ml rises (mean fraction over classes and cells; deterministic).",
               _REF2 + "(a)", Band.above(1.0), _IN),
-    ClaimSpec("thm3-order-population", "reproduction",
+    ClaimSpec("thm3-order-population", "exploratory",
               "Population mode, exact roles: final z_ml orders like P(l|m,n) over each class's distinct tokens (mean "
-              "Spearman rho over classes and cells; 1% allowance for float ties; deterministic).",
+              "Spearman rho over classes and cells; 1% allowance for float ties; deterministic).  Exploratory: the "
+              "paper does not claim co-occurrence ordering on WikiText (issue 19).",
               _REF3, Band.above(0.99), _IN),
     ClaimSpec("thm2b-common-down-population", "reproduction",
               "Population mode, exact roles: every common token's logit z_ml falls (mean fraction; deterministic).",
@@ -273,9 +275,10 @@ CLAIMS = (
     ClaimSpec("thm2b-common-down-windows", "reproduction",
               "Real windows: per seed, the mean fraction of common tokens whose logit falls; t over seeds; >= 0.9.",
               _REF2 + "(b)", Band.above(0.9), _WIN),
-    ClaimSpec("thm3-order-windows", "reproduction",
+    ClaimSpec("thm3-order-windows", "exploratory",
               "Real windows: per seed, the mean Spearman rho of z_ml against P(l|m,n) on distinct tokens; t over "
-              "seeds; >= 0.9.", _REF3, Band.above(0.9), _WIN),
+              "seeds; >= 0.9.  Exploratory: the paper does not claim co-occurrence ordering on WikiText (issue 19).",
+              _REF3, Band.above(0.9), _WIN),
     ClaimSpec("entropy-falls-with-eta_z-population", "reproduction",
               "Population mode: at fixed eta_Y/eta_Z, class-mean distinct-token entropy falls as eta_Z grows "
               "(fraction of ratio series with negative Spearman rho; deterministic).", _REF4 + "(b) / Fig. 6",

@@ -173,12 +173,17 @@ def window_expectation_mc(classes: SequenceClasses, Y: torch.Tensor, Zq: torch.T
 # ---------------------------------------------------------------------------------------------
 def sgd_runs(classes: SequenceClasses, T: Sequence[int], eta_y: Sequence[float], eta_z: Sequence[float],
              seed_seqs: Sequence[np.random.SeedSequence], batch: int, steps: int, record: Sequence[int],
-             dtype: torch.dtype = torch.float64, bar=None) -> FlowResult:
+             dtype: torch.dtype = torch.float64, bar=None, windows: np.ndarray | None = None) -> FlowResult:
     """Plain SGD (no momentum, Y(0) = Z(0) = 0) of R runs, run r on windows of length T[r].
 
     A window is its key counts, drawn as Multinomial(T - 1, P(.|n)) for a class n drawn uniformly: the
     same law as T - 1 i.i.d. keys (the model has no positional encoding, so only counts matter), at a
     cost independent of T.  Run r draws from ``numpy.random.default_rng(seed_seqs[r])``.
+
+    ``windows`` (K, N, M), optional: fixed key counts of N given windows per class on the classes'
+    M columns (real text, :func:`dynamics.scan_snap.windows.window_counts`).  Then a sample is a class
+    drawn uniformly and one of its N windows drawn uniformly, as :func:`dynamics.scan_snap.text.train`
+    draws real windows, and T only labels the run.
     """
     R = len(T)
     vocab, queries = input_vocab(classes, False), classes.queries
@@ -195,6 +200,9 @@ def sgd_runs(classes: SequenceClasses, T: Sequence[int], eta_y: Sequence[float],
     Zs, losses = [], []
     counts = np.empty((R, batch, V))
     cls = np.empty((R, batch), dtype=np.int64)
+    fixed = None if windows is None else np.asarray(windows, dtype=np.float64)[:, :, vocab]
+    if fixed is not None and fixed.shape[0] != K:
+        raise ValueError(f"windows needs one block per class: got {fixed.shape[0]} for K = {K}")
     progress = bar(steps, "finite-T SGD", unit="step") if bar else None
     with threads(1), torch.no_grad():
         for step in range(steps + 1):
@@ -204,7 +212,10 @@ def sgd_runs(classes: SequenceClasses, T: Sequence[int], eta_y: Sequence[float],
                 break
             for r, g in enumerate(rngs):
                 cls[r] = g.integers(K, size=batch)
-                counts[r] = g.multinomial(int(T[r]) - 1, probs[cls[r]])
+                if fixed is None:
+                    counts[r] = g.multinomial(int(T[r]) - 1, probs[cls[r]])
+                else:
+                    counts[r] = fixed[cls[r], g.integers(fixed.shape[1], size=batch)]
             qrow = torch.as_tensor(qrow_of[cls])
             label = torch.as_tensor(classes.next[cls])
             loss, gy, gz = model.loss_and_grads(Y, Z, qrow, torch.as_tensor(counts, dtype=dtype), None, label, True)
@@ -343,7 +354,8 @@ def pooled_query(counts: np.ndarray, min_count: int, query: int, next_tokens: np
 
 def role_signs(res: FlowResult, pq: PooledQuery) -> dict[str, np.ndarray]:
     """Final-step role fractions per run: distinct tokens with z > 0 and common tokens with z < 0
-    (Thm. 2 under the min_count roles), and the per-column final logits.  Each (R,) / (R, M)."""
+    (Thm. 2 under the min_count roles; NaN when the role is empty, as in long real windows where every
+    token is common), and the per-column final logits.  Each (R,) / (R, M)."""
     col = {int(v): i for i, v in enumerate(res.vocab)}
     M = pq.classes.M
     z = np.full((res.Z.shape[1], M), np.nan)
@@ -352,4 +364,5 @@ def role_signs(res: FlowResult, pq: PooledQuery) -> dict[str, np.ndarray]:
             z[:, j] = res.Z[-1][:, 0, col[j]]
     d = (pq.roles == 1).any(0)
     c = (pq.roles == -1).any(0)
-    return {"distinct_up": (z[:, d] > 0).mean(1), "common_down": (z[:, c] < 0).mean(1), "z": z}
+    share = lambda hit, mask: hit[:, mask].sum(1) / mask.sum() if mask.any() else np.full(len(z), np.nan)
+    return {"distinct_up": share(z > 0, d), "common_down": share(z < 0, c), "z": z}

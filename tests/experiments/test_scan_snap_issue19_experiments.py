@@ -82,3 +82,26 @@ def test_wikitext_resampled_tiny(tmp_path, monkeypatch, tiny_wikitext):
     assert table.query_token.eq("q").all() and len(table) == 2
     claims = pd.read_csv(out / "claims.csv")
     assert claims.claim.tolist() == ["wt-resampled-sign-agreement"]
+
+
+def test_wikitext_windows_tiny(tmp_path, monkeypatch, tiny_wikitext):
+    """Real windows and resampled contexts on the same tiny classes: both arms cover the same cells, the
+    per-T table pairs them, and the three pre-registered claims are decided."""
+    monkeypatch.setenv("DYNAMICS_CACHE", str(tmp_path / "cache"))
+    data = tiny_wikitext(tmp_path / "wt")
+    out = _run("scan-snap-wikitext-windows", tmp_path / "win",
+               {"data_dir": str(data), "role_T": 4, "min_support": 10, "steps": 30, "batch": 16, "seeds": 2,
+                "eta_z": 1.0}, {"query": (0,), "T": (4, 32)})
+    cells = pd.read_csv(out / "cells.csv")
+    assert set(cells.arm) == {"resampled", "windows"}
+    # windows of 3 context tokens stay in their sentence: distinct tokens; at T = 32 every token is common
+    assert set(cells[cells["T"] == 4].role) == {"distinct", "common"} and set(cells[cells["T"] == 32].role) == {"common"}
+    per_arm = cells.groupby(["T", "arm"]).column.apply(frozenset).unstack()
+    assert (per_arm.resampled == per_arm.windows).all()
+    table = pd.read_csv(out / "table.csv")
+    assert table["T"].tolist() == [4, 32] and (table.both_resolved <= table.windows_resolved).all()
+    assert set(pd.read_csv(out / "fractions.csv").source) == {"flow", "population", "resampled", "windows"}
+    claims = pd.read_csv(out / "claims.csv")
+    assert claims.claim.tolist() == ["wt-windows-sign-agreement", "wt-windows-vs-resampled", "wt-windows-leak-excess"]
+    assert claims.kind.tolist() == ["reproduction", "reproduction", "exploratory"]
+    assert (out / "wikitext_windows_signs.png").stat().st_size > 0

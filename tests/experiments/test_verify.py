@@ -162,3 +162,18 @@ def test_cli_skips_missing_results_unless_run_is_asked(cli, tmp_path, tiny_regis
     assert code == 0 and "skipped: no saved results" in text and not (tmp_path / "tiny").exists()
     code, text, _ = cli("verify", "tiny", "--run", "--results", str(tmp_path))
     assert code == 0 and (tmp_path / "tiny" / "claims.csv").exists() and "reproductions: 1 PASS" in text
+
+
+def test_an_exploratory_claim_is_decided_listed_apart_and_never_fails_verify(tmp_path):
+    """An exploratory measurement (a band the papers do not claim) is decided and written in its own
+    section of VERIFICATION.md, and a FAIL of it does not make verify fail."""
+    specs = (SPECS[0], dataclasses.replace(SPECS[1], id="always-one", kind="exploratory",
+                                           band=Band.between(2.0, 2.0)))
+    exp = dataclasses.replace(TINY, claim_specs=specs)
+    _run(exp, tmp_path)
+    out = verify({"tiny": exp}, tmp_path, ["tiny"])
+    assert out.table.set_index("claim").loc["always-one", "verdict"] == "FAIL" and not out.failed
+    assert out.counts("tiny")["exploratory"]["FAIL"] == 1
+    assert "## Exploratory measurements" in (tmp_path / "VERIFICATION.md").read_text()
+    with pytest.raises(ValueError):
+        ClaimSpec("x", "speculative", "s", "r", Band.above(0))

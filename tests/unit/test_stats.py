@@ -123,3 +123,10 @@ def test_sign_agreement_counts_only_cells_whose_interval_excludes_zero():
     est, agree, resolved = S.sign_agreement(mean, [1.0, 1.0, 1.0, np.nan], [4, 4, 4, 1], [1.0, 2.0, 1.0, 1.0])
     assert (agree, resolved) == (1, 2)
     assert est == S.wilson(1, 2)
+
+
+def test_sign_resolved_is_sign_agreements_rule_per_cell():
+    half = st.t.ppf(0.975, 3) * 1.0 / 2.0
+    mean = [half + 0.01, -(half + 0.01), half - 0.01, 5.0]
+    res = S.sign_resolved(mean, [1.0, 1.0, 1.0, np.nan], [4, 4, 4, 1])
+    assert res.tolist() == [True, True, False, False]
