@@ -69,8 +69,7 @@ ITEMS: tuple[Item, ...] = (
         "scan-snap-fig4/common-mass-falls")),
     Item(SCAN, "Thm. 3 / Eq. 11", "distinct tokens grow in the order of their co-occurrence P(l|n)", (
         "scan-snap-theory/thm3-ordering", "scan-snap-theory/thm3-relative-gain",
-        "scan-snap-wikitext/thm3-order-population", "scan-snap-wikitext/thm3-order-windows",
-        "wikitext-attention/attention-orders-by-cooccurrence")),
+        "scan-snap-wikitext/thm3-order-population", "scan-snap-wikitext/thm3-order-windows")),
     Item(SCAN, "Thm. 3 corollary (Eq. 98)", "an invariant of the distinct-token logits", (
         "scan-snap-theory/thm3-invariant",)),
     Item(SCAN, "Thm. 4 (t_0)", "snap: the phase transition at t_0 = 2 K ln M / eta_Y", (
@@ -97,7 +96,8 @@ ITEMS: tuple[Item, ...] = (
         "scan-snap-wikitext/entropy-falls-with-eta_z-population", "scan-snap-wikitext/entropy-rises-with-eta_y-population",
         "scan-snap-wikitext/entropy-falls-with-eta_z-windows", "scan-snap-wikitext/entropy-rises-with-eta_y-windows")),
     Item(SCAN, "Fig. 7", "WikiText-2: lowest-layer attention becomes sparse and then freezes", (
-        "wikitext-attention/attention-sparsifies", "wikitext-attention/attention-freezes")),
+        "wikitext-attention/attention-sparsifies", "wikitext-attention/attention-freezes",
+        "wikitext-attention/attention-sparsifies-deep", "wikitext-attention/attention-freezes-deep")),
     Item(SCAN, "Fig. 8", "discrete h* against continuous h", ("scan-snap-closed-forms/lemma7-gap",)),
     Item(SCAN, "Fig. 9", "B_n(t_0) depends only on K, M and nu", ("scan-snap-closed-forms/fig9-b-t0",)),
     Item(SCAN, "App. Fig. 11", "recall of distinct tokens above a threshold falls as eta_Z grows", (

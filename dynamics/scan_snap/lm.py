@@ -226,12 +226,14 @@ def replica_spec(spec: LMSpec) -> models.EncoderSpec:
 
 @torch.no_grad()
 def replica_eval(params, spec: LMSpec, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per replica: mean first-layer attention entropy (nats, positions >= 1) and mean cross-entropy on
-    shared inputs x, targets y (B, L) -> ((R,), (R,))."""
+    """Per replica and layer: mean attention entropy (nats, positions >= 1, averaged over sequences and
+    heads) and per replica the mean cross-entropy on shared inputs x, targets y (B, L)
+    -> ((R, n_layers), (R,))."""
     R = params["tok"].shape[0]
     rec = Record(-1)
     logits = models.forward(params, replica_spec(spec), x.expand(R, *x.shape), train=False, rec=rec)
-    H = attention_entropy(rec.maps[("attention", 0)]).flatten(1).mean(1)
+    H = torch.stack([attention_entropy(rec.maps[("attention", k)]).flatten(1).mean(1)
+                     for k in range(spec.n_layers)], 1)
     return H, models.cross_entropy(logits, y.expand(R, *y.shape))
 
 
@@ -260,8 +262,8 @@ def replica_token_logits(params, spec: LMSpec, queries: torch.Tensor) -> torch.T
 
 @dataclasses.dataclass
 class ReplicaRun:
-    """What :func:`train_replicas` returns: ``trajectory`` rows (replica, iter, entropy, eval_loss,
-    train_loss) at every evaluation; ``maps`` (iter -> (L, L) first-layer attention of the first
+    """What :func:`train_replicas` returns: ``trajectory`` rows (replica, iter, layer, entropy, eval_loss,
+    train_loss) at every evaluation, one per layer (the losses repeat); ``maps`` (iter -> (L, L) first-layer attention of the first
     evaluation sequence) for ``map_replica``; ``diverged`` (R,): the iteration count at which a
     replica's loss was first non-finite (it then stops), or -1."""
 
@@ -297,8 +299,9 @@ def train_replicas(spec: LMSpec, seeds: list, lrs: list[float], source: torch.Te
         if it % eval_every == 0 or it == iters:
             H, ev = replica_eval(params, spec, xe, ye)
             for r in np.flatnonzero(stopped < 0):
-                traj.append({"replica": int(r), "iter": it, "entropy": float(H[r]), "eval_loss": float(ev[r]),
-                             "train_loss": float(train_loss[r])})
+                traj.extend({"replica": int(r), "iter": it, "layer": k, "entropy": float(H[r, k]),
+                             "eval_loss": float(ev[r]), "train_loss": float(train_loss[r])}
+                            for k in range(spec.n_layers))
         if map_replica >= 0 and map_every and (it % map_every == 0 or it == iters) and stopped[map_replica] < 0:
             maps[it] = replica_attention(params, spec, ex[0, :1])[map_replica, 0, 0]
         if it == iters:

@@ -1,4 +1,4 @@
-"""The 1-layer Transformer LM (dynamics.scan_snap.lm) and the two WikiText experiments on a tiny corpus built here."""
+"""The Transformer LM (dynamics.scan_snap.lm) and the two WikiText experiments on a tiny corpus built here."""
 
 from __future__ import annotations
 
@@ -120,12 +120,34 @@ def test_wikitext_attention_smoke(cli, tmp_path, monkeypatch, tiny_wikitext):
                             "--out", str(out))
     assert code == 0, err
     table = pd.read_csv(out / "table.csv")
-    assert list(table.lr) == [1.0, 3.0, 5.0] and (table.n_seeds == 2).all()
+    # the swept 1-layer model at every lr, the 3-layer one (every layer) at map_lr = 5 only
+    assert list(zip(table.n_layers, table.layer, table.lr)) == [(1, 0, 1.5), (1, 0, 2.0), (1, 0, 3.0), (1, 0, 5.0),
+                                                                (3, 0, 5.0), (3, 1, 5.0), (3, 2, 5.0)]
+    assert (table.n_seeds == 2).all()
     maps = pd.read_csv(out / "maps.csv")
-    assert sorted(maps["iter"].unique()) == [0, 4, 8, 12]
-    assert np.allclose(maps.groupby(["iter", "query_pos"]).weight.sum(), 1.0)
+    assert sorted(maps["iter"].unique()) == [0, 4, 8, 12] and sorted(maps.n_layers.unique()) == [1, 3]
+    assert np.allclose(maps.groupby(["n_layers", "iter", "query_pos"]).weight.sum(), 1.0)
     assert (out / "attention_maps.png").exists() and (out / "entropy.png").exists()
-    assert len(pd.read_csv(out / "claims.csv")) == 4
+    claims = pd.read_csv(out / "claims.csv")
+    assert set(claims.claim) == {"entropy-falls-with-lr", "attention-sparsifies", "attention-freezes",
+                                 "attention-sparsifies-deep", "attention-freezes-deep"}
+    assert "order" in {p.stem for p in out.glob("*.csv")}  # the exploratory co-occurrence table
+
+
+def test_wikitext_attention_window_measures_flag_convergence_and_stability():
+    from dynamics.experiments.wikitext_attention import WikiAttnConfig, run_measures
+
+    cfg = WikiAttnConfig()
+    it = np.arange(0, 1001, 50.0)
+    flat = 2.0 + 0.7 * np.exp(-it / 100)  # settles long before the last quarter
+    m = run_measures(it, flat, flat + 2, cfg)  # quarter windows: 500-750 against 750-1000
+    assert m["converged"] and m["stable"] and m["entropy_init"] == pytest.approx(2.7)
+    assert m["entropy_final"] == pytest.approx(np.mean(flat[it > 900]))
+    falling = 2.7 - 0.5 * it / 1000  # drifts 0.125 nats from one quarter to the next
+    assert not run_measures(it, falling, flat + 2, cfg)["converged"]
+    spike = (flat + 2).copy()
+    spike[it > 900] += 1.0  # the loss jumps up at the end
+    assert not run_measures(it, flat, spike, cfg)["stable"]
 
 
 @pytest.mark.parametrize("exp", ["scan-snap-wikitext", "wikitext-attention"])
