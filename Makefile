@@ -9,7 +9,7 @@ PYTEST_FLAGS ?= -q
 WIKITEXT ?= $(abspath ../shared/data/wikitext-2)
 EXPERIMENTS := scan-snap-fig4 scan-snap-fig6 scan-snap-closed-forms scan-snap-theory scan-snap-phase \
                scan-snap-wikitext wikitext-attention depth-width-rank depth-width-theory depth-width-budget depth-width-trained rank-collapse \
-               deepvit-collapse dacdetr-gather joma-invariant joma-attention joma-fig4 joma-hier joma-wikitext \
+               deepvit-collapse dacdetr-gather joma-invariant joma-attention joma-fig4 joma-hier joma-table1 joma-wikitext \
                scan-snap-finite-t scan-snap-t0-law scan-snap-fig5 scan-snap-fig11-12 scan-snap-wikitext-resampled \
                scan-snap-wikitext-windows
 

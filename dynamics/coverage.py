@@ -209,8 +209,9 @@ ITEMS: tuple[Item, ...] = (
         "joma-hier/extra-latent-query-layer", "joma-hier/extra-latent-lower-layer")),
     Item(JOMA, "Figs. 6, 8", "attention entropy of trained models on WikiText drops, then bounces back", (
         "joma-wikitext/lowest-layer-drops", "joma-wikitext/lowest-layer-bounces-back")),
-    Item(JOMA, "Table 1", "hidden neurons align with latents (0.94-1.00 at layer 0, 0.55-0.81 at layer 1)", (),
-         "not attempted: time; the scoring script is not in the official repository"),
+    Item(JOMA, "Table 1", "hidden neurons align with latents (0.94-1.00 at layer 0, 0.55-0.81 at layer 1)", (
+        "joma-table1/lower-layer-aligns", "joma-table1/upper-layer-aligns", "joma-table1/lower-layer-aligns-better",
+        "joma-table1/upper-layer-carries-higher-latents")),
     Item(JOMA, "Fig. 7", "stable rank of lower MLP layers over OPT/Pythia checkpoints", (),
          "not attempted: needs pretrained checkpoints (downloads)"),
 )

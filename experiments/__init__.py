@@ -39,6 +39,7 @@ REGISTRY = {
     "joma-attention": ".joma_attention",
     "joma-fig4": ".joma_fig4",
     "joma-hier": ".joma_hier",
+    "joma-table1": ".joma_table1",
     "joma-wikitext": ".joma_wikitext",
 }
 

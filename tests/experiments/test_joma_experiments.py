@@ -78,3 +78,14 @@ def test_joma_wikitext_smoke(tmp_path, monkeypatch):
     assert np.all(table.entropy_init > 0) and np.all(table.entropy_init <= np.log(8) + 1e-6)  # <= log(2 bptt)
     assert set(claims.claim) == {"lowest-layer-drops", "lowest-layer-bounces-back"}
     assert (root / "wikitext_entropy.png").stat().st_size > 0
+
+
+def test_joma_table1_smoke(tmp_path):
+    root, claims = _run("joma-table1", tmp_path, {"steps": 16, "batch": 4, "hidden": 4, "records": 5, "seeds": 2,
+                                                  "eval_batch": 64})
+    table = pd.read_csv(root / "table.csv")
+    assert set(table.layer) == {"lower", "upper"} and set(table.level) == {0, 1, 2, 3} and table.n_seeds.eq(2).all()
+    assert np.all(np.abs(table[["ncorr_trained", "ncorr_init", "ncorr_chance"]].to_numpy()) <= 1 + 1e-9)
+    assert set(claims.claim) == {"lower-layer-aligns", "upper-layer-aligns", "lower-layer-aligns-better",
+                                 "upper-layer-carries-higher-latents"}
+    assert (root / "table1_alignment.png").stat().st_size > 0
