@@ -52,6 +52,8 @@ class GridTables:
     scores: np.ndarray  # (H, K, K)
     values: np.ndarray  # (K, H, d_x)
     atoms: AtomTables | None = None
+    readout: np.ndarray | None = None  # depth 1: (H, K), <w, values[b, h]>
+    skip: np.ndarray | None = None  # depth 1 with residual: (K,), <w, v^(b)>
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,15 +105,16 @@ class LinearAttentionNet:
 
         Layer 1 only ever sees template vectors, so its scores <W^Q v^(a), W^K v^(b)> and its
         projected values W^O W^V v^(b) are tables over templates (:meth:`grid_tables`); per tuple
-        it costs N^2 H gathers and N^2 H d_x products instead of the full layer.  Deeper layers run
+        it costs N^2 H gathers and N^2 H d_x products instead of the full layer, and at L = 1 only
+        N H gathers (:meth:`_single_layer_grid`).  Deeper layers run
         on atom tables (:meth:`_atom_grid`) while their Gram tables stay below ``ATOM_TABLE``
         entries, else layer by layer.  Pass ``tables`` from ``grid_tables(templates, N)`` when
         evaluating one template set in several calls: the tables are then built once.
         """
-        if self.depth == 1:
-            return self._readout(templates[idx], first=0)
         T, N = idx.shape
         t = tables if tables is not None else self.grid_tables(templates, N)
+        if self.depth == 1:
+            return self._single_layer_grid(idx, t)
         if self.uses_atoms(templates.shape[0], N):
             if t.atoms is None:
                 t = dataclasses.replace(t, atoms=self.atom_tables(templates, t))
@@ -125,6 +128,23 @@ class LinearAttentionNet:
             Y += templates[idx]
             np.remainder(Y, self.p, out=Y)
         return self._readout(Y, first=1)
+
+    def _single_layer_grid(self, idx: np.ndarray, t: GridTables) -> np.ndarray:
+        """f on template tuples idx (T, N) for L = 1 from tables alone, O(N H) a tuple:
+
+            f = sum_h sum_j S_h[k_0, k_j] <w, W^{O,h} W^{V,h} v^(k_j)>  [+ <w, v^(k_0)>],
+
+        the readout of :meth:`_readout` with the layer's scores and projected values looked up
+        (``t.readout`` = the bracket, ``t.skip`` = the residual term; :meth:`grid_tables`)."""
+        p = self.p
+        f = np.zeros(idx.shape[0], dtype=np.int64)
+        k0 = idx[:, 0]
+        for h in range(self.heads):
+            part = t.scores[h][k0[:, None], idx] * t.readout[h][idx]  # (T, N), each product < p^2
+            f += (part % p).sum(axis=1) % p
+        if self.residual:
+            f += t.skip[k0]
+        return f % p
 
     def uses_atoms(self, K: int, N: int) -> bool:
         """Whether :meth:`evaluate_grid` takes the atom path for K templates and N positions: depth
@@ -249,6 +269,11 @@ class LinearAttentionNet:
         scores = mm_mod(qkv[0], np.swapaxes(qkv[1], -1, -2), p)  # (H, K, K)
         values = mm_mod(qkv[2], np.swapaxes(self.O[0], -1, -2), p).transpose(1, 0, 2)  # (K, H, d_x)
         t = GridTables(np.ascontiguousarray(scores), np.ascontiguousarray(values))
+        if self.depth == 1:
+            K = templates.shape[0]
+            readout = mm_mod(values.reshape(K * H, d_x), self.w[:, None], p)[:, 0].reshape(K, H).T
+            skip = mm_mod(templates % p, self.w[:, None], p)[:, 0] if self.residual else None
+            return dataclasses.replace(t, readout=np.ascontiguousarray(readout), skip=skip)
         if positions is not None and self.uses_atoms(templates.shape[0], positions):
             t = dataclasses.replace(t, atoms=self.atom_tables(templates, t))
         return t

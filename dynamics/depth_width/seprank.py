@@ -174,7 +174,7 @@ def grid_matrix(net: LinearAttentionNet, templates: np.ndarray, n_a: int, n_b: i
                         f"{need / 2**30:.2f} GiB (limit {max_bytes / 2**30:.2f} GiB); refusing before allocating")
     row_idx, col_idx = grid_indices(K, n_a, n_b)
     out = np.empty((rows, cols), dtype=np.int64)
-    tables = net.grid_tables(templates, n_a + n_b) if net.depth > 1 else None
+    tables = net.grid_tables(templates, n_a + n_b)
     if base is None:
         blocks = [(np.arange(rows), np.arange(cols))]
     else:
