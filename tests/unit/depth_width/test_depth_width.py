@@ -71,33 +71,21 @@ def test_rank_engines_agree_on_known_rank(p):
         assert got[0] == got[1] == expect
 
 
+@pytest.mark.parametrize("depth", [1, 3])
 @pytest.mark.parametrize("residual", [False, True])
 @pytest.mark.parametrize("heads", [1, 2])
 @pytest.mark.parametrize("p", [P1, MERSENNE])
-def test_network_matches_exact_integers(residual, heads, p):
+def test_network_matches_exact_integers(depth, residual, heads, p):
+    """The layer-by-layer evaluation and the grid paths (L = 1: the layer's tables alone, N H lookups a
+    tuple; L = 3: layer-1 tables then the deeper layers) equal exact Python integers."""
     rng = np.random.default_rng(2)
-    net = LinearAttentionNet.random(rng, 4, 3, heads, residual, p)
+    net = LinearAttentionNet.random(rng, 4, depth, heads, residual, p)
     templates = rng.integers(0, p, size=(6, 4), dtype=np.int64)
     idx = rng.integers(0, 6, size=(40, 3))
     f = net.evaluate(templates[idx])
     assert (f == evaluate_exact(net, templates[idx]).astype(np.int64)).all()
     assert (net.evaluate_grid(templates, idx) == f).all()
-
-
-@pytest.mark.parametrize("residual", [False, True])
-@pytest.mark.parametrize("heads", [1, 2])
-@pytest.mark.parametrize("p", [P1, MERSENNE])
-def test_single_layer_grid_tables_match_exact_integers(residual, heads, p):
-    """L = 1 grids come from the layer's tables alone (N H lookups a tuple); same values as the
-    layer evaluated on the template vectors and as exact Python integers."""
-    rng = np.random.default_rng(5)
-    net = LinearAttentionNet.random(rng, 6, 1, heads, residual, p)
-    templates = rng.integers(0, p, size=(7, 6), dtype=np.int64)
-    idx = rng.integers(0, 7, size=(60, 4))
-    f = net.evaluate(templates[idx])
-    assert (f == evaluate_exact(net, templates[idx]).astype(np.int64)).all()
-    assert (net.evaluate_grid(templates, idx) == f).all()
-    assert (net.evaluate_grid(templates, idx, net.grid_tables(templates, 4)) == f).all()
+    assert (net.evaluate_grid(templates, idx, net.grid_tables(templates, 3)) == f).all()
 
 
 def test_network_is_homogeneous_of_degree_3_to_the_L():
