@@ -85,7 +85,7 @@ def run_batch(cfgs, ctx):
     flow = ft.CorrectedFlow(pq.classes, flow_T, [first.eta_y] * len(flow_T), [first.eta_z] * len(flow_T))
     fs = ft.role_signs(flow.descend(first.steps, [first.steps]), pq)
     ms = ft.role_signs(sgd, pq)
-    role = np.where((pq.roles == 1).any(0), "distinct", np.where((pq.roles == -1).any(0), "common", "other"))
+    role = pq.column_roles()
     keep = role != "other"
     p_max = pq.classes.probs.max(0)
     query = co.vocab[co.queries[q]]

@@ -87,7 +87,7 @@ def _cell(cfg, wt, ctx):
                       record=[cfg.steps], bar=ctx.bar, windows=W, **lr)
     flow = ft.CorrectedFlow(pq.classes, [T, math.inf], [cfg.eta_y] * 2, [cfg.eta_z] * 2)
     fs = ft.role_signs(flow.descend(cfg.steps, [cfg.steps]), pq)
-    role = np.where((pq.roles == 1).any(0), "distinct", np.where((pq.roles == -1).any(0), "common", "other"))
+    role = pq.column_roles()
     cols = np.flatnonzero(role != "other")
     leak = wn.token_leak(co.counts[q], pq)
     disp = wn.dispersion(W, pq.classes.probs)

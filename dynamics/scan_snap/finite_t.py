@@ -319,6 +319,11 @@ class PooledQuery:
     roles: np.ndarray
     tokens: np.ndarray
 
+    def column_roles(self) -> np.ndarray:
+        """(M,) str: "distinct" for a column that is distinct in some class, else "common" for one that is
+        common in some class, else "other" (pooled tokens, the query, the next tokens)."""
+        return np.where((self.roles == 1).any(0), "distinct", np.where((self.roles == -1).any(0), "common", "other"))
+
 
 def pooled_query(counts: np.ndarray, min_count: int, query: int, next_tokens: np.ndarray) -> PooledQuery:
     """Classes s_{m,n} whose P(l|m,n) is the empirical context distribution of real windows.
@@ -362,7 +367,7 @@ def role_signs(res: FlowResult, pq: PooledQuery) -> dict[str, np.ndarray]:
     for j in range(M):
         if j in col:
             z[:, j] = res.Z[-1][:, 0, col[j]]
-    d = (pq.roles == 1).any(0)
-    c = (pq.roles == -1).any(0)
+    role = pq.column_roles()
+    d, c = role == "distinct", role == "common"
     share = lambda hit, mask: hit[:, mask].sum(1) / mask.sum() if mask.any() else np.full(len(z), np.nan)
     return {"distinct_up": share(z > 0, d), "common_down": share(z < 0, c), "z": z}
