@@ -17,13 +17,13 @@ import hashlib
 import json
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from .stats import Band, Estimate
 from .stats import verdict as _verdict
 
 Kind = Literal["reproduction", "consistency", "exploratory"]
-KINDS = ("reproduction", "consistency", "exploratory")
+KINDS: tuple[str, ...] = get_args(Kind)
 VERDICTS = ("PASS", "FAIL", "INCONCLUSIVE", "STALE")
 CLAIM_COLUMNS = ["experiment", "claim", "kind", "reference", "prediction", "estimate", "ci_low", "ci_high",
                  "n", "verdict", "mde"]
