@@ -155,12 +155,13 @@ def run_measures(iters: np.ndarray, entropy: np.ndarray, loss: np.ndarray, cfg: 
     # of the last training chunks (constant-lr SGD), so single evaluations cannot show a plateau
     drift_h = window_mean(iters, entropy, T, cw) - window_mean(iters, entropy, T - cw, cw)
     drift_l = window_mean(iters, loss, T, cw) - window_mean(iters, loss, T - cw, cw)
+    peak = float(np.max(loss[iters >= T / 2]))
     return {"entropy_init": float(entropy[0]), "entropy_mid": window_mean(iters, entropy, T / 2, w),
             "entropy_final": fin_h, "entropy_drift": drift_h, "eval_loss": fin_l, "loss_drift": drift_l,
             "loss_best": float(np.min(loss)),
             "converged": bool(abs(drift_h) <= cfg.conv_tol_entropy and abs(drift_l) <= cfg.conv_tol_loss),
-            "loss_peak": float(np.max(loss[iters >= T / 2])),
-            "stable": bool(np.isfinite(loss).all() and np.max(loss[iters >= T / 2]) <= np.min(loss) + cfg.spike_tol
+            "loss_peak": peak,
+            "stable": bool(np.isfinite(loss).all() and peak <= np.min(loss) + cfg.spike_tol
                            and fin_l < float(loss[0]))}
 
 
