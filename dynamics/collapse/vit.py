@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import field, require
+from ..engine.ops import linear
 from . import attention as attn
 
 PER_BLOCK = ("ln1_g", "ln1_b", "qkv_w", "qkv_b", "proj_w", "proj_b", "ln2_g", "ln2_b", "fc1_w", "fc1_b",
@@ -167,13 +168,6 @@ class Record:
     hidden: list[torch.Tensor]  # L + 1 residual streams (R, B, T, d): embedding, then after each block
 
 
-def _linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """x (R, ..., din) @ w (R, din, dout) + b (R, dout), as one batched matmul."""
-    R, din = x.shape[0], x.shape[-1]
-    y = torch.baddbmm(b.unsqueeze(1), x.reshape(R, -1, din), w)
-    return y.view(*x.shape[:-1], w.shape[-1])
-
-
 def _layer_norm(x: torch.Tensor, g: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     shape = (x.shape[0],) + (1,) * (x.dim() - 2) + (x.shape[-1],)
     return F.layer_norm(x, x.shape[-1:]) * g.view(shape) + b.view(shape)
@@ -188,7 +182,7 @@ def forward(params: dict, buffers: dict, spec: ViTSpec, x: torch.Tensor, train: 
     p = params
     R, B = x.shape[:2]
     H, dh, T = spec.heads, spec.head_dim, spec.tokens
-    h = _linear(x, p["embed_w"], p["embed_b"])
+    h = linear(x, p["embed_w"], p["embed_b"])
     h = torch.cat([p["cls"].unsqueeze(1).expand(R, B, 1, spec.width), h], dim=2) + p["pos"].unsqueeze(1)
     rec = Record([], [], [h.detach()]) if record else None
     # Unbind the stacked per-block weights once: the backward of unbind is one stack, whereas indexing
@@ -197,7 +191,7 @@ def forward(params: dict, buffers: dict, spec: ViTSpec, x: torch.Tensor, train: 
     for l in range(spec.depth):
         w = {name: parts[l] for name, parts in blk.items()}
         z = _layer_norm(h, w["ln1_g"], w["ln1_b"])
-        qkv = _linear(z, w["qkv_w"], w["qkv_b"]).view(R, B, T, 3, H, dh).permute(3, 0, 1, 4, 2, 5)
+        qkv = linear(z, w["qkv_w"], w["qkv_b"]).view(R, B, T, 3, H, dh).permute(3, 0, 1, 4, 2, 5)
         q, k, v = qkv[0], qkv[1], qkv[2]  # (R, B, H, T, dh)
         tau = spec.temperature if spec.attention == "temperature" else 1.0
         A = attn.softmax_maps(q, k, tau)
@@ -206,15 +200,15 @@ def forward(params: dict, buffers: dict, spec: ViTSpec, x: torch.Tensor, train: 
                                 buffers["bn_var"][:, l] if normalised else None, train, drop=spec.attn_drop,
                                 generator=generator, transform_scale=spec.transform_scale, head_dim=dh)
         out = torch.matmul(E, v).transpose(2, 3).reshape(R, B, T, spec.width)
-        h = h + _linear(out, w["proj_w"], w["proj_b"])
+        h = h + linear(out, w["proj_w"], w["proj_b"])
         z = _layer_norm(h, w["ln2_g"], w["ln2_b"])
-        h = h + _linear(F.gelu(_linear(z, w["fc1_w"], w["fc1_b"])), w["fc2_w"], w["fc2_b"])
+        h = h + linear(F.gelu(linear(z, w["fc1_w"], w["fc1_b"])), w["fc2_w"], w["fc2_b"])
         if rec is not None:
             rec.softmax.append(A.detach())
             rec.effective.append(E.detach())
             rec.hidden.append(h.detach())
     z = _layer_norm(h[:, :, 0], p["norm_g"], p["norm_b"])
-    return _linear(z, p["head_w"], p["head_b"]), rec
+    return linear(z, p["head_w"], p["head_b"]), rec
 
 
 @torch.no_grad()
