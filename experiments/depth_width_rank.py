@@ -29,9 +29,9 @@ from dynamics.claims import ClaimSpec
 from dynamics.config import field, require
 from dynamics.depth_width import rank_fits as F
 from dynamics.depth_width import theory
-from dynamics.depth_width.modular import P1, P2, check_prime, matrix_bytes
+from dynamics.depth_width.modular import P1, P2, check_prime
 from dynamics.depth_width.rank_sweep import sweep_family
-from dynamics.depth_width.seprank import RankSpec, grid_rank, validate
+from dynamics.depth_width.seprank import RankSpec, grid_bytes, grid_rank, largest_grid, validate
 from dynamics.errors import UserError
 from dynamics.experiment import Experiment
 from dynamics.stats import Band
@@ -55,10 +55,14 @@ class RankConfig:
     seeds: int = field(2, "network seeds 0..seeds-1 (seed 0: main run; others: cross-checks)")
     full_cross_check: bool = field(False, "also cross-check every (other prime, other seed) combination")
     max_side: int = field(6000, "largest matricisation side (rows and columns) built")
-    max_gib: float = field(4.0, "refuse grids whose matrix (int64 + FLINT copy + Python list) needs more memory")
+    max_gib: float = field(4.0, "refuse grids whose rank needs more memory (the matrix, its FLINT copy and the kept "
+                                "largest grid: seprank.grid_bytes)")
     equiv_max_width: int = field(16, "width-equivalence search: widest shallower network tried (H=1, no residual, N<=4)")
     start_slack: float = field(1.2, "first grid's smaller side, as a multiple of the expected rank")
     confirm_slack: float = field(1.1, "confirming grid's smaller side, as a multiple of the rank found (> 1)")
+    start_rank: int = field(0, "expected rank of a cell nothing measured predicts (the first cell of a one-cell "
+                               "profile for N > 2; 0: none, start small); sets only where the template growth "
+                               "starts, never the rank")
 
     def __post_init__(self):
         require(len(self.widths) > 0 and all(1 <= d <= 64 for d in self.widths),
@@ -73,10 +77,12 @@ class RankConfig:
             check_prime(p)
         require(self.seeds >= 1, f"seeds={self.seeds} must be at least 1")
         require(self.max_side >= 16, f"max_side={self.max_side} must be at least 16")
-        need = matrix_bytes(self.max_side, self.max_side)
+        _, rows, cols = largest_grid(self.positions, self.max_side)
+        need = grid_bytes(rows, cols)
         require(need <= self.max_gib * 2**30,
-                f"max_side={self.max_side}: the largest grid matrix needs about {need / 2**30:.1f} GiB "
-                f"(limit max_gib={self.max_gib:g}); refusing before allocating")
+                f"max_side={self.max_side}: the largest grid at N={self.positions} ({rows}x{cols}) needs about "
+                f"{need / 2**30:.1f} GiB (limit max_gib={self.max_gib:g}); refusing before allocating")
+        require(self.start_rank >= 0, f"start_rank={self.start_rank} must be >= 0 (0: none)")
         require(self.equiv_max_width >= 1, "equiv_max_width must be at least 1")
         require(1.0 < self.confirm_slack <= self.start_slack,
                 f"need 1 < confirm_slack ({self.confirm_slack}) <= start_slack ({self.start_slack})")
@@ -102,7 +108,8 @@ def run_batch(cfgs, ctx):
                     bar.update(1)
             rows = pd.DataFrame(sweep_family(cfg.widths, cfg.depths, cfg.heads, cfg.positions, cfg.residual,
                                              cfg.pairs(), cfg.max_side, on_row=on_row, start=cfg.start_slack,
-                                             confirm=cfg.confirm_slack))
+                                             confirm=cfg.confirm_slack, max_bytes=cfg.max_gib * 2**30,
+                                             first_hint=cfg.start_rank or None))
         tables = {"rows": rows}
         if cfg.heads == 1 and not cfg.residual and cfg.positions <= 4:  # N = 6 partners would not fit
             tables["equivalence"] = width_equivalence(rows, cfg).assign(positions=cfg.positions)
@@ -129,13 +136,13 @@ def width_equivalence(rows: pd.DataFrame, cfg: RankConfig) -> pd.DataFrame:
         if (d, L) not in measured:
             spec = RankSpec(d, L, 1, cfg.positions, False)
             try:
-                validate(spec, cfg.max_side)
+                validate(spec, cfg.max_side, cfg.max_gib * 2**30)
             except UserError:
                 measured[(d, L)] = None
                 return None
             left = measured.get((d - 1, L))
             res = grid_rank(spec, prime, seed, hint=left[0] if left else None, max_side=cfg.max_side,
-                            start=cfg.start_slack, confirm=cfg.confirm_slack)
+                            start=cfg.start_slack, confirm=cfg.confirm_slack, max_bytes=cfg.max_gib * 2**30)
             measured[(d, L)] = (res.rank, res.converged)
         return measured[(d, L)]
 
@@ -181,7 +188,9 @@ def increments(main: pd.DataFrame) -> pd.DataFrame:
                 L=L, rank=int(r[L]), ln_rank=math.log(r[L]), delta=delta, next_ratio=nxt / delta,
                 log3_dx=theory.depth_threshold(d), deep_slope=d * math.log(3),
                 delta_over_deep=delta / (d * math.log(3))))
-    return pd.DataFrame(out)
+    # Columns named even when no width has two consecutive depths (a one-cell profile).
+    return pd.DataFrame(out, columns=keys + ["L", "rank", "ln_rank", "delta", "next_ratio", "log3_dx",
+                                             "deep_slope", "delta_over_deep"])
 
 
 def threshold_curve() -> pd.DataFrame:

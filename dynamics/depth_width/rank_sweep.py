@@ -25,7 +25,7 @@ import dataclasses
 import time
 from collections.abc import Callable, Sequence
 
-from .seprank import MAX_SIDE, RankSpec, grid_rank, grid_shape, validate
+from .seprank import MAX_SIDE, RankSpec, grid_rank, grid_shape, largest_grid, validate
 from .theory import n2_rank
 
 
@@ -42,17 +42,21 @@ class Cell:
 
 def max_rank(spec: RankSpec, max_side: int) -> int:
     """The largest smaller-side of a grid that fits: ranks at or above it cannot be resolved."""
-    K = 2
-    while max(grid_shape(K + 1, spec.n_a, spec.n_b)) <= max_side:
-        K += 1
-    return min(grid_shape(K, spec.n_a, spec.n_b))
+    return min(largest_grid(spec.positions, max_side)[1:])
 
 
 def sweep_family(widths: Sequence[int], depths: Sequence[int], heads: int, positions: int, residual: bool,
                  pairs: Sequence[tuple[int, int]], max_side: int = MAX_SIDE, input_rank: int = 0,
                  on_row: Callable[[dict], None] | None = None, start: float = 1.2,
-                 confirm: float = 1.1) -> list[dict]:
+                 confirm: float = 1.1, max_bytes: float = 4 * 2**30,
+                 first_hint: float | None = None) -> list[dict]:
     """Rows (one per cell and (prime, seed) pair) for every width divisible by ``heads``.
+
+    ``first_hint``: the expected rank of a cell that no measured cell (and, for N = 2, no closed
+    form) predicts -- in practice the first cell of a one-cell profile.  It only sets where the
+    template growth starts (the cost), never the rank: a rank is exact only when two template
+    counts agree below both matrix sides.  ``max_bytes`` bounds each grid's memory
+    (:func:`seprank.grid_bytes`).
 
     Row keys: d_x, L, heads, positions, residual, input_rank, prime, seed, templates,
     prev_templates, rank, status, role ("main" or "cross-check"), seconds.
@@ -63,7 +67,7 @@ def sweep_family(widths: Sequence[int], depths: Sequence[int], heads: int, posit
     for L in sorted(depths):
         for d in widths:
             spec = RankSpec(d, L, heads, positions, residual, min(input_rank, d) if input_rank else 0)
-            validate(spec, max_side)
+            validate(spec, max_side, max_bytes)
             limit = max_rank(spec, max_side)
             base = dict(d_x=d, L=L, heads=heads, positions=positions, residual=residual,
                         input_rank=spec.input_rank)
@@ -77,6 +81,8 @@ def sweep_family(widths: Sequence[int], depths: Sequence[int], heads: int, posit
                     on_row(row)
                 continue
             hint = _hint(known, d, L, heads)
+            if hint is None:
+                hint = first_hint
             if positions == 2 and not input_rank:
                 # the proven N = 2 upper bound (theory.n2_rank, docs/depth_width.md) caps the guess
                 bound = float(n2_rank(d, L))
@@ -93,7 +99,8 @@ def sweep_family(widths: Sequence[int], depths: Sequence[int], heads: int, posit
                     on_row(row)
                 continue
             t0 = time.perf_counter()
-            res = grid_rank(spec, *pairs[0], hint=hint, max_side=max_side, start=start, confirm=confirm)
+            res = grid_rank(spec, *pairs[0], hint=hint, max_side=max_side, start=start, confirm=confirm,
+                            max_bytes=max_bytes)
             status = "exact" if res.converged else f"lower bound: grid of {res.templates} templates is full rank"
             known[(d, L)] = Cell(d, L, res.rank, status)
             row = base | dict(prime=res.prime, seed=res.seed, templates=res.templates,
@@ -107,7 +114,7 @@ def sweep_family(widths: Sequence[int], depths: Sequence[int], heads: int, posit
             K_c = res.prev_templates  # the smaller of the two grids that agreed on the rank
             for prime, seed in pairs[1:]:
                 t0 = time.perf_counter()
-                other = grid_rank(spec, prime, seed, fixed=K_c, max_side=max_side)
+                other = grid_rank(spec, prime, seed, fixed=K_c, max_side=max_side, max_bytes=max_bytes)
                 row = base | dict(prime=prime, seed=seed, templates=K_c, prev_templates=K_c, rank=other.rank,
                                   status="exact" if other.rank < min(grid_shape(K_c, spec.n_a, spec.n_b))
                                   else "lower bound: full rank", role="cross-check",

@@ -99,14 +99,35 @@ def validate(spec: RankSpec, max_side: int = MAX_SIDE, max_bytes: float = 4 * 2*
         raise UserError(f"positions={spec.positions} out of range: 2 <= N <= 8")
     if spec.input_rank < 0 or spec.input_rank > spec.d_x:
         raise UserError(f"input_rank={spec.input_rank} must be 0 (full) or between 1 and d_x={spec.d_x}")
-    side = 2 ** max(spec.n_a, spec.n_b)  # the smallest grid (K = 2)
+    side = max(grid_shape(2, spec.n_a, spec.n_b))  # the smallest grid (K = 2)
     if side > max_side:
         raise UserError(f"N={spec.positions}: even K=2 templates give a {side}-wide matricisation "
                         f"(limit {max_side})")
-    need = matrix_bytes(max_side, max_side)
+    _, rows, cols = largest_grid(spec.positions, max_side)
+    need = grid_bytes(rows, cols)
     if need > max_bytes:
-        raise UserError(f"a {max_side}x{max_side} matricisation needs about {need / 2**30:.1f} GiB "
-                        f"(limit {max_bytes / 2**30:.1f} GiB); lower max_side")
+        raise UserError(f"the largest grid under max_side={max_side} at N={spec.positions}, {rows}x{cols}, "
+                        f"needs about {need / 2**30:.1f} GiB (limit {max_bytes / 2**30:.1f} GiB); lower max_side")
+
+
+def grid_bytes(rows: int, cols: int) -> int:
+    """Peak bytes of measuring a rows x cols grid's rank with grid reuse (:class:`_Grid`): the
+    matrix being ranked and its FLINT copy (:func:`modular.matrix_bytes`) plus the kept largest
+    grid, 8 bytes an entry (the confirming grid is a copied submatrix of it)."""
+    return matrix_bytes(rows, cols) + 8 * int(rows) * int(cols)
+
+
+def largest_grid(positions: int, max_side: int) -> tuple[int, int, int]:
+    """(K, rows, cols): the most templates whose deduplicated grid (:func:`grid_shape`) has both
+    sides <= ``max_side``.  The sides are not equal for N > 2 (the rows are about 2x the columns at
+    N = 4 and 3x at N = 6), so the memory a bound on the sides allows is rows x cols, not
+    max_side^2."""
+    n_a = (positions + 1) // 2
+    n_b = positions - n_a
+    K = 2
+    while max(grid_shape(K + 1, n_a, n_b)) <= max_side:
+        K += 1
+    return (K, *grid_shape(K, n_a, n_b))
 
 
 def templates_for(spec: RankSpec, K: int, rng: np.random.Generator, p: int) -> np.ndarray:
@@ -222,9 +243,7 @@ class _Grid:
         rng = np.random.default_rng(np.random.SeedSequence(
             [seed, spec.d_x, spec.depth, spec.heads, spec.positions, int(spec.residual), spec.input_rank]))
         self.net = LinearAttentionNet.random(rng, spec.d_x, spec.depth, spec.heads, spec.residual, self.p)
-        self.k_max = 2
-        while max(grid_shape(self.k_max + 1, spec.n_a, spec.n_b)) <= max_side:
-            self.k_max += 1
+        self.k_max = largest_grid(spec.positions, max_side)[0]
         self.pool = templates_for(spec, self.k_max, rng, self.p)
         self.history: list[tuple[int, int]] = []
         self.reuse = reuse
