@@ -60,7 +60,7 @@ class RankConfig:
     equiv_max_width: int = field(16, "width-equivalence search: widest shallower network tried (H=1, no residual, N<=4)")
     start_slack: float = field(1.2, "first grid's smaller side, as a multiple of the expected rank")
     confirm_slack: float = field(1.1, "confirming grid's smaller side, as a multiple of the rank found (> 1)")
-    start_rank: int = field(0, "expected rank of a cell nothing measured predicts (the first cell of a one-cell "
+    start_rank: float = field(0.0, "expected rank of a cell nothing measured predicts (the first cell of a one-cell "
                                "profile for N > 2; 0: none, start small); sets only where the template growth "
                                "starts, never the rank")
 
