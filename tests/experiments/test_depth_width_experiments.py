@@ -20,6 +20,17 @@ def test_rank_smoke(cli, tmp_path):
     assert (tmp_path / "rank_vs_depth.png").exists() and (tmp_path / "claims.csv").exists()
 
 
+def test_rank_one_cell_profile(cli, tmp_path):
+    """A one-cell profile (one width, one depth: no depth increments to fit) summarises without error,
+    and start_rank only moves where the template growth starts, not the rank."""
+    sets = ["widths=3", "depths=2", "positions=4", "max_side=200", "seeds=1", "primes=268435399",
+            "equiv_max_width=1", "start_rank=45"]
+    code, out, err = cli("run", "depth-width-rank", *sum((["--set", s] for s in sets), []), "--out", str(tmp_path))
+    assert code == 0, err
+    ranks = pd.read_csv(tmp_path / "ranks.csv")
+    assert ranks["rank"].tolist() == [49] and ranks.status.tolist() == ["exact"]  # (d+1)(d+4)(d^2+d+2)/8 at d = 3
+
+
 def test_theory_smoke(cli, tmp_path):
     sets = ["input_ranks=1", "wies_widths=1,2", "wies_depths=1", "max_side=64"]
     code, out, err = cli("run", "depth-width-theory", *sum((["--set", s] for s in sets), []), "--out", str(tmp_path))

@@ -175,6 +175,21 @@ def test_validate_refuses_oversized_matrix_with_estimate():
         validate(RankSpec(2, 1, 1, 2, False), max_side=100_000)
 
 
+def test_memory_bound_is_the_largest_grid_not_a_square():
+    """N = 4 grids have K^2 rows and C(K+1, 2) columns: the bound counts rows x cols (and the kept
+    grid), so a max_side whose square would be refused still admits the N = 4 grid under it."""
+    from dynamics.depth_width.modular import matrix_bytes
+    from dynamics.depth_width.seprank import grid_bytes, largest_grid
+
+    K, rows, cols = largest_grid(4, 1000)
+    assert (rows, cols) == grid_shape(K, 2, 2) and rows <= 1000 < max(grid_shape(K + 1, 2, 2))
+    assert cols < rows and grid_bytes(rows, cols) < matrix_bytes(1000, 1000)
+    budget = (grid_bytes(rows, cols) + matrix_bytes(1000, 1000)) / 2
+    validate(RankSpec(2, 2, 1, 4, False), max_side=1000, max_bytes=budget)  # the N = 4 grid fits
+    with pytest.raises(UserError, match="GiB"):
+        validate(RankSpec(2, 2, 1, 2, False), max_side=1000, max_bytes=budget)  # the square N = 2 one does not
+
+
 def test_float_svd_is_not_used_and_would_undercount():
     """Why exact arithmetic: the same grid in float64 (small-integer weights) loses rank to SVD."""
     rng = np.random.default_rng(5)
