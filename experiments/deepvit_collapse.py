@@ -492,8 +492,13 @@ def headline(table: pd.DataFrame, base: CollapseConfig) -> pd.DataFrame:
     if t.empty:
         return pd.DataFrame()
     rows = []
+
+    def first(g: pd.DataFrame, variant: str) -> pd.Series:
+        s = g[g.variant == variant]
+        return s.iloc[0] if len(s) else pd.Series(np.nan, index=g.columns)  # variant not trained (a profile)
+
     for (ds, depth), g in t.groupby(["dataset", "depth"]):
-        van, re = g[g.variant == "vanilla"].iloc[0], g[g.variant == "reattn"].iloc[0]
+        van, re = first(g, "vanilla"), first(g, "reattn")
         rows.append({"dataset": ds, "depth": depth, "width": base.train_width,
                      "acc vanilla": f"{van.acc_test_mean:.3f} ± {van.acc_test_ci:.3f}",
                      "acc reattn": f"{re.acc_test_mean:.3f} ± {re.acc_test_ci:.3f}",
