@@ -112,8 +112,8 @@ def validate(spec: RankSpec, max_side: int = MAX_SIDE, max_bytes: float = 4 * 2*
 
 def grid_bytes(rows: int, cols: int) -> int:
     """Peak bytes of measuring a rows x cols grid's rank with grid reuse (:class:`_Grid`): the
-    matrix being ranked and its FLINT copy (:func:`modular.matrix_bytes`) plus the kept largest
-    grid, 8 bytes an entry (the confirming grid is a copied submatrix of it)."""
+    matrix being ranked and its FLINT copies (:func:`modular.matrix_bytes`) plus the kept largest
+    grid, 8 bytes an entry (the confirming grid is a copied submatrix of it): 32 bytes an entry."""
     return matrix_bytes(rows, cols) + 8 * int(rows) * int(cols)
 
 
