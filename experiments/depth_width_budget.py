@@ -9,7 +9,10 @@ trained together as replicas, on
 * ``ses``: start-end similarity, 2k tokens over V symbols, label = number of agreeing positions
   (balanced classes).  Each class indicator's separation rank across the halves is known exactly
   (Krawtchouk eigenvalues of the Hamming scheme, :func:`dynamics.depth_width.tasks.ses_class_rank`):
-  full or nearly full, V^k.
+  full or nearly full, V^k.  An ablation, not a test of depth (issue 16): one layer with mean pooling
+  and an MLP represents the label exactly, and its seeds split between solved and stuck by
+  optimisation, so its claims are ``exploratory``.  The byte-level language-model arm that does test
+  the optimal depth is ``depth-width-bytes``.
 * ``wikitext``: word-level next-token prediction on WikiText-2 through :mod:`dynamics.corpus`
   (its note -- which splits train and evaluate -- is carried into the manifest).
 

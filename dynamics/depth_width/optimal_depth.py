@@ -100,8 +100,15 @@ def optimal_depths(runs: pd.DataFrame, value: str = "test_loss", n_boot: int = 2
 def depth_slope(runs: pd.DataFrame, value: str = "test_loss", seed: int = 0) -> S.Estimate:
     """OLS slope of L* against ln budget (layers per e-fold of parameters), bootstrap over seeds."""
     cube, _, depths, budgets = loss_cube(runs, value)
-    lnb = np.log(np.asarray(budgets, float))
-    return S.bootstrap(cube, lambda x: float(np.polyfit(lnb, _l_star(x, depths), 1)[0]), seed=seed)
+    x = np.log(np.asarray(budgets, float))
+    x = x - x.mean()
+
+    def slope(sample):
+        y = _l_star(sample, depths)
+        # written out so that equal L* (e.g. all clipped to depth 1) give exactly 0, not polyfit's 1e-17
+        return float(x @ (y - y.mean()) / (x @ x))
+
+    return S.bootstrap(cube, slope, seed=seed)
 
 
 def depth_vs_paper(runs: pd.DataFrame, value: str = "test_loss", seed: int = 0,
