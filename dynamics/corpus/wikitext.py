@@ -67,7 +67,7 @@ _COMPRESSED = {b"\x1f\x8b": "gzip", b"PK\x03\x04": "zip", b"BZh": "bzip2", b"\xf
 class WikiText:
     """An encoded WikiText corpus.
 
-    vocab:  list of V token strings; vocab[0] == "<unk>"
+    vocab:  list of V token strings; vocab[0] == "<unk>" (byte level, :func:`load_wikitext_bytes`: the 256 bytes)
     train:  (N_train,) int64 token ids of the training split (``valid`` when train is absent)
     eval:   (N_eval,) int64 token ids of the evaluation split (``test`` when train is absent)
     train_split, eval_split: which files those are ("train", "valid" or "test")
@@ -315,29 +315,17 @@ def load_wikitext(data_dir: str | os.PathLike | None = None, min_count: int = 1,
                     files=files, min_count=int(min_count), max_vocab=max_vocab)
 
 
-@dataclasses.dataclass(frozen=True)
-class WikiTextBytes:
+def load_wikitext_bytes(data_dir: str | os.PathLike | None = None, train_split: str | None = None,
+                        eval_split: str | None = None, layout: str = "auto") -> WikiText:
     """WikiText as raw bytes: a character-level corpus with vocabulary 256 and no tokenizer.
 
-    train, eval: (N,) int64 in 0..255, the UTF-8 bytes of the whole split files exactly as stored
-    (for the v1 token layout: words separated by spaces, ``<unk>`` and `` @-@ `` spelled out, one
-    newline per line); train_split, eval_split, note, files: as :class:`WikiText` ("tokens" holds bytes).
+    The training and evaluation splits in ``data_dir`` (or ``$DYNAMICS_WIKITEXT``) are found, chosen
+    (valid/test when train is absent) and checked as by :func:`load_wikitext`; ``train`` and ``eval``
+    are then the UTF-8 bytes of the whole files exactly as stored, int64 in 0..255 (for the v1 token
+    layout: words separated by spaces, ``<unk>`` and `` @-@ `` spelled out, one newline per line).
+    ``vocab`` holds the 256 byte values as one-character latin-1 strings (id = byte), the note starts
+    with "bytes; " and ``files[split]["tokens"]`` counts bytes.  Nothing is cached: reading 2 MB is instant.
     """
-
-    train: np.ndarray
-    eval: np.ndarray
-    train_split: str
-    eval_split: str
-    note: str
-    files: dict
-    V: int = 256
-
-
-def load_wikitext_bytes(data_dir: str | os.PathLike | None = None, train_split: str | None = None,
-                        eval_split: str | None = None, layout: str = "auto") -> WikiTextBytes:
-    """The byte streams of the WikiText training and evaluation splits in ``data_dir`` (or
-    ``$DYNAMICS_WIKITEXT``), with the same file discovery, split choice (valid/test when train is
-    absent) and checks as :func:`load_wikitext`.  Nothing is cached: reading 2 MB is instant."""
     found = find_files(resolve_dir(data_dir), layout)
     tr, ev, note = choose_splits(found, train_split, eval_split)
     files, _ = _file_records(found, tr, ev)
@@ -348,4 +336,5 @@ def load_wikitext_bytes(data_dir: str | os.PathLike | None = None, train_split: 
             raise UserError(f"{files[split]['path']} is empty: not a WikiText file")
         streams[split] = np.frombuffer(raw, dtype=np.uint8).astype(np.int64)
         files[split]["tokens"] = len(raw)
-    return WikiTextBytes(streams[tr], streams[ev], tr, ev, f"bytes; {note}", files)
+    return WikiText(vocab=[bytes([b]).decode("latin-1") for b in range(256)], train=streams[tr], eval=streams[ev],
+                    train_split=tr, eval_split=ev, note=f"bytes; {note}", files=files)
