@@ -180,8 +180,8 @@ def claims(tables, cfg):
     if len(depths) < 3:  # a quadratic in ln L needs three depths
         return out
     opt = tables["optimal_depth"].set_index("budget")
-    stars = ", ".join(f"{b:g}: {opt.L_star[b]:.2f}{' (' + opt.edge[b] + ' edge)' if opt.edge[b] else ''}"
-                      for b in budgets)
+    edge = opt.edge.fillna("")  # an interior optimum's "" reads back from the saved CSV as NaN
+    stars = ", ".join(f"{b:g}: {opt.L_star[b]:.2f}{' (' + edge[b] + ' edge)' if edge[b] else ''}" for b in budgets)
     if len(budgets) >= 2:
         out["bytes-optimal-depth-not-decreasing"] = (OD.depth_slope(runs, seed=1), f"L* per budget {stars}; {_SCALE}")
     out["bytes-optimal-depth-matches-paper-fit"] = (
