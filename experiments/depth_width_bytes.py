@@ -180,7 +180,7 @@ def claims(tables, cfg):
     if len(depths) < 3:  # a quadratic in ln L needs three depths
         return out
     opt = tables["optimal_depth"].set_index("budget")
-    edge = opt.edge.fillna("")  # an interior optimum's "" reads back from the saved CSV as NaN
+    edge = opt.edge.map(lambda e: e if isinstance(e, str) else "")  # "" (interior) reads back from CSV as NaN
     stars = ", ".join(f"{b:g}: {opt.L_star[b]:.2f}{' (' + edge[b] + ' edge)' if edge[b] else ''}" for b in budgets)
     if len(budgets) >= 2:
         out["bytes-optimal-depth-not-decreasing"] = (OD.depth_slope(runs, seed=1), f"L* per budget {stars}; {_SCALE}")

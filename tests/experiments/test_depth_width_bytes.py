@@ -79,3 +79,23 @@ def test_bytes_tiny_sweep(cli, tmp_path):
     assert (claims.kind == "reproduction").all()
     assert "bytes; training split absent" in (res / "manifest.json").read_text()
     assert (res / "loss_vs_depth.png").exists()
+
+
+def test_claims_read_back_from_csv_with_an_interior_optimum(tmp_path):
+    """The saved optimal_depth.csv holds "" for an interior optimum, which reads back as NaN."""
+    from dynamics.experiments import depth_width_bytes as E
+
+    rng = np.random.default_rng(1)
+    runs = pd.DataFrame([dict(budget=b, depth=d, seed=s, lr=3e-3, width=20 - 2 * d, params=b, diverged_step=-1,
+                              test_loss=2 + (math.log(d) - math.log(2.2)) ** 2 + 0.01 * rng.random(),
+                              val_loss=2 + (math.log(d) - math.log(2.2)) ** 2, train_loss=2.0)
+                         for b in (600, 1200) for d in (1, 2, 3, 4) for s in range(3)])
+    tables = E.summarize({"runs": runs, "trials": runs.assign(selected=True), "curves": runs}, E.BytesConfig())
+    saved = {}
+    for name, df in tables.items():
+        df.to_csv(tmp_path / f"{name}.csv", index=False)
+        saved[name] = pd.read_csv(tmp_path / f"{name}.csv")
+    assert saved["optimal_depth"].edge.isna().all()
+    out = E.claims(saved, E.BytesConfig())
+    assert "600: 2.2" in out["bytes-optimal-depth-not-decreasing"][1]
+    assert out["bytes-optimal-depth-matches-paper-fit"][0].value == pytest.approx(1.2, abs=0.05)
