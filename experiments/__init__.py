@@ -18,6 +18,7 @@ REGISTRY = {
     "depth-width-rank": ".depth_width_rank",
     "depth-width-theory": ".depth_width_theory",
     "depth-width-budget": ".depth_width_budget",
+    "depth-width-bytes": ".depth_width_bytes",
     "depth-width-trained": ".depth_width_trained",
     "rank-collapse": ".rank_collapse",
     "dacdetr-gather": ".dacdetr_gather",

@@ -5,6 +5,7 @@ an encoded corpus; :mod:`dynamics.corpus.cooccurrence` computes P(l | m, n) and 
 Scan and Snap (Tian et al. 2023, Sec. 3.2) from it.
 """
 
-from .wikitext import ENV_DATA, EOS, UNK, WikiText, check_wikitext, load_wikitext
+from .wikitext import ENV_DATA, EOS, UNK, WikiText, check_wikitext, load_wikitext, load_wikitext_bytes
 
-__all__ = ["ENV_DATA", "UNK", "EOS", "WikiText", "check_wikitext", "load_wikitext"]
+__all__ = ["ENV_DATA", "UNK", "EOS", "WikiText", "check_wikitext", "load_wikitext",
+           "load_wikitext_bytes"]

@@ -67,7 +67,7 @@ _COMPRESSED = {b"\x1f\x8b": "gzip", b"PK\x03\x04": "zip", b"BZh": "bzip2", b"\xf
 class WikiText:
     """An encoded WikiText corpus.
 
-    vocab:  list of V token strings; vocab[0] == "<unk>"
+    vocab:  list of V token strings; vocab[0] == "<unk>" (byte level, :func:`load_wikitext_bytes`: the 256 bytes)
     train:  (N_train,) int64 token ids of the training split (``valid`` when train is absent)
     eval:   (N_eval,) int64 token ids of the evaluation split (``test`` when train is absent)
     train_split, eval_split: which files those are ("train", "valid" or "test")
@@ -180,11 +180,8 @@ def choose_splits(found: dict, train_split: str | None, eval_split: str | None) 
 
 
 
-def read_tokens(path: Path) -> list[str]:
-    """The tokens of one split file: ``line.split() + ["<eos>"]`` per line.
-
-    A file that is empty, not UTF-8, compressed, or holds control characters is a UserError.
-    """
+def read_text(path: Path) -> str:
+    """The checked text of one split file: compressed, non-UTF-8 or control-character files are a UserError."""
     data = path.read_bytes()
     for magic, kind in _COMPRESSED.items():
         if data.startswith(magic):
@@ -197,7 +194,15 @@ def read_tokens(path: Path) -> list[str]:
     if bad is not None:
         raise UserError(f"{path} holds control character {ord(bad):#04x} at offset {text.index(bad)}: "
                         "the file is corrupt or not WikiText")
-    lines = io.StringIO(text).readlines()
+    return text
+
+
+def read_tokens(path: Path) -> list[str]:
+    """The tokens of one split file: ``line.split() + ["<eos>"]`` per line.
+
+    A file that is empty, not UTF-8, compressed, or holds control characters is a UserError.
+    """
+    lines = io.StringIO(read_text(path)).readlines()
     words = [w for line in lines for w in (*line.split(), EOS)]
     if len(words) == len(lines):  # only <eos>: no text at all
         raise UserError(f"{path} is empty (no tokens): not a WikiText file")
@@ -255,6 +260,25 @@ def _cache_save(path: Path, vocab: list[str], train: np.ndarray, ev: np.ndarray)
         pass
 
 
+def _file_records(found: dict, tr: str, ev: str) -> tuple[dict, dict]:
+    """(files, hashes) per split found: path, SHA-256, published release; mislabelled or identical
+    training and evaluation files are a UserError."""
+    files, hashes = {}, {}
+    for split, (path, lay) in found.items():
+        digest = sha256_file(path)
+        release = KNOWN_SHA256.get(digest)
+        if release is not None and release[1] != split:
+            raise UserError(f"{path} is byte-identical to the published {release[0]} {release[1]} split, "
+                            f"not {split}: the files are mislabelled")
+        hashes[split] = digest
+        files[split] = {"path": str(path.resolve()), "sha256": digest, "known": release is not None,
+                        "release": f"{release[0]} {release[1]}" if release else "unrecognised",
+                        "layout": lay, "tokens": None}
+    if hashes[tr] == hashes[ev]:
+        raise UserError(f"the {tr} and {ev} files are identical: evaluation would be on the training data")
+    return files, hashes
+
+
 def load_wikitext(data_dir: str | os.PathLike | None = None, min_count: int = 1, max_vocab: int | None = None,
                   train_split: str | None = None, eval_split: str | None = None, layout: str = "auto",
                   cache: bool = True) -> WikiText:
@@ -272,19 +296,7 @@ def load_wikitext(data_dir: str | os.PathLike | None = None, min_count: int = 1,
     root = resolve_dir(data_dir)
     found = find_files(root, layout)
     tr, ev, note = choose_splits(found, train_split, eval_split)
-    files, hashes = {}, {}
-    for split, (path, lay) in found.items():
-        digest = sha256_file(path)
-        release = KNOWN_SHA256.get(digest)
-        if release is not None and release[1] != split:
-            raise UserError(f"{path} is byte-identical to the published {release[0]} {release[1]} split, "
-                            f"not {split}: the files are mislabelled")
-        hashes[split] = digest
-        files[split] = {"path": str(path.resolve()), "sha256": digest, "known": release is not None,
-                        "release": f"{release[0]} {release[1]}" if release else "unrecognised",
-                        "layout": lay, "tokens": None}
-    if hashes[tr] == hashes[ev]:
-        raise UserError(f"the {tr} and {ev} files are identical: evaluation would be on the training data")
+    files, hashes = _file_records(found, tr, ev)
     key = _cache_key(hashes, tr, ev, int(min_count), max_vocab)
     path = cache_dir() / f"{key}.npz"
     hit = _cache_load(path) if cache else None
@@ -301,3 +313,28 @@ def load_wikitext(data_dir: str | os.PathLike | None = None, min_count: int = 1,
     files[tr]["tokens"], files[ev]["tokens"] = int(len(train_ids)), int(len(eval_ids))
     return WikiText(vocab=vocab, train=train_ids, eval=eval_ids, train_split=tr, eval_split=ev, note=note,
                     files=files, min_count=int(min_count), max_vocab=max_vocab)
+
+
+def load_wikitext_bytes(data_dir: str | os.PathLike | None = None, train_split: str | None = None,
+                        eval_split: str | None = None, layout: str = "auto") -> WikiText:
+    """WikiText as raw bytes: a character-level corpus with vocabulary 256 and no tokenizer.
+
+    The training and evaluation splits in ``data_dir`` (or ``$DYNAMICS_WIKITEXT``) are found, chosen
+    (valid/test when train is absent) and checked as by :func:`load_wikitext`; ``train`` and ``eval``
+    are then the UTF-8 bytes of the whole files exactly as stored, int64 in 0..255 (for the v1 token
+    layout: words separated by spaces, ``<unk>`` and `` @-@ `` spelled out, one newline per line).
+    ``vocab`` holds the 256 byte values as one-character latin-1 strings (id = byte), the note starts
+    with "bytes; " and ``files[split]["tokens"]`` counts bytes.  Nothing is cached: reading 2 MB is instant.
+    """
+    found = find_files(resolve_dir(data_dir), layout)
+    tr, ev, note = choose_splits(found, train_split, eval_split)
+    files, _ = _file_records(found, tr, ev)
+    streams = {}
+    for split in (tr, ev):
+        raw = read_text(Path(files[split]["path"])).encode("utf-8")
+        if not raw.strip():
+            raise UserError(f"{files[split]['path']} is empty: not a WikiText file")
+        streams[split] = np.frombuffer(raw, dtype=np.uint8).astype(np.int64)
+        files[split]["tokens"] = len(raw)
+    return WikiText(vocab=[bytes([b]).decode("latin-1") for b in range(256)], train=streams[tr], eval=streams[ev],
+                    train_split=tr, eval_split=ev, note=f"bytes; {note}", files=files)

@@ -87,23 +87,26 @@ def optimal_width(depth: float, a: float = FIT_A, b: float = FIT_B) -> float:
     return math.exp(a + b * depth)
 
 
-def nonembedding_params(depth: float, width: float) -> float:
-    """N = 12 L d_x^2: attention 4 d_x^2 and feed-forward 8 d_x^2 per layer (Kaplan et al. 2020)."""
-    return 12.0 * depth * width**2
+def nonembedding_params(depth: float, width: float, biases: bool = False) -> float:
+    """N = 12 L d_x^2: attention 4 d_x^2 and feed-forward 8 d_x^2 per layer (Kaplan et al. 2020); with
+    ``biases`` the exact count of :mod:`.transformer`, 12 L d_x^2 + 13 L d_x (biases and LayerNorms)."""
+    return 12.0 * depth * width**2 + (13.0 * depth * width if biases else 0.0)
 
 
-def optimal_params(depth: float, a: float = FIT_A, b: float = FIT_B) -> float:
-    """N_opt(L) = 12 L exp(2a) exp(2bL): the size at which depth L is optimal."""
-    return nonembedding_params(depth, optimal_width(depth, a, b))
+def optimal_params(depth: float, a: float = FIT_A, b: float = FIT_B, biases: bool = False) -> float:
+    """N_opt(L) = 12 L exp(2a) exp(2bL) (+ 13 L exp(a + bL) with ``biases``): the size at which depth L is optimal."""
+    return nonembedding_params(depth, optimal_width(depth, a, b), biases)
 
 
-def optimal_depth(params: float, a: float = FIT_A, b: float = FIT_B) -> float:
-    """Invert N_opt(L) = params for L (N_opt increases in L; solved by bisection on ln N)."""
+def optimal_depth(params: float, a: float = FIT_A, b: float = FIT_B, biases: bool = False) -> float:
+    """Invert N_opt(L) = params for L (N_opt increases in L; solved by bisection on ln N): the depth at
+    which the budget equation and the fit d_x = exp(a + bL) hold together; below 1 for budgets under
+    N_opt(1) ~ 3.2e5, where the fit says that no depth >= 1 is deep enough to be worth its width."""
     lo, hi = 1e-6, 1e4
     target = math.log(params)
     for _ in range(200):
         mid = (lo + hi) / 2
-        if math.log(optimal_params(mid, a, b)) < target:
+        if math.log(optimal_params(mid, a, b, biases)) < target:
             lo = mid
         else:
             hi = mid
