@@ -114,7 +114,7 @@ ITEMS: tuple[Item, ...] = (
     Item(LEVINE, "Thm. 2", "lower bound: below L = log_3 d_x depth is exponentially more efficient than width", (
         "depth-width-rank/layer-worth-grows-with-width", "depth-width-rank/shallow-exponent-L1-N2",
         "depth-width-rank/shallow-exponent-L2-N2", "depth-width-rank/shallow-exponent-L2-N4",
-        "depth-width-budget/ses-shallow-loses", "depth-width-budget/wikitext-shallow-loses",
+        "depth-width-budget/wikitext-shallow-loses", "depth-width-bytes/bytes-shallow-loses-largest-budget",
         "depth-width-trained/ts-linear-shallower-loses-at-teacher-width",
         "depth-width-trained/ts-softmax-shallower-loses-at-teacher-width",
         "depth-width-trained/ts-linear-width-ratio", "depth-width-trained/ts-softmax-width-ratio")),
@@ -130,11 +130,11 @@ ITEMS: tuple[Item, ...] = (
          "needs Kaplan et al.'s language-model training at scale; not attempted on this machine"),
     Item(LEVINE, "Sec. 5 experiments (depth 6-48)", "at a fixed size the best depth grows with the size; "
          "past the threshold the shape matters little", (
-             "depth-width-budget/ses-best-depth-rises-with-budget", "depth-width-budget/wikitext-best-depth-rises-with-budget",
-             "depth-width-budget/ses-flat-above-threshold", "depth-width-budget/wikitext-flat-above-threshold")),
+             "depth-width-budget/wikitext-best-depth-rises-with-budget", "depth-width-budget/wikitext-flat-above-threshold",
+             "depth-width-bytes/bytes-optimal-depth-not-decreasing")),
     Item(LEVINE, "Optimal-width fit (v3)", "d_x^opt = exp(5.039 + 0.0555 L)", (
-        "depth-width-budget/ses-fit-b-positive", "depth-width-budget/wikitext-fit-b-positive",
-        "depth-width-budget/ses-fit-b-matches-paper", "depth-width-budget/wikitext-fit-b-matches-paper")),
+        "depth-width-budget/wikitext-fit-b-positive", "depth-width-budget/wikitext-fit-b-matches-paper",
+        "depth-width-bytes/bytes-optimal-depth-matches-paper-fit")),
     Item(LEVINE, "1T projection (v3 abstract)", "width 30K optimal for a 1-trillion-parameter network", (
         "depth-width-theory/fit-1T-width", "depth-width-theory/fit-1T-depth")),
     Item(LEVINE, "GPT-3 projection (v3 abstract)", "GPT-3 175B is too deep for its size", (
