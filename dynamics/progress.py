@@ -30,6 +30,24 @@ def silent(total: int | None = None, desc: str = "", unit: str = "it"):
     return tqdm(total=total, disable=True)
 
 
+def heartbeat_interval(interval: float | None = None) -> float:
+    """Seconds between progress lines: ``interval``, else ``DYNAMICS_HEARTBEAT_S``, else 30."""
+    try:
+        return float(interval if interval is not None else os.environ.get("DYNAMICS_HEARTBEAT_S") or HEARTBEAT_S)
+    except ValueError:
+        return HEARTBEAT_S
+
+
+def say(desc: str, message: str, stream=None) -> None:
+    """One progress line, ``dynamics: desc: message``, for steps inside a long cell that a bar or the
+    heartbeat cannot show (the heartbeat thread cannot print while an extension holds the GIL for
+    minutes, as FLINT's rank does)."""
+    try:
+        print(f"dynamics: {desc}: {message}", file=stream or sys.stderr, flush=True)
+    except (OSError, ValueError):  # the stream went away; the run goes on
+        pass
+
+
 def _hms(seconds: float) -> str:
     return str(timedelta(seconds=int(round(seconds))))
 
@@ -40,11 +58,7 @@ class Heartbeat:
 
     def __init__(self, desc: str, total: int, done: int = 0, interval: float | None = None, stream=None):
         self.desc, self.total, self.start_done, self.done = desc, total, done, done
-        env = os.environ.get("DYNAMICS_HEARTBEAT_S")
-        try:
-            self.interval = float(interval if interval is not None else env or HEARTBEAT_S)
-        except ValueError:
-            self.interval = HEARTBEAT_S
+        self.interval = heartbeat_interval(interval)
         self.stream = stream or sys.stderr
         self.started = time.monotonic()
         self._stop = threading.Event()

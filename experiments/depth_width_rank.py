@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 
 import numpy as np
 import pandas as pd
@@ -31,9 +32,10 @@ from dynamics.depth_width import rank_fits as F
 from dynamics.depth_width import theory
 from dynamics.depth_width.modular import P1, P2, check_prime
 from dynamics.depth_width.rank_sweep import sweep_family
-from dynamics.depth_width.seprank import RankSpec, grid_bytes, grid_rank, largest_grid, validate
+from dynamics.depth_width.seprank import RankSpec, grid_bytes, grid_rank, grid_shape, largest_grid, validate
 from dynamics.errors import UserError
 from dynamics.experiment import Experiment
+from dynamics.progress import heartbeat_interval, say
 from dynamics.stats import Band
 
 NAME = "depth-width-rank"
@@ -100,6 +102,20 @@ class RankConfig:
 
 def run_batch(cfgs, ctx):
     out = []
+    t0 = last = time.monotonic()
+    every = heartbeat_interval()
+
+    def on_step(spec, K, r):
+        # A big cell ranks a few grids over many minutes, with no heartbeat while FLINT holds the GIL:
+        # say where it is, at most once a heartbeat interval.
+        nonlocal last
+        now = time.monotonic()
+        if now - last >= every:
+            last = now
+            rows, cols = grid_shape(K, spec.n_a, spec.n_b)
+            say(NAME, f"N={spec.positions} d_x={spec.d_x} L={spec.depth}: K={K} templates ({rows}x{cols}), "
+                      f"rank {r}, {now - t0:.0f} s into the batch")
+
     for cfg in cfgs:
         n_cells = len([d for d in cfg.widths if d % cfg.heads == 0]) * len(cfg.depths)
         with ctx.bar(n_cells, f"ranks H={cfg.heads} N={cfg.positions} res={int(cfg.residual)}") as bar:
@@ -109,7 +125,7 @@ def run_batch(cfgs, ctx):
             rows = pd.DataFrame(sweep_family(cfg.widths, cfg.depths, cfg.heads, cfg.positions, cfg.residual,
                                              cfg.pairs(), cfg.max_side, on_row=on_row, start=cfg.start_slack,
                                              confirm=cfg.confirm_slack, max_bytes=cfg.max_gib * 2**30,
-                                             first_hint=cfg.start_rank or None))
+                                             first_hint=cfg.start_rank or None, on_step=on_step))
         tables = {"rows": rows}
         if cfg.heads == 1 and not cfg.residual and cfg.positions <= 4:  # N = 6 partners would not fit
             tables["equivalence"] = width_equivalence(rows, cfg).assign(positions=cfg.positions)

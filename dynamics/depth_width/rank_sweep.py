@@ -49,14 +49,16 @@ def sweep_family(widths: Sequence[int], depths: Sequence[int], heads: int, posit
                  pairs: Sequence[tuple[int, int]], max_side: int = MAX_SIDE, input_rank: int = 0,
                  on_row: Callable[[dict], None] | None = None, start: float = 1.2,
                  confirm: float = 1.1, max_bytes: float = 4 * 2**30,
-                 first_hint: float | None = None) -> list[dict]:
+                 first_hint: float | None = None,
+                 on_step: Callable[[RankSpec, int, int], None] | None = None) -> list[dict]:
     """Rows (one per cell and (prime, seed) pair) for every width divisible by ``heads``.
 
     ``first_hint``: the expected rank of a cell that no measured cell (and, for N = 2, no closed
     form) predicts -- in practice the first cell of a one-cell profile.  It only sets where the
     template growth starts (the cost), never the rank: a rank is exact only when two template
     counts agree below both matrix sides.  ``max_bytes`` bounds each grid's memory
-    (:func:`seprank.grid_bytes`).
+    (:func:`seprank.grid_bytes`).  ``on_step(spec, K, rank)`` is called after each main-run grid is
+    ranked (progress inside a cell that may take many minutes).
 
     Row keys: d_x, L, heads, positions, residual, input_rank, prime, seed, templates,
     prev_templates, rank, status, role ("main" or "cross-check"), seconds.
@@ -99,8 +101,9 @@ def sweep_family(widths: Sequence[int], depths: Sequence[int], heads: int, posit
                     on_row(row)
                 continue
             t0 = time.perf_counter()
+            step = (lambda K, r, spec=spec: on_step(spec, K, r)) if on_step else None
             res = grid_rank(spec, *pairs[0], hint=hint, max_side=max_side, start=start, confirm=confirm,
-                            max_bytes=max_bytes)
+                            max_bytes=max_bytes, on_step=step)
             status = "exact" if res.converged else f"lower bound: grid of {res.templates} templates is full rank"
             known[(d, L)] = Cell(d, L, res.rank, status)
             row = base | dict(prime=res.prime, seed=res.seed, templates=res.templates,

@@ -20,13 +20,15 @@ def test_rank_smoke(cli, tmp_path):
     assert (tmp_path / "rank_vs_depth.png").exists() and (tmp_path / "claims.csv").exists()
 
 
-def test_rank_one_cell_profile(cli, tmp_path):
+def test_rank_one_cell_profile(cli, tmp_path, monkeypatch):
     """A one-cell profile (one width, one depth: no depth increments to fit) summarises without error,
-    and start_rank only moves where the template growth starts, not the rank."""
+    says where its template growth is, and start_rank only moves where that growth starts, not the rank."""
+    monkeypatch.setenv("DYNAMICS_HEARTBEAT_S", "0")
     sets = ["widths=3", "depths=2", "positions=4", "max_side=200", "seeds=1", "primes=268435399",
             "equiv_max_width=1", "start_rank=45"]
     code, out, err = cli("run", "depth-width-rank", *sum((["--set", s] for s in sets), []), "--out", str(tmp_path))
     assert code == 0, err
+    assert "N=4 d_x=3 L=2: K=" in err and "rank 49" in err
     ranks = pd.read_csv(tmp_path / "ranks.csv")
     assert ranks["rank"].tolist() == [49] and ranks.status.tolist() == ["exact"]  # (d+1)(d+4)(d^2+d+2)/8 at d = 3
 
