@@ -32,7 +32,7 @@ from dynamics.depth_width import rank_fits as F
 from dynamics.depth_width import theory
 from dynamics.depth_width.modular import P1, P2, check_prime
 from dynamics.depth_width.rank_sweep import sweep_family
-from dynamics.depth_width.seprank import RankSpec, grid_bytes, grid_rank, grid_shape, largest_grid, validate
+from dynamics.depth_width.seprank import RankSpec, grid_bytes, grid_rank, grid_shape, largest_grid, partition, validate
 from dynamics.errors import UserError
 from dynamics.experiment import Experiment
 from dynamics.progress import heartbeat_interval, say
@@ -224,7 +224,7 @@ def summarize(tables, base):
     table = rows[cols].sort_values(["heads", "positions", "residual", "L", "d_x", "role"], kind="stable")
     table = table.reset_index(drop=True)
     main = table[table.role == "main"].copy()
-    main["degree_bound"] = [theory.degree_bound(int(d), int(L), (int(N) + 1) // 2)
+    main["degree_bound"] = [theory.degree_bound(int(d), int(L), partition(int(N))[0])
                             for d, L, N in zip(main.d_x, main.L, main.positions)]
     main["n2_closed_form"] = [theory.n2_rank(int(d), int(L)) if N == 2 else -1
                               for d, L, N in zip(main.d_x, main.L, main.positions)]

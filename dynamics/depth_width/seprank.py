@@ -64,11 +64,18 @@ class RankSpec:
 
     @property
     def n_a(self) -> int:
-        return (self.positions + 1) // 2
+        return partition(self.positions)[0]
 
     @property
     def n_b(self) -> int:
-        return self.positions - self.n_a
+        return partition(self.positions)[1]
+
+
+def partition(positions: int) -> tuple[int, int]:
+    """(|A|, |B|) of the balanced partition: A = the first ceil(N/2) positions (with the output
+    position 0), B = the rest."""
+    n_a = (positions + 1) // 2
+    return n_a, positions - n_a
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,8 +129,7 @@ def largest_grid(positions: int, max_side: int) -> tuple[int, int, int]:
     sides <= ``max_side``.  The sides are not equal for N > 2 (the rows are about 2x the columns at
     N = 4 and 3x at N = 6), so the memory a bound on the sides allows is rows x cols, not
     max_side^2."""
-    n_a = (positions + 1) // 2
-    n_b = positions - n_a
+    n_a, n_b = partition(positions)
     K = 2
     while max(grid_shape(K + 1, n_a, n_b)) <= max_side:
         K += 1
