@@ -31,6 +31,7 @@ from dynamics.config import field, require
 from dynamics.depth_width import rank_fits as F
 from dynamics.depth_width import theory
 from dynamics.depth_width.modular import P1, P2, check_prime
+from dynamics.depth_width.points import point_bytes
 from dynamics.depth_width.rank_sweep import sweep_family
 from dynamics.depth_width.seprank import RankSpec, grid_bytes, grid_rank, grid_shape, largest_grid, partition, validate
 from dynamics.errors import UserError
@@ -62,6 +63,9 @@ class RankConfig:
     equiv_max_width: int = field(16, "width-equivalence search: widest shallower network tried (H=1, no residual, N<=4)")
     start_slack: float = field(1.2, "first grid's smaller side, as a multiple of the expected rank")
     confirm_slack: float = field(1.1, "confirming grid's smaller side, as a multiple of the rank found (> 1)")
+    points: str = field("grid", "where f is evaluated: 'grid' (tuples of K shared templates, deduplicated) or "
+                                "'random' (m independent random points per side, an m x m matrix; N = 6 ranks "
+                                "above a few hundred need it, docs/depth_width.md §1)")
     start_rank: float = field(0.0, "expected rank of a cell nothing measured predicts (the first cell of a one-cell "
                                "profile for N > 2; 0: none, start small); sets only where the template growth "
                                "starts, never the rank")
@@ -79,11 +83,16 @@ class RankConfig:
             check_prime(p)
         require(self.seeds >= 1, f"seeds={self.seeds} must be at least 1")
         require(self.max_side >= 16, f"max_side={self.max_side} must be at least 16")
-        _, rows, cols = largest_grid(self.positions, self.max_side)
-        need = grid_bytes(rows, cols)
+        require(self.points in ("grid", "random"), f"points={self.points!r}: choose 'grid' or 'random'")
+        if self.points == "random":
+            rows = cols = self.max_side
+            need = point_bytes(self.max_side)
+        else:
+            _, rows, cols = largest_grid(self.positions, self.max_side)
+            need = grid_bytes(rows, cols)
         require(need <= self.max_gib * 2**30,
-                f"max_side={self.max_side}: the largest grid at N={self.positions} ({rows}x{cols}) needs about "
-                f"{need / 2**30:.1f} GiB (limit max_gib={self.max_gib:g}); refusing before allocating")
+                f"max_side={self.max_side}: the largest {self.points} matrix at N={self.positions} ({rows}x{cols}) "
+                f"needs about {need / 2**30:.1f} GiB (limit max_gib={self.max_gib:g}); refusing before allocating")
         require(self.start_rank >= 0, f"start_rank={self.start_rank} must be >= 0 (0: none)")
         require(self.equiv_max_width >= 1, "equiv_max_width must be at least 1")
         require(1.0 < self.confirm_slack <= self.start_slack,
@@ -112,11 +121,16 @@ def run_batch(cfgs, ctx):
         now = time.monotonic()
         if now - last >= every:
             last = now
-            rows, cols = grid_shape(K, spec.n_a, spec.n_b)
-            say(NAME, f"N={spec.positions} d_x={spec.d_x} L={spec.depth}: K={K} templates ({rows}x{cols}), "
+            if points == "random":
+                what = f"{K} random points a side ({K}x{K})"
+            else:
+                what = "K={} templates ({}x{})".format(K, *grid_shape(K, spec.n_a, spec.n_b))
+            say(NAME, f"N={spec.positions} d_x={spec.d_x} L={spec.depth}: {what}, "
                       f"rank {r}, {now - t0:.0f} s into the batch")
 
+    points = "grid"
     for cfg in cfgs:
+        points = cfg.points
         n_cells = len([d for d in cfg.widths if d % cfg.heads == 0]) * len(cfg.depths)
         with ctx.bar(n_cells, f"ranks H={cfg.heads} N={cfg.positions} res={int(cfg.residual)}") as bar:
             def on_row(row, bar=bar):
@@ -125,13 +139,15 @@ def run_batch(cfgs, ctx):
             rows = pd.DataFrame(sweep_family(cfg.widths, cfg.depths, cfg.heads, cfg.positions, cfg.residual,
                                              cfg.pairs(), cfg.max_side, on_row=on_row, start=cfg.start_slack,
                                              confirm=cfg.confirm_slack, max_bytes=cfg.max_gib * 2**30,
-                                             first_hint=cfg.start_rank or None, on_step=on_step))
+                                             first_hint=cfg.start_rank or None, on_step=on_step,
+                                             points=cfg.points))
         tables = {"rows": rows}
-        if cfg.heads == 1 and not cfg.residual and cfg.positions <= 4:  # N = 6 partners would not fit
+        if cfg.heads == 1 and not cfg.residual and cfg.positions <= 4 and cfg.points == "grid":
+            # N = 6 partners would not fit a grid; random-point profiles are one-cell
             tables["equivalence"] = width_equivalence(rows, cfg).assign(positions=cfg.positions)
         out.append(tables)
-    ctx.notes["rank"] = ("exact over Z_p (FLINT nmod_mat); templates grown until the rank repeats on two "
-                         "grids; cross-checked on every other (prime, seed) pair")
+    ctx.notes["rank"] = ("exact over Z_p (FLINT nmod_mat); templates (points=random: random points per side) "
+                         "grown until the rank repeats on two sizes; cross-checked on every other (prime, seed) pair")
     return out
 
 
@@ -221,6 +237,8 @@ def summarize(tables, base):
     rows = tables["rows"]
     cols = ["d_x", "L", "heads", "positions", "residual", "templates", "rank", "prime", "seed", "role", "status",
             "prev_templates", "input_rank", "seconds"]
+    if "points" in rows:  # absent from runs before random points (all template grids)
+        cols.append("points")
     table = rows[cols].sort_values(["heads", "positions", "residual", "L", "d_x", "role"], kind="stable")
     table = table.reset_index(drop=True)
     main = table[table.role == "main"].copy()

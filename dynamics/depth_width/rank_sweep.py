@@ -25,6 +25,7 @@ import dataclasses
 import time
 from collections.abc import Callable, Sequence
 
+from .points import largest_points, point_rank
 from .seprank import MAX_SIDE, RankSpec, grid_rank, grid_shape, largest_grid, validate
 from .theory import n2_rank
 
@@ -40,8 +41,11 @@ class Cell:
     status: str
 
 
-def max_rank(spec: RankSpec, max_side: int) -> int:
-    """The largest smaller-side of a grid that fits: ranks at or above it cannot be resolved."""
+def max_rank(spec: RankSpec, max_side: int, points: str = "grid", max_bytes: float = 4 * 2**30) -> int:
+    """The largest smaller-side of a grid (or random-point matrix) that fits: ranks at or above it
+    cannot be resolved."""
+    if points == "random":
+        return largest_points(max_side, max_bytes)
     return min(largest_grid(spec.positions, max_side)[1:])
 
 
@@ -50,7 +54,8 @@ def sweep_family(widths: Sequence[int], depths: Sequence[int], heads: int, posit
                  on_row: Callable[[dict], None] | None = None, start: float = 1.2,
                  confirm: float = 1.1, max_bytes: float = 4 * 2**30,
                  first_hint: float | None = None,
-                 on_step: Callable[[RankSpec, int, int], None] | None = None) -> list[dict]:
+                 on_step: Callable[[RankSpec, int, int], None] | None = None,
+                 points: str = "grid") -> list[dict]:
     """Rows (one per cell and (prime, seed) pair) for every width divisible by ``heads``.
 
     ``first_hint``: the expected rank of a cell that no measured cell (and, for N = 2, no closed
@@ -58,9 +63,11 @@ def sweep_family(widths: Sequence[int], depths: Sequence[int], heads: int, posit
     template growth starts (the cost), never the rank: a rank is exact only when two template
     counts agree below both matrix sides.  ``max_bytes`` bounds each grid's memory
     (:func:`seprank.grid_bytes`).  ``on_step(spec, K, rank)`` is called after each main-run grid is
-    ranked (progress inside a cell that may take many minutes).
+    ranked (progress inside a cell that may take many minutes).  ``points="random"`` ranks m x m
+    matrices at independent random points (:func:`.points.point_rank`; ``templates`` then counts
+    points per side) instead of template grids.
 
-    Row keys: d_x, L, heads, positions, residual, input_rank, prime, seed, templates,
+    Row keys: d_x, L, heads, positions, residual, input_rank, points, prime, seed, templates,
     prev_templates, rank, status, role ("main" or "cross-check"), seconds.
     """
     rows: list[dict] = []
@@ -69,10 +76,10 @@ def sweep_family(widths: Sequence[int], depths: Sequence[int], heads: int, posit
     for L in sorted(depths):
         for d in widths:
             spec = RankSpec(d, L, heads, positions, residual, min(input_rank, d) if input_rank else 0)
-            validate(spec, max_side, max_bytes)
-            limit = max_rank(spec, max_side)
+            validate(spec, max_side, max_bytes, points)
+            limit = max_rank(spec, max_side, points, max_bytes)
             base = dict(d_x=d, L=L, heads=heads, positions=positions, residual=residual,
-                        input_rank=spec.input_rank)
+                        input_rank=spec.input_rank, points=points)
             skip = _certified_too_large(known, d, L, heads, residual, limit)
             if skip is not None:
                 known[(d, L)] = Cell(d, L, skip[0], skip[1])
@@ -102,8 +109,9 @@ def sweep_family(widths: Sequence[int], depths: Sequence[int], heads: int, posit
                 continue
             t0 = time.perf_counter()
             step = (lambda K, r, spec=spec: on_step(spec, K, r)) if on_step else None
-            res = grid_rank(spec, *pairs[0], hint=hint, max_side=max_side, start=start, confirm=confirm,
-                            max_bytes=max_bytes, on_step=step)
+            rank_fn = point_rank if points == "random" else grid_rank
+            res = rank_fn(spec, *pairs[0], hint=hint, max_side=max_side, start=start, confirm=confirm,
+                          max_bytes=max_bytes, on_step=step)
             status = "exact" if res.converged else f"lower bound: grid of {res.templates} templates is full rank"
             known[(d, L)] = Cell(d, L, res.rank, status)
             row = base | dict(prime=res.prime, seed=res.seed, templates=res.templates,
@@ -117,9 +125,10 @@ def sweep_family(widths: Sequence[int], depths: Sequence[int], heads: int, posit
             K_c = res.prev_templates  # the smaller of the two grids that agreed on the rank
             for prime, seed in pairs[1:]:
                 t0 = time.perf_counter()
-                other = grid_rank(spec, prime, seed, fixed=K_c, max_side=max_side, max_bytes=max_bytes)
+                other = rank_fn(spec, prime, seed, fixed=K_c, max_side=max_side, max_bytes=max_bytes)
+                side = K_c if points == "random" else min(grid_shape(K_c, spec.n_a, spec.n_b))
                 row = base | dict(prime=prime, seed=seed, templates=K_c, prev_templates=K_c, rank=other.rank,
-                                  status="exact" if other.rank < min(grid_shape(K_c, spec.n_a, spec.n_b))
+                                  status="exact" if other.rank < side
                                   else "lower bound: full rank", role="cross-check",
                                   seconds=round(time.perf_counter() - t0, 3))
                 rows.append(row)

@@ -93,8 +93,11 @@ class RankResult:
     history: tuple[tuple[int, int], ...]
 
 
-def validate(spec: RankSpec, max_side: int = MAX_SIDE, max_bytes: float = 4 * 2**30) -> None:
-    """UserError (exit 2) for shapes the exact sweep cannot take, before anything is allocated."""
+def validate(spec: RankSpec, max_side: int = MAX_SIDE, max_bytes: float = 4 * 2**30, points: str = "grid") -> None:
+    """UserError (exit 2) for shapes the exact sweep cannot take, before anything is allocated.
+
+    ``points``: "grid" (template grids, bounded by their largest grid) or "random" (random points,
+    :mod:`.points`: m x m matrices with m <= ``max_side``, bounded by :func:`.points.point_bytes`)."""
     if not 1 <= spec.d_x <= 64:
         raise UserError(f"d_x={spec.d_x} out of range: the exact rank takes 1 <= d_x <= 64")
     if not 1 <= spec.depth <= 8:
@@ -106,6 +109,18 @@ def validate(spec: RankSpec, max_side: int = MAX_SIDE, max_bytes: float = 4 * 2*
         raise UserError(f"positions={spec.positions} out of range: 2 <= N <= 8")
     if spec.input_rank < 0 or spec.input_rank > spec.d_x:
         raise UserError(f"input_rank={spec.input_rank} must be 0 (full) or between 1 and d_x={spec.d_x}")
+    if points == "random":
+        from .points import point_bytes
+
+        if spec.input_rank:
+            raise UserError("points=random takes full-rank inputs only (input_rank=0)")
+        need = point_bytes(max_side)
+        if need > max_bytes:
+            raise UserError(f"random points: a {max_side}x{max_side} matrix needs about {need / 2**30:.1f} GiB "
+                            f"(limit {max_bytes / 2**30:.1f} GiB); lower max_side")
+        return
+    if points != "grid":
+        raise UserError(f"points={points!r}: choose 'grid' (template grids) or 'random' (random points)")
     side = max(grid_shape(2, spec.n_a, spec.n_b))  # the smallest grid (K = 2)
     if side > max_side:
         raise UserError(f"N={spec.positions}: even K=2 templates give a {side}-wide matricisation "
@@ -307,6 +322,15 @@ def grid_rank(spec: RankSpec, prime: int, seed: int, hint: float | None = None, 
     """
     validate(spec, max_side, max_bytes)
     g = _Grid(spec, prime, seed, max_side, max_bytes, on_step, reuse)
+    return certify(g, spec, seed, hint=hint, fixed=fixed, start=start, confirm=confirm)
+
+
+def certify(g, spec: RankSpec, seed: int, hint: float | None = None, fixed: int | None = None,
+            start: float = 1.2, confirm: float = 1.1) -> RankResult:
+    """The growth and two-size certificate of :func:`grid_rank` on any point set ``g``: an object
+    with ``p``, ``k_max``, ``history``, ``side(K)`` (the smaller matrix side at size K), ``k_for(side)``
+    and ``rank(K)``, where a smaller K's matrix is a submatrix of a larger one's (template grids here,
+    random points in :mod:`.points`)."""
 
     def result(K: int, r: int, converged: bool, prev: int) -> RankResult:
         return RankResult(spec, g.p, seed, K, r, converged, prev, tuple(g.history))

@@ -33,6 +33,21 @@ def test_rank_one_cell_profile(cli, tmp_path, monkeypatch):
     assert ranks["rank"].tolist() == [49] and ranks.status.tolist() == ["exact"]  # (d+1)(d+4)(d^2+d+2)/8 at d = 3
 
 
+def test_rank_random_points_profile(cli, tmp_path, monkeypatch):
+    """points=random: an N = 6 cell whose rank equals N = 4's at d_x = 4 ((d+1)(d+4)(d^2+d+2)/8 = 110),
+    with progress in random points; a bad points value is one line and exit 2."""
+    monkeypatch.setenv("DYNAMICS_HEARTBEAT_S", "0")
+    sets = ["widths=4", "depths=2", "positions=6", "max_side=300", "seeds=1", "primes=268435399",
+            "points=random", "start_rank=100"]
+    code, out, err = cli("run", "depth-width-rank", *sum((["--set", s] for s in sets), []), "--out", str(tmp_path))
+    assert code == 0, err
+    assert "random points a side" in err and "rank 110" in err
+    ranks = pd.read_csv(tmp_path / "ranks.csv")
+    assert ranks["rank"].tolist() == [110] and ranks.points.tolist() == ["random"]
+    code, out, err = cli("run", "depth-width-rank", "--set", "points=lattice", "--out", str(tmp_path / "bad"))
+    assert code == 2 and "points='lattice'" in err and "Traceback" not in err
+
+
 def test_theory_smoke(cli, tmp_path):
     sets = ["input_ranks=1", "wies_widths=1,2", "wies_depths=1", "max_side=64"]
     code, out, err = cli("run", "depth-width-theory", *sum((["--set", s] for s in sets), []), "--out", str(tmp_path))

@@ -1,0 +1,206 @@
+"""Separation rank at independent random points: the matricisation that template grids cannot reach.
+
+A template grid evaluates f on tuples of K shared template vectors; with three positions on each
+side (N = 6) its rank is limited by K (about K^2 / 2 at L = 2, docs/depth_width.md §1), so a rank
+of 12,000 would need ~6 x 10^5 columns.  Here every row is an independent random A-point
+x^A = (x^0, ..., x^{|A|-1}) and every column an independent random B-point x^B, all uniform in
+Z_p^{d_x}, and
+
+    M[i, j] = f(x^A_i, x^B_j)        (m x m, one random network over Z_p)
+
+satisfies rank M = min(m, sep(f; A, B)) at generic points: M = G_A G_B^T with G_A[i, r] =
+g_r(x^A_i) for any separation f = sum_r g_r g'_r, and the m x R evaluation matrix of R linearly
+independent polynomials has full rank unless a nonzero minor vanishes (Schwartz--Zippel, as for the
+templates; probability <= degree / p).  The points are prefixes of one stream, so the m-point matrix
+is the top-left block of any larger one, and :func:`.seprank.certify` (grow while full rank, then a
+second size must repeat the rank below both sides) certifies the rank exactly as for grids.
+
+Evaluating f pair by pair with :meth:`LinearAttentionNet.evaluate` costs ~38 us a tuple at N = 6,
+d_x = 17, L = 2 (too slow for m = 15,000).  With one head, no residual and L = 2 the network is
+additive over positions in d x d statistics (derivation in docs/depth_width.md §1):
+
+    q_j = W^{Q,1} x_j,  k_j = W^{K,1} x_j,  v_j = W^{O,1} W^{V,1} x_j       (layer 1, per point)
+    y_i = M q_i,  M = sum_j v_j k_j^T                                        (layer-1 output)
+    f = sum_j <y_0, G y_j> <z, y_j> = <y_0, G M e>,  e = sum_j q_j <q_j, c>,  c = M^T z,
+    G = W^{Q,2 T} W^{K,2},  z = (W^{O,2} W^{V,2})^T w,
+
+so y_0 = a_A + sum_{j in B} <q_0, k_j> v_j and c = c_A + c_B split into per-row and per-column
+parts, and a pair costs about 4 N d_x + d_x^2 products (:func:`pair_values`, tested against
+``evaluate`` exactly).  Other shapes fall back to ``evaluate``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from ..errors import UserError
+from .modular import check_prime, matrix_bytes, mm_mod, products_per_sum, random_residues
+from .network import LinearAttentionNet
+from .seprank import RankResult, RankSpec, certify, default_threads
+
+PAIR_CHUNK = 1 << 16  # pairs evaluated at once (a dozen (pairs, d_x) int64 arrays: ~100 MB at d_x = 17)
+
+
+def point_bytes(m: int) -> int:
+    """Peak bytes of ranking m x m random-point matrices: the kept largest matrix (8 bytes an entry)
+    plus the one being ranked with its FLINT copies (:func:`.modular.matrix_bytes`)."""
+    return matrix_bytes(m, m) + 8 * int(m) ** 2
+
+
+def largest_points(max_side: int, max_bytes: float) -> int:
+    """The most points per side allowed by ``max_side`` and ``max_bytes``."""
+    m = int(max_side)
+    while m > 1 and point_bytes(m) > max_bytes:
+        m = int(math.floor(m * 0.99))
+    return m
+
+
+def fast_path(net: LinearAttentionNet) -> bool:
+    """Whether :func:`pair_values` applies: L = 2, one head, no residual, and sums of d_x products
+    that fit in int64 before a reduction."""
+    return (net.depth == 2 and net.heads == 1 and not net.residual
+            and products_per_sum(net.p) >= net.width + 4)
+
+
+class PairFeatures:
+    """Per-point quantities of the fast path for points X (m, n, d_x): q, k, v (m, n, d_x) and, for
+    the side holding position 0, y_A = sum_{j in side} <q_0, k_j> v_j; c = sum_{j in side} k_j <v_j, z>
+    (m, d_x).  All mod p."""
+
+    def __init__(self, net: LinearAttentionNet, X: np.ndarray, z: np.ndarray):
+        p = net.p
+        m, n, d = X.shape
+        Wqkv = np.concatenate([net.Q[0, 0], net.K[0, 0], mm_mod(net.O[0, 0], net.V[0, 0], p)])  # (3d, d)
+        qkv = mm_mod(np.remainder(X, p).reshape(m * n, d), Wqkv.T, p).reshape(m, n, 3, d)
+        self.q, self.k, self.v = (np.ascontiguousarray(qkv[:, :, i]) for i in range(3))
+        vz = mm_mod(self.v, z[:, None], p)[..., 0]  # (m, n): <v_j, z>
+        self.c = np.remainder((self.k * vz[..., None] % p).sum(axis=1), p)  # (m, d)
+        s = mm_mod(self.k, self.q[:, 0, :, None], p)[..., 0]  # (m, n): <q_0, k_j> (used for the A side)
+        self.y = np.remainder((self.v * s[..., None] % p).sum(axis=1), p)  # (m, d)
+
+
+def _layer2(net: LinearAttentionNet) -> tuple[np.ndarray, np.ndarray]:
+    """G = W^{Q,2 T} W^{K,2} (d, d) and z = (W^{O,2} W^{V,2})^T w (d,), mod p."""
+    p = net.p
+    G = mm_mod(net.Q[1, 0].T.copy(), net.K[1, 0], p)
+    z = mm_mod(mm_mod(net.O[1, 0], net.V[1, 0], p).T.copy(), net.w[:, None], p)[:, 0]
+    return G, z
+
+
+def pair_values(net: LinearAttentionNet, A: PairFeatures, B: PairFeatures, G: np.ndarray,
+                r: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """f(x^A_{r_t}, x^B_{c_t}) for pairs t: (T,) int64, by the L = 2 formula of the module docstring.
+
+    Every intermediate is a residue; a dot product sums at most d_x products (< 2^56 each), and a
+    sum over positions at most N (checked by :func:`fast_path`)."""
+    p = net.p
+    q0 = A.q[r, 0]  # (T, d)
+    kB, vB, qB = B.k[c], B.v[c], B.q[c]  # (T, nB, d)
+    qA = A.q[r]
+    s = np.einsum("td,tjd->tj", q0, kB) % p  # <q_0, k_j>, j in B
+    y0 = (A.y[r] + np.einsum("tj,tjd->td", s, vB)) % p
+    cv = (A.c[r] + B.c[c]) % p
+    e = None
+    for Q in (qA, qB):
+        t = np.einsum("tjd,td->tj", Q, cv) % p
+        part = np.einsum("tj,tjd->td", t, Q) % p
+        e = part if e is None else e + part
+    e %= p
+    u = None
+    for Kx, Vx in ((A.k[r], A.v[r]), (kB, vB)):
+        t = np.einsum("tjd,td->tj", Kx, e) % p
+        part = np.einsum("tj,tjd->td", t, Vx) % p
+        u = part if u is None else u + part
+    u %= p
+    Gu = mm_mod(u, G.T.copy(), p)
+    return np.einsum("td,td->t", y0, Gu) % p
+
+
+class RandomPoints:
+    """One random network and a stream of random A- and B-points, measuring ranks at any m <= k_max
+    (the interface :func:`.seprank.certify` grows and certifies on).  Keeps the largest matrix built:
+    a smaller m is its top-left block, a larger m evaluates only the new entries."""
+
+    def __init__(self, spec: RankSpec, prime: int, seed: int, max_side: int, max_bytes: float,
+                 on_step: Callable[[int, int], None] | None = None, threads: int | None = None):
+        if spec.input_rank:
+            raise UserError("random points take full-rank inputs only (input_rank=0)")
+        self.spec, self.p, self.on_step = spec, check_prime(prime), on_step
+        # The network is drawn exactly as for template grids (same seed -> same weights).
+        rng = np.random.default_rng(np.random.SeedSequence(
+            [seed, spec.d_x, spec.depth, spec.heads, spec.positions, int(spec.residual), spec.input_rank]))
+        self.net = LinearAttentionNet.random(rng, spec.d_x, spec.depth, spec.heads, spec.residual, self.p)
+        self.k_max = largest_points(max_side, max_bytes)
+        pts = np.random.default_rng(np.random.SeedSequence([seed, spec.d_x, spec.positions, 1]))
+        self.XA = random_residues(pts, (self.k_max, spec.n_a, spec.d_x), self.p)
+        self.XB = random_residues(pts, (self.k_max, spec.n_b, spec.d_x), self.p)
+        self.threads = default_threads() if threads is None else threads
+        self.history: list[tuple[int, int]] = []
+        self._kept: np.ndarray | None = None
+        self._fast = None
+        if fast_path(self.net):
+            G, z = _layer2(self.net)
+            self._fast = (G, PairFeatures(self.net, self.XA, z), PairFeatures(self.net, self.XB, z))
+
+    def side(self, m: int) -> int:
+        return m
+
+    def k_for(self, side: float) -> int:
+        return max(1, min(self.k_max, math.ceil(side)))
+
+    def values(self, r: np.ndarray, c: np.ndarray) -> np.ndarray:
+        """f at the pairs (row r_t, column c_t): (T,) int64."""
+        if self._fast is not None:
+            G, A, B = self._fast
+            return pair_values(self.net, A, B, G, r, c)
+        return self.net.evaluate(np.concatenate([self.XA[r], self.XB[c]], axis=1))
+
+    def matrix(self, m: int) -> np.ndarray:
+        kept = self._kept
+        if kept is not None and m <= kept.shape[0]:
+            return kept[:m, :m]
+        out = np.empty((m, m), dtype=np.int64)
+        old = 0 if kept is None else kept.shape[0]
+        if old:
+            out[:old, :old] = kept
+        self._kept = None  # the old block now lives in ``out``
+        blocks = [(np.arange(old, m), np.arange(m)), (np.arange(old), np.arange(old, m))]
+        jobs = [(rs, cs, s) for rs, cs in blocks for s in range(0, len(rs) * len(cs), PAIR_CHUNK)]
+
+        def chunk(job) -> None:
+            rs, cs, start = job
+            t = np.arange(start, min(start + PAIR_CHUNK, len(rs) * len(cs)), dtype=np.int64)
+            r, c = rs[t // len(cs)], cs[t % len(cs)]
+            out[r, c] = self.values(r, c)
+
+        if self.threads > 1 and len(jobs) > 1:
+            with ThreadPoolExecutor(self.threads) as pool:  # numpy releases the GIL in its loops
+                list(pool.map(chunk, jobs))
+        else:
+            for job in jobs:
+                chunk(job)
+        self._kept = out
+        return out
+
+    def rank(self, m: int) -> int:
+        from .modular import rank_mod_p
+
+        r = rank_mod_p(self.matrix(m), self.p)
+        self.history.append((m, r))
+        if self.on_step:
+            self.on_step(m, r)
+        return r
+
+
+def point_rank(spec: RankSpec, prime: int, seed: int, hint: float | None = None, max_side: int = 4096,
+               fixed: int | None = None, max_bytes: float = 4 * 2**30,
+               on_step: Callable[[int, int], None] | None = None, start: float = 1.2,
+               confirm: float = 1.1, threads: int | None = None) -> RankResult:
+    """Exact rank of f's A|B matricisation at random points (m rows, m columns), certified as
+    :func:`.seprank.grid_rank` certifies templates; ``templates`` in the result counts points."""
+    return certify(RandomPoints(spec, prime, seed, max_side, max_bytes, on_step, threads), spec, seed,
+                   hint=hint, fixed=fixed, start=start, confirm=confirm)
