@@ -31,7 +31,7 @@ from dynamics.config import field, require
 from dynamics.depth_width import rank_fits as F
 from dynamics.depth_width import theory
 from dynamics.depth_width.modular import P1, P2, check_prime
-from dynamics.depth_width.points import point_bytes
+from dynamics.depth_width.points import choose_points, point_bytes
 from dynamics.depth_width.rank_sweep import sweep_family
 from dynamics.depth_width.seprank import RankSpec, grid_bytes, grid_rank, grid_shape, largest_grid, partition, validate
 from dynamics.errors import UserError
@@ -63,9 +63,11 @@ class RankConfig:
     equiv_max_width: int = field(16, "width-equivalence search: widest shallower network tried (H=1, no residual, N<=4)")
     start_slack: float = field(1.2, "first grid's smaller side, as a multiple of the expected rank")
     confirm_slack: float = field(1.1, "confirming grid's smaller side, as a multiple of the rank found (> 1)")
-    points: str = field("grid", "where f is evaluated: 'grid' (tuples of K shared templates, deduplicated) or "
+    points: str = field("auto", "where f is evaluated: 'grid' (tuples of K shared templates, deduplicated), "
                                 "'random' (m independent random points per side, an m x m matrix; N = 6 ranks "
-                                "above a few hundred need it, docs/depth_width.md §1)")
+                                "above a few hundred need it, docs/depth_width.md §1) or 'auto' (random at "
+                                "N >= 4, L = 2, H = 1 without residual, where the fast pair formula applies; "
+                                "grid elsewhere)")
     start_rank: float = field(0.0, "expected rank of a cell nothing measured predicts (the first cell of a one-cell "
                                "profile for N > 2; 0: none, start small); sets only where the template growth "
                                "starts, never the rank")
@@ -83,13 +85,13 @@ class RankConfig:
             check_prime(p)
         require(self.seeds >= 1, f"seeds={self.seeds} must be at least 1")
         require(self.max_side >= 16, f"max_side={self.max_side} must be at least 16")
-        require(self.points in ("grid", "random"), f"points={self.points!r}: choose 'grid' or 'random'")
-        if self.points == "random":
+        require(self.points in ("auto", "grid", "random"),
+                f"points={self.points!r}: choose 'auto', 'grid' or 'random'")
+        _, rows, cols = largest_grid(self.positions, self.max_side)
+        need = grid_bytes(rows, cols)
+        if self.points == "random" or (self.points == "auto" and point_bytes(self.max_side) > need):
             rows = cols = self.max_side
             need = point_bytes(self.max_side)
-        else:
-            _, rows, cols = largest_grid(self.positions, self.max_side)
-            need = grid_bytes(rows, cols)
         require(need <= self.max_gib * 2**30,
                 f"max_side={self.max_side}: the largest {self.points} matrix at N={self.positions} ({rows}x{cols}) "
                 f"needs about {need / 2**30:.1f} GiB (limit max_gib={self.max_gib:g}); refusing before allocating")
@@ -121,16 +123,16 @@ def run_batch(cfgs, ctx):
         now = time.monotonic()
         if now - last >= every:
             last = now
-            if points == "random":
+            if choose_points(spec, points, prime) == "random":
                 what = f"{K} random points a side ({K}x{K})"
             else:
                 what = "K={} templates ({}x{})".format(K, *grid_shape(K, spec.n_a, spec.n_b))
             say(NAME, f"N={spec.positions} d_x={spec.d_x} L={spec.depth}: {what}, "
                       f"rank {r}, {now - t0:.0f} s into the batch")
 
-    points = "grid"
+    points, prime = "grid", P1
     for cfg in cfgs:
-        points = cfg.points
+        points, prime = cfg.points, cfg.primes[0]
         n_cells = len([d for d in cfg.widths if d % cfg.heads == 0]) * len(cfg.depths)
         with ctx.bar(n_cells, f"ranks H={cfg.heads} N={cfg.positions} res={int(cfg.residual)}") as bar:
             def on_row(row, bar=bar):
@@ -142,7 +144,7 @@ def run_batch(cfgs, ctx):
                                              first_hint=cfg.start_rank or None, on_step=on_step,
                                              points=cfg.points))
         tables = {"rows": rows}
-        if cfg.heads == 1 and not cfg.residual and cfg.positions <= 4 and cfg.points == "grid":
+        if cfg.heads == 1 and not cfg.residual and cfg.positions <= 4 and cfg.points != "random":
             # N = 6 partners would not fit a grid; random-point profiles are one-cell
             tables["equivalence"] = width_equivalence(rows, cfg).assign(positions=cfg.positions)
         out.append(tables)

@@ -25,7 +25,7 @@ import dataclasses
 import time
 from collections.abc import Callable, Sequence
 
-from .points import largest_points, point_rank
+from .points import choose_points, largest_points, point_rank
 from .seprank import MAX_SIDE, RankSpec, grid_rank, grid_shape, largest_grid, validate
 from .theory import n2_rank
 
@@ -65,7 +65,8 @@ def sweep_family(widths: Sequence[int], depths: Sequence[int], heads: int, posit
     (:func:`seprank.grid_bytes`).  ``on_step(spec, K, rank)`` is called after each main-run grid is
     ranked (progress inside a cell that may take many minutes).  ``points="random"`` ranks m x m
     matrices at independent random points (:func:`.points.point_rank`; ``templates`` then counts
-    points per side) instead of template grids.
+    points per side) instead of template grids; ``"auto"`` chooses per cell
+    (:func:`.points.choose_points`), and the row's ``points`` says which was used.
 
     Row keys: d_x, L, heads, positions, residual, input_rank, points, prime, seed, templates,
     prev_templates, rank, status, role ("main" or "cross-check"), seconds.
@@ -76,10 +77,11 @@ def sweep_family(widths: Sequence[int], depths: Sequence[int], heads: int, posit
     for L in sorted(depths):
         for d in widths:
             spec = RankSpec(d, L, heads, positions, residual, min(input_rank, d) if input_rank else 0)
-            validate(spec, max_side, max_bytes, points)
-            limit = max_rank(spec, max_side, points, max_bytes)
+            kind = choose_points(spec, points, pairs[0][0])
+            validate(spec, max_side, max_bytes, kind)
+            limit = max_rank(spec, max_side, kind, max_bytes)
             base = dict(d_x=d, L=L, heads=heads, positions=positions, residual=residual,
-                        input_rank=spec.input_rank, points=points)
+                        input_rank=spec.input_rank, points=kind)
             skip = _certified_too_large(known, d, L, heads, residual, limit)
             if skip is not None:
                 known[(d, L)] = Cell(d, L, skip[0], skip[1])
@@ -109,10 +111,17 @@ def sweep_family(widths: Sequence[int], depths: Sequence[int], heads: int, posit
                 continue
             t0 = time.perf_counter()
             step = (lambda K, r, spec=spec: on_step(spec, K, r)) if on_step else None
-            rank_fn = point_rank if points == "random" else grid_rank
+            rank_fn = point_rank if kind == "random" else grid_rank
             res = rank_fn(spec, *pairs[0], hint=hint, max_side=max_side, start=start, confirm=confirm,
                           max_bytes=max_bytes, on_step=step)
-            status = "exact" if res.converged else f"lower bound: grid of {res.templates} templates is full rank"
+            what = "random points" if kind == "random" else "templates"
+            if res.converged:
+                status = "exact"
+            elif res.rank >= (res.templates if kind == "random" else min(grid_shape(res.templates, spec.n_a,
+                                                                                        spec.n_b))):
+                status = f"lower bound: grid of {res.templates} {what} is full rank"
+            else:
+                status = f"lower bound: rank still growing at the largest grid ({res.templates} {what})"
             known[(d, L)] = Cell(d, L, res.rank, status)
             row = base | dict(prime=res.prime, seed=res.seed, templates=res.templates,
                               prev_templates=res.prev_templates, rank=res.rank, status=status, role="main",
@@ -126,7 +135,7 @@ def sweep_family(widths: Sequence[int], depths: Sequence[int], heads: int, posit
             for prime, seed in pairs[1:]:
                 t0 = time.perf_counter()
                 other = rank_fn(spec, prime, seed, fixed=K_c, max_side=max_side, max_bytes=max_bytes)
-                side = K_c if points == "random" else min(grid_shape(K_c, spec.n_a, spec.n_b))
+                side = K_c if kind == "random" else min(grid_shape(K_c, spec.n_a, spec.n_b))
                 row = base | dict(prime=prime, seed=seed, templates=K_c, prev_templates=K_c, rank=other.rank,
                                   status="exact" if other.rank < side
                                   else "lower bound: full rank", role="cross-check",

@@ -348,6 +348,8 @@ def certify(g, spec: RankSpec, seed: int, hint: float | None = None, fixed: int 
         K = max(K + 1, g.k_for(1.5 * g.side(K)))
         r = g.rank(K)
     K_c = g.k_for(max(r + 1, confirm * r))
+    if K_c >= K:  # no room for the slack below K: any smaller size whose side still exceeds r will do
+        K_c = g.k_for(r + 1)
     if K_c < K:  # confirm on a smaller grid that still has room above r
         r_c = g.rank(K_c)
         if r_c == r:

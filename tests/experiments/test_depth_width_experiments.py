@@ -25,7 +25,7 @@ def test_rank_one_cell_profile(cli, tmp_path, monkeypatch):
     says where its template growth is, and start_rank only moves where that growth starts, not the rank."""
     monkeypatch.setenv("DYNAMICS_HEARTBEAT_S", "0")
     sets = ["widths=3", "depths=2", "positions=4", "max_side=200", "seeds=1", "primes=268435399",
-            "equiv_max_width=1", "start_rank=45"]
+            "equiv_max_width=1", "start_rank=45", "points=grid"]
     code, out, err = cli("run", "depth-width-rank", *sum((["--set", s] for s in sets), []), "--out", str(tmp_path))
     assert code == 0, err
     assert "N=4 d_x=3 L=2: K=" in err and "rank 49" in err
