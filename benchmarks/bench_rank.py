@@ -32,6 +32,9 @@ machine) three ways in the same process:
 Each cell asserts the same rank and (K, rank) history on all three, and prints the FLINT share of the
 new path.  The last line is ``bench_rank: min_speedup=<x> median_speedup=<y>`` (old / new).
 
+``--part points``: random points (``dynamics.depth_width.points``): the L = 2 pair formula against the
+generic evaluator on the same pairs, and whole N = 6 cells on a template grid against random points.
+
 ``--part scaling``: FLINT conversion + rank CPU seconds on random full-rank n x n matrices at
 ``--scaling-sizes``, extrapolated as n^3 to 12000 and 16000, with ``modular.matrix_bytes`` memory.
 
@@ -102,6 +105,38 @@ def bench_depth2(p: int, T: int) -> None:
     assert (fast == slow).all()
     print(f"grid    depth 2, N=6, d_x=12, {T} tuples: atom tables {t_fast * 1e6 / T:.2f} us/tuple, layer by layer "
           f"{t_slow * 1e6 / T:.2f} us/tuple  ratio = {t_slow / t_fast:.1f}x")
+
+
+def bench_points(p: int, pairs: int, cells: list[tuple[int, int]]) -> None:
+    """Random points (``dynamics.depth_width.points``): the L = 2 pair formula against the generic
+    evaluator on the same pairs (N = 6, d_x = 17), then whole N = 6 cells, template grid against random
+    points, in process CPU seconds (each ratio measured in this run)."""
+    from dynamics.depth_width.points import RandomPoints, point_rank
+    from dynamics.depth_width.seprank import RankSpec, grid_rank
+
+    g = RandomPoints(RankSpec(17, 2, 1, 6, False), p, 0, max_side=4000, max_bytes=2**31, threads=1)
+    rng = np.random.default_rng(2)
+    r, c = rng.integers(0, 4000, pairs), rng.integers(0, 4000, pairs)
+    c0 = time.process_time()
+    fast = g.values(r, c)
+    t_fast = time.process_time() - c0
+    c0 = time.process_time()
+    slow = g.net.evaluate(np.concatenate([g.XA[r], g.XB[c]], axis=1))
+    t_slow = time.process_time() - c0
+    assert (fast == slow).all()
+    print(f"points  L=2, N=6, d_x=17, {pairs} pairs: pair formula {t_fast * 1e6 / pairs:.2f} us/pair, generic "
+          f"evaluate {t_slow * 1e6 / pairs:.2f} us/tuple  ratio = {t_slow / t_fast:.1f}x")
+    for d, side in cells:
+        spec = RankSpec(d, 2, 1, 6, False)
+        c0 = time.process_time()
+        grid = grid_rank(spec, p, 0, max_side=side)
+        t_grid = time.process_time() - c0
+        c0 = time.process_time()
+        pts = point_rank(spec, p, 0, max_side=side, threads=1)
+        t_pts = time.process_time() - c0
+        print(f"points  N=6 d_x={d} L=2, max_side {side}: grid rank {grid.rank} ({'exact' if grid.converged else 'lower bound'}, "
+              f"{t_grid:.1f} s CPU), random points rank {pts.rank} ({'exact' if pts.converged else 'lower bound'}, "
+              f"{t_pts:.1f} s CPU)  grid/points = {t_grid / t_pts:.1f}x")
 
 
 def load_baseline(rev: str):
@@ -229,8 +264,10 @@ def main() -> None:
     ap.add_argument("--numpy-n", type=int, default=0, help="numpy baseline size (0 = n, the same matrix)")
     ap.add_argument("--sympy-sizes", default="200,400")
     ap.add_argument("--tuples", type=int, default=20000, help="grid tuples for the depth-2 evaluator comparison")
-    ap.add_argument("--part", choices=("flint", "grid", "scaling", "project", "all"), default="all",
-                    help="flint: rank engines at --n; grid: whole cells old vs new; scaling: FLINT at --scaling-sizes")
+    ap.add_argument("--part", choices=("flint", "grid", "scaling", "project", "points", "all"), default="all",
+                    help="flint: rank engines at --n; grid: whole cells old vs new; scaling: FLINT at --scaling-sizes; "
+                         "points: random points against the generic evaluator and against template grids")
+    ap.add_argument("--pairs", type=int, default=20000, help="points: pairs for the evaluator comparison")
     ap.add_argument("--baseline", default=BASELINE, help="git revision of the old grid path")
     ap.add_argument("--max-side", type=int, default=6000, help="grid limit of the cells (the experiment's)")
     ap.add_argument("--scaling-sizes", default="2000,4000")
@@ -250,6 +287,8 @@ def main() -> None:
         bench_flint(args)
     if args.part in ("grid", "all"):
         bench_grid(args.baseline, args.max_side)
+    if args.part in ("points", "all"):
+        bench_points(args.p, args.pairs, [(5, 2000), (6, 3000)])
 
 
 def bench_flint(args) -> None:
