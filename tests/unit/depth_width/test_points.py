@@ -72,3 +72,25 @@ def test_random_point_memory_bound_is_one_clear_error():
         validate(RankSpec(4, 2, 1, 6, False), max_side=100_000, points="random")
     with pytest.raises(UserError, match="choose"):
         validate(RankSpec(4, 2, 1, 6, False), points="lattice")
+
+
+@pytest.mark.parametrize("depth,heads,residual", [(1, 1, False), (2, 1, False), (2, 2, True), (3, 1, True)])
+def test_f_sees_the_b_side_only_through_its_second_moment(depth, heads, residual):
+    """Without softmax every layer's statistics are built from X = sum_j x_j x_j^T, so f(x^A, x^B)
+    depends on the B points only through X_B = sum_{j in B} x_j x_j^T (docs/depth_width.md §1).  A
+    rotation of two B points by an orthogonal 2 x 2 matrix over Z_p (3/5, 4/5) keeps X_B and must keep
+    f; a non-orthogonal mixing (the control) changes it."""
+    from dynamics.depth_width.network import LinearAttentionNet
+
+    p = P1
+    rng = np.random.default_rng(depth * 10 + heads)
+    net = LinearAttentionNet.random(rng, 4, depth, heads, residual, p)
+    X = rng.integers(0, p, size=(30, 4, 4), dtype=np.int64)  # N = 4: A = {0, 1}, B = {2, 3}
+    inv5 = pow(5, p - 2, p)
+    c, s = 3 * inv5 % p, 4 * inv5 % p
+    assert (c * c + s * s) % p == 1
+    for (a, b), same in [((c, s), True), ((2, 1), False)]:
+        Y = X.copy()
+        Y[:, 2] = (a * X[:, 2] - b * X[:, 3]) % p
+        Y[:, 3] = (b * X[:, 2] + a * X[:, 3]) % p
+        assert ((net.evaluate(Y) == net.evaluate(X)).all()) == same
