@@ -25,8 +25,9 @@ additive over positions in d x d statistics (derivation in docs/depth_width.md Â
     G = W^{Q,2 T} W^{K,2},  z = (W^{O,2} W^{V,2})^T w,
 
 so y_0 = a_A + sum_{j in B} <q_0, k_j> v_j and c = c_A + c_B split into per-row and per-column
-parts, and a pair costs about 4 N d_x + d_x^2 products (:func:`pair_values`, tested against
-``evaluate`` exactly).  Other shapes fall back to ``evaluate``.
+parts, and f = sum_i <k_i, e> <y_0, G v_i> needs about 5 N d_x products a pair and no d x d product
+(:func:`block_values`, a block of rows x columns at once; tested against ``evaluate`` and exact
+integers).  Other shapes fall back to ``evaluate``.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from .modular import check_prime, matrix_bytes, mm_mod, products_per_sum, random
 from .network import LinearAttentionNet
 from .seprank import RankResult, RankSpec, certify, default_threads
 
-PAIR_CHUNK = 1 << 16  # pairs evaluated at once (a dozen (pairs, d_x) int64 arrays: ~100 MB at d_x = 17)
+PAIR_CHUNK = 1 << 17  # pairs evaluated at once (a few (pairs, d_x) int64 arrays: ~20 MB each at d_x = 17)
 
 
 def point_bytes(m: int) -> int:
@@ -60,7 +61,7 @@ def largest_points(max_side: int, max_bytes: float) -> int:
 
 
 def fast_shape(d_x: int, depth: int, heads: int, residual: bool, p: int) -> bool:
-    """Whether :func:`pair_values` applies: L = 2, one head, no residual, and sums of d_x products
+    """Whether :func:`block_values` applies: L = 2, one head, no residual, and sums of d_x products
     that fit in int64 before a reduction (p < 2^28 for d_x <= 64)."""
     return depth == 2 and heads == 1 and not residual and products_per_sum(p) >= d_x + 4
 
@@ -82,16 +83,19 @@ def choose_points(spec: RankSpec, points: str, p: int) -> str:
 
 
 class PairFeatures:
-    """Per-point quantities of the fast path for points X (m, n, d_x): q, k, v (m, n, d_x) and, for
-    the side holding position 0, y_A = sum_{j in side} <q_0, k_j> v_j; c = sum_{j in side} k_j <v_j, z>
-    (m, d_x).  All mod p."""
+    """Per-point quantities of the fast path for points X (m, n, d_x), all mod p:
 
-    def __init__(self, net: LinearAttentionNet, X: np.ndarray, z: np.ndarray):
+    q, k, v: (m, n, d_x), the layer-1 projections of each position (v = W^{O,1} W^{V,1} x);
+    Gv: (m, n, d_x), G v_j;  c: (m, d_x), sum_{j in side} k_j <v_j, z>;  y: (m, d_x), for the side holding
+    position 0, sum_{j in side} <q_0, k_j> v_j (its part of y_0)."""
+
+    def __init__(self, net: LinearAttentionNet, X: np.ndarray, G: np.ndarray, z: np.ndarray):
         p = net.p
         m, n, d = X.shape
         Wqkv = np.concatenate([net.Q[0, 0], net.K[0, 0], mm_mod(net.O[0, 0], net.V[0, 0], p)])  # (3d, d)
         qkv = mm_mod(np.remainder(X, p).reshape(m * n, d), Wqkv.T, p).reshape(m, n, 3, d)
         self.q, self.k, self.v = (np.ascontiguousarray(qkv[:, :, i]) for i in range(3))
+        self.Gv = mm_mod(self.v, G.T.copy(), p)
         vz = mm_mod(self.v, z[:, None], p)[..., 0]  # (m, n): <v_j, z>
         self.c = np.remainder((self.k * vz[..., None] % p).sum(axis=1), p)  # (m, d)
         s = mm_mod(self.k, self.q[:, 0, :, None], p)[..., 0]  # (m, n): <q_0, k_j> (used for the A side)
@@ -106,33 +110,46 @@ def _layer2(net: LinearAttentionNet) -> tuple[np.ndarray, np.ndarray]:
     return G, z
 
 
-def pair_values(net: LinearAttentionNet, A: PairFeatures, B: PairFeatures, G: np.ndarray,
-                r: np.ndarray, c: np.ndarray) -> np.ndarray:
-    """f(x^A_{r_t}, x^B_{c_t}) for pairs t: (T,) int64, by the L = 2 formula of the module docstring.
+def _dots(a: np.ndarray, b: np.ndarray, per_row: bool) -> np.ndarray:
+    """<a[r, c], b[., i]> for pair vectors a (R, C, d) and per-point vectors b: (R, n, d) when
+    ``per_row`` (row points), else (C, n, d) -> (R, C, n), unreduced (each sum < d_x p^2 < 2^63)."""
+    return np.einsum("rcd,rid->rci" if per_row else "rcd,cid->rci", a, b, optimize=True)
 
-    Every intermediate is a residue; a dot product sums at most d_x products (< 2^56 each), and a
-    sum over positions at most N (checked by :func:`fast_path`)."""
-    p = net.p
-    q0 = A.q[r, 0]  # (T, d)
-    kB, vB, qB = B.k[c], B.v[c], B.q[c]  # (T, nB, d)
-    qA = A.q[r]
-    s = np.einsum("td,tjd->tj", q0, kB) % p  # <q_0, k_j>, j in B
-    y0 = (A.y[r] + np.einsum("tj,tjd->td", s, vB)) % p
-    cv = (A.c[r] + B.c[c]) % p
-    e = None
-    for Q in (qA, qB):
-        t = np.einsum("tjd,td->tj", Q, cv) % p
-        part = np.einsum("tj,tjd->td", t, Q) % p
-        e = part if e is None else e + part
+
+def _combine(t: np.ndarray, vecs: np.ndarray, per_row: bool) -> np.ndarray:
+    """sum_j t[r, c, j] vecs[., j] for pair scalars t (R, C, n): (R, C, d), unreduced (< n p^2)."""
+    return np.einsum("rcj,rjd->rcd" if per_row else "rcj,cjd->rcd", t, vecs, optimize=True)
+
+
+def block_values(p: int, A: PairFeatures, B: PairFeatures, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """f(x^A_r, x^B_c) for every row r in ``rows`` and column c in ``cols``: (R, C) int64, by the L = 2
+    formula of the module docstring, written so that no d x d product is formed per pair:
+
+        y_0 = y_A + sum_{j in B} <q_0, k_j> v_j,   t_j = <q_j, c_A + c_B>,   e = sum_j t_j q_j,
+        f = <y_0, G M e> = sum_i <k_i, e> <y_0, G v_i>        (i, j over all N positions).
+
+    Every intermediate is reduced to a residue before it is multiplied again; a sum of at most
+    max(d_x, N) products of residues stays below 2^63 (checked by :func:`fast_path`)."""
+    qA, kA, vA, GvA = A.q[rows], A.k[rows], A.v[rows], A.Gv[rows]  # (R, nA, d)
+    qB, kB, vB, GvB = B.q[cols], B.k[cols], B.v[cols], B.Gv[cols]  # (C, nB, d)
+    R, nA, d = qA.shape
+    C, nB, _ = qB.shape
+    cA, cB = A.c[rows], B.c[cols]
+    s = mm_mod(qA[:, 0], kB.reshape(C * nB, d).T, p).reshape(R, C, nB)  # <q_0, k_j>, j in B
+    y0 = _combine(s, vB, per_row=False)
+    y0 += A.y[rows][:, None, :]
+    y0 %= p
+    # t_j = <q_j, c_A> + <q_j, c_B>: one term per point, the other a cross product of rows and columns
+    tA = mm_mod(qA.reshape(R * nA, d), cB.T, p).reshape(R, nA, C).transpose(0, 2, 1)
+    tA = (tA + np.einsum("rjd,rd->rj", qA, cA)[:, None, :] % p) % p
+    tB = mm_mod(cA, qB.reshape(C * nB, d).T, p).reshape(R, C, nB)
+    tB = (tB + np.einsum("cjd,cd->cj", qB, cB)[None] % p) % p
+    e = _combine(tA, qA, per_row=True)
+    e += _combine(tB, qB, per_row=False)
     e %= p
-    u = None
-    for Kx, Vx in ((A.k[r], A.v[r]), (kB, vB)):
-        t = np.einsum("tjd,td->tj", Kx, e) % p
-        part = np.einsum("tj,tjd->td", t, Vx) % p
-        u = part if u is None else u + part
-    u %= p
-    Gu = mm_mod(u, G.T.copy(), p)
-    return np.einsum("td,td->t", y0, Gu) % p
+    f = (_dots(e, kA, True) % p * (_dots(y0, GvA, True) % p)).sum(axis=2) % p
+    f += (_dots(e, kB, False) % p * (_dots(y0, GvB, False) % p)).sum(axis=2) % p
+    return f % p
 
 
 class RandomPoints:
@@ -159,7 +176,7 @@ class RandomPoints:
         self._fast = None
         if fast_path(self.net):
             G, z = _layer2(self.net)
-            self._fast = (G, PairFeatures(self.net, self.XA, z), PairFeatures(self.net, self.XB, z))
+            self._fast = (PairFeatures(self.net, self.XA, G, z), PairFeatures(self.net, self.XB, G, z))
 
     def side(self, m: int) -> int:
         return m
@@ -167,12 +184,13 @@ class RandomPoints:
     def k_for(self, side: float) -> int:
         return max(1, min(self.k_max, math.ceil(side)))
 
-    def values(self, r: np.ndarray, c: np.ndarray) -> np.ndarray:
-        """f at the pairs (row r_t, column c_t): (T,) int64."""
+    def block(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """f at every (row, column) of ``rows`` x ``cols``: (len(rows), len(cols)) int64."""
         if self._fast is not None:
-            G, A, B = self._fast
-            return pair_values(self.net, A, B, G, r, c)
-        return self.net.evaluate(np.concatenate([self.XA[r], self.XB[c]], axis=1))
+            return block_values(self.p, *self._fast, rows, cols)
+        r, c = np.repeat(rows, len(cols)), np.tile(cols, len(rows))
+        X = np.concatenate([self.XA[r], self.XB[c]], axis=1)
+        return self.net.evaluate(X).reshape(len(rows), len(cols))
 
     def matrix(self, m: int) -> np.ndarray:
         kept = self._kept
@@ -183,14 +201,15 @@ class RandomPoints:
         if old:
             out[:old, :old] = kept
         self._kept = None  # the old block now lives in ``out``
-        blocks = [(np.arange(old, m), np.arange(m)), (np.arange(old), np.arange(old, m))]
-        jobs = [(rs, cs, s) for rs, cs in blocks for s in range(0, len(rs) * len(cs), PAIR_CHUNK)]
+        step_c = min(m, 2048)
+        step_r = max(1, PAIR_CHUNK // step_c)
+        jobs = [(r0, min(r0 + step_r, m), c0, min(c0 + step_c, m))
+                for r0 in range(0, m, step_r) for c0 in range(0, m, step_c)]
+        jobs = [j for j in jobs if j[1] > old or j[3] > old]  # blocks with new entries
 
         def chunk(job) -> None:
-            rs, cs, start = job
-            t = np.arange(start, min(start + PAIR_CHUNK, len(rs) * len(cs)), dtype=np.int64)
-            r, c = rs[t // len(cs)], cs[t % len(cs)]
-            out[r, c] = self.values(r, c)
+            r0, r1, c0, c1 = job
+            out[r0:r1, c0:c1] = self.block(np.arange(r0, r1), np.arange(c0, c1))
 
         if self.threads > 1 and len(jobs) > 1:
             with ThreadPoolExecutor(self.threads) as pool:  # numpy releases the GIL in its loops
