@@ -130,7 +130,7 @@ def block_values(p: int, A: PairFeatures, B: PairFeatures, rows: np.ndarray, col
 
     Every intermediate is reduced to a residue before it is multiplied again; a sum of at most
     max(d_x, N) products of residues stays below 2^63 (checked by :func:`fast_path`)."""
-    qA, kA, vA, GvA = A.q[rows], A.k[rows], A.v[rows], A.Gv[rows]  # (R, nA, d)
+    qA, kA, GvA = A.q[rows], A.k[rows], A.Gv[rows]  # (R, nA, d)
     qB, kB, vB, GvB = B.q[cols], B.k[cols], B.v[cols], B.Gv[cols]  # (C, nB, d)
     R, nA, d = qA.shape
     C, nB, _ = qB.shape
