@@ -34,14 +34,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from ..errors import UserError
 from .modular import check_prime, matrix_bytes, mm_mod, products_per_sum, random_residues
 from .network import LinearAttentionNet
-from .seprank import RankResult, RankSpec, certify, default_threads
+from .seprank import PointSet, RankResult, RankSpec, certify, default_threads, run_jobs
 
 PAIR_CHUNK = 1 << 17  # pairs evaluated at once (a few (pairs, d_x) int64 arrays: ~20 MB each at d_x = 17)
 
@@ -152,7 +151,7 @@ def block_values(p: int, A: PairFeatures, B: PairFeatures, rows: np.ndarray, col
     return f % p
 
 
-class RandomPoints:
+class RandomPoints(PointSet):
     """One random network and a stream of random A- and B-points, measuring ranks at any m <= k_max
     (the interface :func:`.seprank.certify` grows and certifies on).  Keeps the largest matrix built:
     a smaller m is its top-left block, a larger m evaluates only the new entries."""
@@ -211,23 +210,9 @@ class RandomPoints:
             r0, r1, c0, c1 = job
             out[r0:r1, c0:c1] = self.block(np.arange(r0, r1), np.arange(c0, c1))
 
-        if self.threads > 1 and len(jobs) > 1:
-            with ThreadPoolExecutor(self.threads) as pool:  # numpy releases the GIL in its loops
-                list(pool.map(chunk, jobs))
-        else:
-            for job in jobs:
-                chunk(job)
+        run_jobs(chunk, jobs, self.threads)
         self._kept = out
         return out
-
-    def rank(self, m: int) -> int:
-        from .modular import rank_mod_p
-
-        r = rank_mod_p(self.matrix(m), self.p)
-        self.history.append((m, r))
-        if self.on_step:
-            self.on_step(m, r)
-        return r
 
 
 def point_rank(spec: RankSpec, prime: int, seed: int, hint: float | None = None, max_side: int = 4096,

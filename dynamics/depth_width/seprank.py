@@ -237,18 +237,35 @@ def grid_matrix(net: LinearAttentionNet, templates: np.ndarray, n_a: int, n_b: i
         idx = np.concatenate([row_idx[r], col_idx[c]], axis=1)  # (T, N)
         out[r, c] = net.evaluate_grid(templates, idx, tables)
 
-    threads = default_threads() if threads is None else threads
-    if threads > 1 and len(jobs) > 1:
-        # numpy releases the GIL inside its integer loops, so chunks run in parallel threads.
-        with ThreadPoolExecutor(threads) as pool:
-            list(pool.map(chunk, jobs))
-    else:
-        for job in jobs:
-            chunk(job)
+    run_jobs(chunk, jobs, default_threads() if threads is None else threads)
     return out
 
 
-class _Grid:
+def run_jobs(fn: Callable, jobs: list, threads: int) -> None:
+    """fn(job) for every job, in ``threads`` threads when there is more than one job (numpy releases
+    the GIL inside its integer loops, so chunks of a matrix fill in parallel)."""
+    if threads > 1 and len(jobs) > 1:
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(fn, jobs))
+    else:
+        for job in jobs:
+            fn(job)
+
+
+class PointSet:
+    """What :func:`certify` grows: matrices at sizes K whose smaller K's matrix is a submatrix of a
+    larger one's.  Subclasses set ``p``, ``k_max``, ``history``, ``on_step`` and give ``side(K)``,
+    ``k_for(side)`` and ``matrix(K)``."""
+
+    def rank(self, K: int) -> int:
+        r = rank_mod_p(self.matrix(K), self.p)
+        self.history.append((K, r))
+        if self.on_step:
+            self.on_step(K, r)
+        return r
+
+
+class _Grid(PointSet):
     """One random network and its template stream, measuring ranks at any K <= k_max.
 
     With ``reuse`` it keeps the largest grid matrix built so far: a smaller K's matrix is its
@@ -296,13 +313,6 @@ class _Grid:
         self._kept = (K, M)
         return M
 
-    def rank(self, K: int) -> int:
-        r = rank_mod_p(self.matrix(K), self.p)
-        self.history.append((K, r))
-        if self.on_step:
-            self.on_step(K, r)
-        return r
-
 
 def grid_rank(spec: RankSpec, prime: int, seed: int, hint: float | None = None, max_side: int = MAX_SIDE,
               fixed: int | None = None, max_bytes: float = 4 * 2**30,
@@ -327,10 +337,8 @@ def grid_rank(spec: RankSpec, prime: int, seed: int, hint: float | None = None, 
 
 def certify(g, spec: RankSpec, seed: int, hint: float | None = None, fixed: int | None = None,
             start: float = 1.2, confirm: float = 1.1) -> RankResult:
-    """The growth and two-size certificate of :func:`grid_rank` on any point set ``g``: an object
-    with ``p``, ``k_max``, ``history``, ``side(K)`` (the smaller matrix side at size K), ``k_for(side)``
-    and ``rank(K)``, where a smaller K's matrix is a submatrix of a larger one's (template grids here,
-    random points in :mod:`.points`)."""
+    """The growth and two-size certificate of :func:`grid_rank` on any :class:`PointSet` ``g``
+    (template grids here, random points in :mod:`.points`); ``side(K)`` is the smaller matrix side."""
 
     def result(K: int, r: int, converged: bool, prev: int) -> RankResult:
         return RankResult(spec, g.p, seed, K, r, converged, prev, tuple(g.history))
