@@ -66,8 +66,7 @@ class RankConfig:
     points: str = field("auto", "where f is evaluated: 'grid' (tuples of K shared templates, deduplicated), "
                                 "'random' (m independent random points per side, an m x m matrix; N = 6 ranks "
                                 "above a few hundred need it, docs/depth_width.md §1) or 'auto' (random at "
-                                "N >= 4, L = 2, H = 1 without residual, where the fast pair formula applies; "
-                                "grid elsewhere)")
+                                "N >= 4, grid at N = 2)")
     start_rank: float = field(0.0, "expected rank of a cell nothing measured predicts (the first cell of a one-cell "
                                "profile for N > 2; 0: none, start small); sets only where the template growth "
                                "starts, never the rank")

@@ -59,26 +59,22 @@ def largest_points(max_side: int, max_bytes: float) -> int:
     return m
 
 
-def fast_shape(d_x: int, depth: int, heads: int, residual: bool, p: int) -> bool:
+def fast_path(net: LinearAttentionNet) -> bool:
     """Whether :func:`block_values` applies: L = 2, one head, no residual, and sums of d_x products
     that fit in int64 before a reduction (p < 2^28 for d_x <= 64)."""
-    return depth == 2 and heads == 1 and not residual and products_per_sum(p) >= d_x + 4
-
-
-def fast_path(net: LinearAttentionNet) -> bool:
-    """:func:`fast_shape` for a drawn network."""
-    return fast_shape(net.width, net.depth, net.heads, net.residual, net.p)
+    return net.depth == 2 and net.heads == 1 and not net.residual and products_per_sum(net.p) >= net.width + 4
 
 
 def choose_points(spec: RankSpec, points: str, p: int) -> str:
-    """Resolve ``points="auto"``: random points where the pair formula applies and N >= 4, template
-    grids elsewhere.  At N >= 4 an m x m random-point matrix resolves rank m, while a template grid
-    needs about twice as many rows as its rank (N = 4) or is limited by its number of templates
-    (N = 6, docs/depth_width.md §1); at N = 2 the K x K grid is as good and keeps the closed form's K."""
+    """Resolve ``points="auto"``: random points at N >= 4 (full-rank inputs), template grids at N = 2.
+    At N >= 4 an m x m random-point matrix resolves rank m, while a template grid needs about twice
+    as many rows as its rank (N = 4) or is limited by its number of templates (N = 6,
+    docs/depth_width.md §1); at N = 2 the K x K grid is as good and keeps the closed form's K.  The
+    fast formula (:func:`fast_path`) evaluates the L = 2, H = 1 cells; the others use the generic
+    evaluator (about 2-6 us a tuple at d_x = 3, L = 3)."""
     if points != "auto":
         return points
-    fast = fast_shape(spec.d_x, spec.depth, spec.heads, spec.residual, p)
-    return "random" if fast and spec.positions >= 4 and not spec.input_rank else "grid"
+    return "random" if spec.positions >= 4 and not spec.input_rank else "grid"
 
 
 class PairFeatures:
