@@ -110,10 +110,12 @@ ITEMS: tuple[Item, ...] = (
     Item(LEVINE, "Thm. 1", "upper bound on the separation rank: past L = log_3 d_x depth and width are "
          "interchangeable", ("depth-width-rank/below-degree-bound", "depth-width-rank/layer-worth-shrinks-with-depth",
                              "depth-width-rank/deep-slope-L2-N2", "depth-width-rank/deep-slope-L3-N2",
-                             "depth-width-rank/deep-slope-L2-N4", "depth-width-rank/deep-slope-L2-N6")),
+                             "depth-width-rank/deep-slope-L2-N4", "depth-width-rank/deep-slope-L2-N6",
+                             "depth-width-rank/deep-slope-L3-N4", "depth-width-rank/deep-slope-L3-N6")),
     Item(LEVINE, "Thm. 2", "lower bound: below L = log_3 d_x depth is exponentially more efficient than width", (
         "depth-width-rank/layer-worth-grows-with-width", "depth-width-rank/shallow-exponent-L1-N2",
         "depth-width-rank/shallow-exponent-L2-N2", "depth-width-rank/shallow-exponent-L2-N4",
+        "depth-width-rank/shallow-exponent-L2-N6",
         "depth-width-budget/wikitext-shallow-loses", "depth-width-bytes/bytes-shallow-loses-largest-budget",
         "depth-width-trained/ts-linear-shallower-loses-at-teacher-width",
         "depth-width-trained/ts-softmax-shallower-loses-at-teacher-width",
