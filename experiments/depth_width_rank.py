@@ -31,7 +31,7 @@ from dynamics.config import field, require
 from dynamics.depth_width import rank_fits as F
 from dynamics.depth_width import theory
 from dynamics.depth_width.modular import P1, P2, check_prime
-from dynamics.depth_width.points import choose_points, point_bytes
+from dynamics.depth_width.points import choose_points, point_bytes, point_rank
 from dynamics.depth_width.rank_sweep import sweep_family
 from dynamics.depth_width.seprank import RankSpec, grid_bytes, grid_rank, grid_shape, largest_grid, partition, validate
 from dynamics.errors import UserError
@@ -169,13 +169,14 @@ def width_equivalence(rows: pd.DataFrame, cfg: RankConfig) -> pd.DataFrame:
         if (d, L) not in measured:
             spec = RankSpec(d, L, 1, cfg.positions, False)
             try:
-                validate(spec, cfg.max_side, cfg.max_gib * 2**30)
+                validate(spec, cfg.max_side, cfg.max_gib * 2**30, choose_points(spec, cfg.points, prime))
             except UserError:
                 measured[(d, L)] = None
                 return None
             left = measured.get((d - 1, L))
-            res = grid_rank(spec, prime, seed, hint=left[0] if left else None, max_side=cfg.max_side,
-                            start=cfg.start_slack, confirm=cfg.confirm_slack, max_bytes=cfg.max_gib * 2**30)
+            rank_fn = point_rank if choose_points(spec, cfg.points, prime) == "random" else grid_rank
+            res = rank_fn(spec, prime, seed, hint=left[0] if left else None, max_side=cfg.max_side,
+                          start=cfg.start_slack, confirm=cfg.confirm_slack, max_bytes=cfg.max_gib * 2**30)
             measured[(d, L)] = (res.rank, res.converged)
         return measured[(d, L)]
 
@@ -183,25 +184,43 @@ def width_equivalence(rows: pd.DataFrame, cfg: RankConfig) -> pd.DataFrame:
     for (d, L), target in sorted(exact.items()):
         if L < 2 or (L - 1) not in cfg.depths:
             continue
-        needed, kind = None, "exact"
+        needed, kind, unresolved = None, "exact", None
         for d2 in range(1, cfg.equiv_max_width + 1):
             got = rank_at(d2, L - 1)
             if got is None:
+                unresolved = f"the depth-{L - 1} rank at d'={d2} does not fit under max_side"
                 break
             if got[0] >= target:  # an exact rank, or a full grid's lower bound, reaching the target
                 needed = d2
                 break
-            if not got[1]:
-                break  # below the target and unresolved: cannot tell
+            if not got[1]:  # below the target and unresolved: cannot tell
+                unresolved = f"the depth-{L - 1} rank at d'={d2} is only known to be >= {got[0]} (< {target})"
+                break
         if needed is None:
             if L - 1 == 1:
                 needed, kind = target - 1, "lower bound (depth-1 rank <= d+1)"
+            elif unresolved is not None:
+                # Not a bound on the width: the search stopped at a width it could not resolve.
+                needed, kind = math.nan, f"unresolved: {unresolved}"
             else:
                 needed, kind = cfg.equiv_max_width + 1, f"lower bound (> {cfg.equiv_max_width})"
         out.append(dict(d_x=d, L=L, target_rank=target, shallow_depth=L - 1, width_needed=needed,
                         kind=kind, width_ratio=needed / d, depth_ratio=L / (L - 1),
                         log3_dx=theory.depth_threshold(d)))
     return pd.DataFrame(out)
+
+
+def layer_worth(eq: pd.DataFrame) -> tuple[list[bool], list[bool]]:
+    """From the width-equivalence table: for consecutive widths at one depth, whether the needed width
+    ratio did not fall; for consecutive depths at one width, whether it did not grow.  Rows whose search
+    was unresolved (ratio NaN) are left out: they say nothing about the ratio."""
+    eq = eq[eq.width_ratio.notna()]
+    inc_w, dec_L = [], []
+    for _, g in eq.groupby(["positions", "L"]):
+        inc_w += list(np.diff(g.sort_values("d_x").width_ratio) >= 0)
+    for _, g in eq.groupby(["positions", "d_x"]):
+        dec_L += list(np.diff(g.sort_values("L").width_ratio) <= 0)
+    return inc_w, dec_L
 
 
 def increments(main: pd.DataFrame) -> pd.DataFrame:
@@ -469,12 +488,7 @@ def claims(tables, cfg):
             f"{float(k.crossover.iloc[-1]) - 12:.3f}")
     out["threshold-slope-closed-form"] = (S.exact(slope), note)
     if "equivalence" in tables and len(tables["equivalence"]):
-        eq = tables["equivalence"]
-        inc_w, dec_L = [], []
-        for _, g in eq.groupby(["positions", "L"]):
-            inc_w += list(np.diff(g.sort_values("d_x").width_ratio) >= 0)
-        for _, g in eq.groupby(["positions", "d_x"]):
-            dec_L += list(np.diff(g.sort_values("L").width_ratio) <= 0)
+        inc_w, dec_L = layer_worth(tables["equivalence"])
         out["layer-worth-grows-with-width"] = frac(inc_w)
         out["layer-worth-shrinks-with-depth"] = frac(dec_L)
     return out

@@ -91,6 +91,17 @@ def sweep_family(widths: Sequence[int], depths: Sequence[int], heads: int, posit
                 if on_row:
                     on_row(row)
                 continue
+            narrower = _widest_narrower(known, d, L, heads)
+            if narrower is not None and narrower.status.startswith("not computed"):
+                # The rank never falls with d_x, so a cell wider than one predicted too large is too.
+                status = f"not computed: rank >= rank(d_x={narrower.d_x}), predicted >= {limit} (largest grid)"
+                known[(d, L)] = Cell(d, L, limit, status)
+                row = base | dict(prime=pairs[0][0], seed=pairs[0][1], templates=0, prev_templates=0,
+                                  rank=-1, status=status, role="main", seconds=0.0)
+                rows.append(row)
+                if on_row:
+                    on_row(row)
+                continue
             hint = _hint(known, d, L, heads)
             if hint is None:
                 hint = first_hint
@@ -165,14 +176,19 @@ def _hint(known: dict, d: int, L: int, heads: int) -> float | None:
     return max(guesses) if guesses else None
 
 
+def _widest_narrower(known: dict, d: int, L: int, heads: int) -> Cell | None:
+    """The widest measured (or predicted) cell d' < d at depth L with d - d' a multiple of H."""
+    narrower = [w for (w, depth) in known if depth == L and w < d and (d - w) % heads == 0]
+    return known.get((max(narrower), L)) if narrower else None
+
+
 def _certified_too_large(known: dict, d: int, L: int, heads: int, residual: bool, limit: int):
     """(lower bound, status) when a smaller neighbour already reached the largest grid, else None.
 
     The width neighbour is the widest measured d' < d at the same depth (not only d - H: the default
     widths jump from 20 to 24, 32, 48, 64); the rank never falls from d' to d by the zero-padding
     argument in the module docstring, applied (d - d')/H times."""
-    narrower = [w for (w, depth) in known if depth == L and w < d and (d - w) % heads == 0]
-    left = known.get((max(narrower), L)) if narrower else None
+    left = _widest_narrower(known, d, L, heads)
     if left is not None and left.status.startswith("lower bound") and left.rank >= limit:
         return left.rank, f"lower bound: rank(d_x={left.d_x}) >= {left.rank} and rank grows with d_x"
     below = known.get((d, L - 1))

@@ -94,3 +94,25 @@ def test_f_sees_the_b_side_only_through_its_second_moment(depth, heads, residual
         Y[:, 2] = (a * X[:, 2] - b * X[:, 3]) % p
         Y[:, 3] = (b * X[:, 2] + a * X[:, 3]) % p
         assert ((net.evaluate(Y) == net.evaluate(X)).all()) == same
+
+
+def test_width_equivalence_does_not_turn_an_unresolved_search_into_a_bound():
+    """When the shallower partner's rank cannot be resolved (a lower bound below the target), the
+    needed width is unknown: kind 'unresolved', width NaN, and the layer-worth claims skip the row."""
+    import pandas as pd
+
+    from dynamics.experiments.depth_width_rank import RankConfig, width_equivalence
+
+    # N = 4 at random points, max_side 300: L = 3 at d_x = 2 is exact (232), L = 2 partners resolve up
+    # to d' = 5 (rank 216); a target of 2640 (N = 4, d_x = 3, L = 3) needs an L = 2 width of 11.
+    cfg = RankConfig(widths=(2,), depths=(2, 3), positions=4, primes=(P1,), seeds=1, max_side=300,
+                     equiv_max_width=12, points="random")
+    rows = pd.DataFrame([dict(d_x=3, L=3, heads=1, positions=4, residual=False, rank=2640, status="exact",
+                              role="main")])
+    eq = width_equivalence(rows, cfg)
+    row = eq.iloc[0]
+    assert row.kind.startswith("unresolved") and np.isnan(row.width_needed) and np.isnan(row.width_ratio)
+    from dynamics.experiments.depth_width_rank import layer_worth
+
+    known = pd.DataFrame([dict(positions=4, d_x=3, L=2, width_ratio=16.0)])
+    assert layer_worth(pd.concat([known, eq])) == ([], [])  # the NaN row is not compared with anything
