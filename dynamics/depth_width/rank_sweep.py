@@ -82,25 +82,25 @@ def sweep_family(widths: Sequence[int], depths: Sequence[int], heads: int, posit
             limit = max_rank(spec, max_side, kind, max_bytes)
             base = dict(d_x=d, L=L, heads=heads, positions=positions, residual=residual,
                         input_rank=spec.input_rank, points=kind)
-            skip = _certified_too_large(known, d, L, heads, residual, limit)
-            if skip is not None:
-                known[(d, L)] = Cell(d, L, skip[0], skip[1])
+
+            def unmeasured(known_rank: int, rank: int, status: str, base=base, d=d, L=L) -> None:
+                """Record a cell that is not evaluated: a certified lower bound or a prediction."""
+                known[(d, L)] = Cell(d, L, known_rank, status)
                 row = base | dict(prime=pairs[0][0], seed=pairs[0][1], templates=0, prev_templates=0,
-                                  rank=skip[0], status=skip[1], role="main", seconds=0.0)
+                                  rank=rank, status=status, role="main", seconds=0.0)
                 rows.append(row)
                 if on_row:
                     on_row(row)
+
+            skip = _certified_too_large(known, d, L, heads, residual, limit)
+            if skip is not None:
+                unmeasured(skip[0], skip[0], skip[1])
                 continue
             narrower = _widest_narrower(known, d, L, heads)
             if narrower is not None and narrower.status.startswith("not computed"):
                 # The rank never falls with d_x, so a cell wider than one predicted too large is too.
-                status = f"not computed: rank >= rank(d_x={narrower.d_x}), predicted >= {limit} (largest grid)"
-                known[(d, L)] = Cell(d, L, limit, status)
-                row = base | dict(prime=pairs[0][0], seed=pairs[0][1], templates=0, prev_templates=0,
-                                  rank=-1, status=status, role="main", seconds=0.0)
-                rows.append(row)
-                if on_row:
-                    on_row(row)
+                unmeasured(limit, -1, f"not computed: rank >= rank(d_x={narrower.d_x}), predicted >= {limit} "
+                                      "(largest grid)")
                 continue
             hint = _hint(known, d, L, heads)
             if hint is None:
@@ -112,13 +112,7 @@ def sweep_family(widths: Sequence[int], depths: Sequence[int], heads: int, posit
             if hint is not None and hint >= limit:
                 # Not evaluated: the extrapolated rank already exceeds the largest grid (an estimate,
                 # not a certificate, so the rank column stays empty).
-                status = f"not computed: predicted rank {hint:.0f} >= {limit} (largest grid)"
-                known[(d, L)] = Cell(d, L, limit, status)
-                row = base | dict(prime=pairs[0][0], seed=pairs[0][1], templates=0, prev_templates=0,
-                                  rank=-1, status=status, role="main", seconds=0.0)
-                rows.append(row)
-                if on_row:
-                    on_row(row)
+                unmeasured(limit, -1, f"not computed: predicted rank {hint:.0f} >= {limit} (largest grid)")
                 continue
             t0 = time.perf_counter()
             step = (lambda K, r, spec=spec: on_step(spec, K, r)) if on_step else None
