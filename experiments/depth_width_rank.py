@@ -31,9 +31,9 @@ from dynamics.config import field, require
 from dynamics.depth_width import rank_fits as F
 from dynamics.depth_width import theory
 from dynamics.depth_width.modular import P1, P2, check_prime
-from dynamics.depth_width.points import choose_points, point_bytes, point_rank
-from dynamics.depth_width.rank_sweep import sweep_family
-from dynamics.depth_width.seprank import RankSpec, grid_bytes, grid_rank, grid_shape, largest_grid, partition, validate
+from dynamics.depth_width.points import choose_points, point_bytes
+from dynamics.depth_width.rank_sweep import ranker, sweep_family
+from dynamics.depth_width.seprank import RankSpec, grid_bytes, grid_shape, largest_grid, partition, validate
 from dynamics.errors import UserError
 from dynamics.experiment import Experiment
 from dynamics.progress import heartbeat_interval, say
@@ -115,23 +115,21 @@ def run_batch(cfgs, ctx):
     t0 = last = time.monotonic()
     every = heartbeat_interval()
 
-    def on_step(spec, K, r):
+    def on_step(spec, K, r, points):
         # A big cell ranks a few grids over many minutes, with no heartbeat while FLINT holds the GIL:
         # say where it is, at most once a heartbeat interval.
         nonlocal last
         now = time.monotonic()
         if now - last >= every:
             last = now
-            if choose_points(spec, points, prime) == "random":
+            if choose_points(spec, points) == "random":
                 what = f"{K} random points a side ({K}x{K})"
             else:
                 what = "K={} templates ({}x{})".format(K, *grid_shape(K, spec.n_a, spec.n_b))
             say(NAME, f"N={spec.positions} d_x={spec.d_x} L={spec.depth}: {what}, "
                       f"rank {r}, {now - t0:.0f} s into the batch")
 
-    points, prime = "grid", P1
     for cfg in cfgs:
-        points, prime = cfg.points, cfg.primes[0]
         n_cells = len([d for d in cfg.widths if d % cfg.heads == 0]) * len(cfg.depths)
         with ctx.bar(n_cells, f"ranks H={cfg.heads} N={cfg.positions} res={int(cfg.residual)}") as bar:
             def on_row(row, bar=bar):
@@ -140,7 +138,8 @@ def run_batch(cfgs, ctx):
             rows = pd.DataFrame(sweep_family(cfg.widths, cfg.depths, cfg.heads, cfg.positions, cfg.residual,
                                              cfg.pairs(), cfg.max_side, on_row=on_row, start=cfg.start_slack,
                                              confirm=cfg.confirm_slack, max_bytes=cfg.max_gib * 2**30,
-                                             first_hint=cfg.start_rank or None, on_step=on_step,
+                                             first_hint=cfg.start_rank or None,
+                                             on_step=lambda spec, K, r, p=cfg.points: on_step(spec, K, r, p),
                                              points=cfg.points))
         tables = {"rows": rows}
         if cfg.heads == 1 and not cfg.residual and cfg.positions <= 4 and cfg.points != "random":
@@ -168,15 +167,15 @@ def width_equivalence(rows: pd.DataFrame, cfg: RankConfig) -> pd.DataFrame:
     def rank_at(d: int, L: int) -> tuple[int, bool] | None:
         if (d, L) not in measured:
             spec = RankSpec(d, L, 1, cfg.positions, False)
+            kind = choose_points(spec, cfg.points)
             try:
-                validate(spec, cfg.max_side, cfg.max_gib * 2**30, choose_points(spec, cfg.points, prime))
+                validate(spec, cfg.max_side, cfg.max_gib * 2**30, kind)
             except UserError:
                 measured[(d, L)] = None
                 return None
             left = measured.get((d - 1, L))
-            rank_fn = point_rank if choose_points(spec, cfg.points, prime) == "random" else grid_rank
-            res = rank_fn(spec, prime, seed, hint=left[0] if left else None, max_side=cfg.max_side,
-                          start=cfg.start_slack, confirm=cfg.confirm_slack, max_bytes=cfg.max_gib * 2**30)
+            res = ranker(kind)(spec, prime, seed, hint=left[0] if left else None, max_side=cfg.max_side,
+                               start=cfg.start_slack, confirm=cfg.confirm_slack, max_bytes=cfg.max_gib * 2**30)
             measured[(d, L)] = (res.rank, res.converged)
         return measured[(d, L)]
 

@@ -37,10 +37,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..errors import UserError
 from .modular import check_prime, matrix_bytes, mm_mod, products_per_sum, random_residues
 from .network import LinearAttentionNet
-from .seprank import PointSet, RankResult, RankSpec, certify, default_threads, run_jobs
+from .seprank import PointSet, RankResult, RankSpec, certify, default_threads, draw_network, run_jobs, validate
 
 PAIR_CHUNK = 1 << 17  # pairs evaluated at once (a few (pairs, d_x) int64 arrays: ~20 MB each at d_x = 17)
 
@@ -65,7 +64,7 @@ def fast_path(net: LinearAttentionNet) -> bool:
     return net.depth == 2 and net.heads == 1 and not net.residual and products_per_sum(net.p) >= net.width + 4
 
 
-def choose_points(spec: RankSpec, points: str, p: int) -> str:
+def choose_points(spec: RankSpec, points: str) -> str:
     """Resolve ``points="auto"``: random points at N >= 4 (full-rank inputs), template grids at N = 2.
     At N >= 4 an m x m random-point matrix resolves rank m, while a template grid needs about twice
     as many rows as its rank (N = 4) or is limited by its number of templates (N = 6,
@@ -154,13 +153,8 @@ class RandomPoints(PointSet):
 
     def __init__(self, spec: RankSpec, prime: int, seed: int, max_side: int, max_bytes: float,
                  on_step: Callable[[int, int], None] | None = None, threads: int | None = None):
-        if spec.input_rank:
-            raise UserError("random points take full-rank inputs only (input_rank=0)")
         self.spec, self.p, self.on_step = spec, check_prime(prime), on_step
-        # The network is drawn exactly as for template grids (same seed -> same weights).
-        rng = np.random.default_rng(np.random.SeedSequence(
-            [seed, spec.d_x, spec.depth, spec.heads, spec.positions, int(spec.residual), spec.input_rank]))
-        self.net = LinearAttentionNet.random(rng, spec.d_x, spec.depth, spec.heads, spec.residual, self.p)
+        self.net, _ = draw_network(spec, self.p, seed)  # the template grids' network for this seed
         self.k_max = largest_points(max_side, max_bytes)
         pts = np.random.default_rng(np.random.SeedSequence([seed, spec.d_x, spec.positions, 1]))
         self.XA = random_residues(pts, (self.k_max, spec.n_a, spec.d_x), self.p)
@@ -217,5 +211,6 @@ def point_rank(spec: RankSpec, prime: int, seed: int, hint: float | None = None,
                confirm: float = 1.1, threads: int | None = None) -> RankResult:
     """Exact rank of f's A|B matricisation at random points (m rows, m columns), certified as
     :func:`.seprank.grid_rank` certifies templates; ``templates`` in the result counts points."""
+    validate(spec, max_side, max_bytes, "random")
     return certify(RandomPoints(spec, prime, seed, max_side, max_bytes, on_step, threads), spec, seed,
                    hint=hint, fixed=fixed, start=start, confirm=confirm)

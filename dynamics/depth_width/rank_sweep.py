@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from .points import choose_points, largest_points, point_rank
-from .seprank import MAX_SIDE, RankSpec, grid_rank, grid_shape, largest_grid, validate
+from .seprank import MAX_SIDE, RankResult, RankSpec, grid_rank, grid_shape, largest_grid, validate
 from .theory import n2_rank
 
 
@@ -47,6 +47,17 @@ def max_rank(spec: RankSpec, max_side: int, points: str = "grid", max_bytes: flo
     if points == "random":
         return largest_points(max_side, max_bytes)
     return min(largest_grid(spec.positions, max_side)[1:])
+
+
+def ranker(kind: str) -> Callable[..., RankResult]:
+    """The rank measurement for a point kind: :func:`.points.point_rank` ("random") or
+    :func:`.seprank.grid_rank` ("grid"); both take the same arguments and certify the same way."""
+    return point_rank if kind == "random" else grid_rank
+
+
+def matrix_side(spec: RankSpec, kind: str, K: int) -> int:
+    """The smaller matrix side at size K: K random points a side, or the deduplicated K-template grid's."""
+    return K if kind == "random" else min(grid_shape(K, spec.n_a, spec.n_b))
 
 
 def sweep_family(widths: Sequence[int], depths: Sequence[int], heads: int, positions: int, residual: bool,
@@ -77,7 +88,7 @@ def sweep_family(widths: Sequence[int], depths: Sequence[int], heads: int, posit
     for L in sorted(depths):
         for d in widths:
             spec = RankSpec(d, L, heads, positions, residual, min(input_rank, d) if input_rank else 0)
-            kind = choose_points(spec, points, pairs[0][0])
+            kind = choose_points(spec, points)
             validate(spec, max_side, max_bytes, kind)
             limit = max_rank(spec, max_side, kind, max_bytes)
             base = dict(d_x=d, L=L, heads=heads, positions=positions, residual=residual,
@@ -116,14 +127,13 @@ def sweep_family(widths: Sequence[int], depths: Sequence[int], heads: int, posit
                 continue
             t0 = time.perf_counter()
             step = (lambda K, r, spec=spec: on_step(spec, K, r)) if on_step else None
-            rank_fn = point_rank if kind == "random" else grid_rank
+            rank_fn = ranker(kind)
             res = rank_fn(spec, *pairs[0], hint=hint, max_side=max_side, start=start, confirm=confirm,
                           max_bytes=max_bytes, on_step=step)
             what = "random points" if kind == "random" else "templates"
             if res.converged:
                 status = "exact"
-            elif res.rank >= (res.templates if kind == "random" else min(grid_shape(res.templates, spec.n_a,
-                                                                                        spec.n_b))):
+            elif res.rank >= matrix_side(spec, kind, res.templates):
                 status = f"lower bound: grid of {res.templates} {what} is full rank"
             else:
                 status = f"lower bound: rank still growing at the largest grid ({res.templates} {what})"
@@ -140,9 +150,8 @@ def sweep_family(widths: Sequence[int], depths: Sequence[int], heads: int, posit
             for prime, seed in pairs[1:]:
                 t0 = time.perf_counter()
                 other = rank_fn(spec, prime, seed, fixed=K_c, max_side=max_side, max_bytes=max_bytes)
-                side = K_c if kind == "random" else min(grid_shape(K_c, spec.n_a, spec.n_b))
                 row = base | dict(prime=prime, seed=seed, templates=K_c, prev_templates=K_c, rank=other.rank,
-                                  status="exact" if other.rank < side
+                                  status="exact" if other.rank < matrix_side(spec, kind, K_c)
                                   else "lower bound: full rank", role="cross-check",
                                   seconds=round(time.perf_counter() - t0, 3))
                 rows.append(row)

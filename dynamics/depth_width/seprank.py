@@ -252,6 +252,14 @@ def run_jobs(fn: Callable, jobs: list, threads: int) -> None:
             fn(job)
 
 
+def draw_network(spec: RankSpec, p: int, seed: int) -> tuple[LinearAttentionNet, np.random.Generator]:
+    """The random network of (spec, seed) over Z_p, and the generator after it (template grids draw
+    their templates from it): the same weights whatever points the rank is measured at."""
+    rng = np.random.default_rng(np.random.SeedSequence(
+        [seed, spec.d_x, spec.depth, spec.heads, spec.positions, int(spec.residual), spec.input_rank]))
+    return LinearAttentionNet.random(rng, spec.d_x, spec.depth, spec.heads, spec.residual, p), rng
+
+
 class PointSet:
     """What :func:`certify` grows: matrices at sizes K whose smaller K's matrix is a submatrix of a
     larger one's.  Subclasses set ``p``, ``k_max``, ``history``, ``on_step`` and give ``side(K)``,
@@ -278,9 +286,7 @@ class _Grid(PointSet):
     def __init__(self, spec: RankSpec, prime: int, seed: int, max_side: int, max_bytes: float,
                  on_step: Callable[[int, int], None] | None, reuse: bool = True):
         self.spec, self.p, self.max_bytes, self.on_step = spec, check_prime(prime), max_bytes, on_step
-        rng = np.random.default_rng(np.random.SeedSequence(
-            [seed, spec.d_x, spec.depth, spec.heads, spec.positions, int(spec.residual), spec.input_rank]))
-        self.net = LinearAttentionNet.random(rng, spec.d_x, spec.depth, spec.heads, spec.residual, self.p)
+        self.net, rng = draw_network(spec, self.p, seed)
         self.k_max = largest_grid(spec.positions, max_side)[0]
         self.pool = templates_for(spec, self.k_max, rng, self.p)
         self.history: list[tuple[int, int]] = []
