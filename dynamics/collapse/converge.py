@@ -8,9 +8,11 @@ rate and by every attention variant, so variant comparisons are paired by seed) 
 
 Early stopping (Prechelt 1998, "Early stopping -- but when?", the patience rule): every ``eval_every``
 steps each active replica's validation cross-entropy is measured in eval mode; a replica whose best
-validation loss has not improved for ``patience`` evaluations is stopped (frozen through the engine's
-per-replica mask: its learning rate is 0 from then on) and the checkpoint with the lowest validation
-loss is restored.  No replica stops for patience before ``min_steps``: some seeds sit on the
+validation loss has not improved for ``patience`` evaluations is stopped and the checkpoint with the lowest
+validation loss is restored.  A stopped replica leaves the engine program (``compact``,
+:meth:`dynamics.engine.Trainer.keep`), so the rest train on without carrying it; with ``compact=False``
+it stays, frozen by the engine's per-replica mask (learning rate 0), and the records are bit-identical
+either way (tested).  No replica stops for patience before ``min_steps``: some seeds sit on the
 chance-level loss plateau for several hundred steps before they escape it, and a patience rule alone
 stopped them there (docs/deepvit.md); a diverged replica stops at once.  Training ends when every
 replica has stopped or at ``max_steps``.
@@ -50,6 +52,7 @@ class BracketOptions:
     root_seed: int = 0
     dtype: str = "float32"
     device: str = "cpu"
+    compact: bool = True  # stopped replicas leave the engine program (same results, fewer FLOPs)
 
 
 @dataclasses.dataclass
@@ -128,48 +131,70 @@ def train_bracket(spec: ViTSpec, split: Split, seeds: Sequence[int], opts: Brack
     best_loss = np.full(R, np.inf)
     best_step = np.zeros(R, dtype=np.int64)
     stop_step = np.full(R, opts.max_steps, dtype=np.int64)
+    diverged = np.full(R, -1, dtype=np.int64)
     since = np.zeros(R, dtype=np.int64)
     stopped = np.zeros(R, dtype=bool)
-    curves, run_loss = [], torch.zeros(R, dtype=torch.float64, device=device)
+    curves = []
+    # The trainer holds the live replicas only (original indices ``live``); with ``compact`` a stopped
+    # replica leaves it at the evaluation that stops it, instead of being carried, frozen, to the end.
+    live = np.arange(R)
+    live_t = torch.as_tensor(live, device=device)
+    bufs = buffers  # the live replicas' BN running statistics
+    run_loss = torch.zeros(R, dtype=torch.float64, device=device)
+    va = np.full(R, np.nan)
     progress = bar(opts.max_steps, f"bracket L={spec.depth} d={spec.width} {spec.attention}") if bar else None
 
     def loss_fn(step: int, rec) -> torch.Tensor:
-        idx = order[:, step]
-        logits, _ = forward(params.views, buffers, spec, x[idx], train=True)
-        return F.cross_entropy(logits.flatten(0, 1), y[idx].flatten(), reduction="none").view(R, -1).mean(1)
+        idx = order[live_t, step]
+        logits, _ = forward(trainer.params.views, bufs, spec, x[idx], train=True)
+        return F.cross_entropy(logits.flatten(0, 1), y[idx].flatten(), reduction="none").view(len(live), -1).mean(1)
 
     step = 0
     try:
         while step < opts.max_steps and not stopped.all():
-            saved = {k: v.clone() for k, v in buffers.items()}
-            run_loss += torch.nan_to_num(trainer.step(loss_fn).double(), nan=0.0)
+            saved = {k: v.clone() for k, v in bufs.items()}
+            run_loss[live_t] += torch.nan_to_num(trainer.step(loss_fn).double(), nan=0.0)
             frozen = ~trainer.active
-            for k, v in buffers.items():  # a frozen replica's BN running statistics stay as they were
+            for k, v in bufs.items():  # a frozen replica's BN running statistics stay as they were
                 v.copy_(torch.where(frozen.view(-1, *([1] * (v.dim() - 1))), saved[k], v))
             step += 1
             if progress is not None:
                 progress.update(1)
             if step % opts.eval_every and step < opts.max_steps:
                 continue
-            vl, va = evaluate(params.views, buffers, spec, xv, yv)
-            alive = trainer.active.cpu().numpy()
+            vl_live, va_live = evaluate(trainer.params.views, bufs, spec, xv, yv)
+            alive = np.zeros(R, dtype=bool)
+            alive[live] = trainer.active.cpu().numpy()
+            vl = np.full(R, np.inf)
+            vl[live], va[live] = vl_live, va_live
             vl = np.where(alive & np.isfinite(vl), vl, np.inf)
+            # every replica has a row at every evaluation, as without compaction: a stopped one's is
+            # (train loss 0, validation loss inf, the validation accuracy of its frozen state)
             curves.append(pd.DataFrame({"replica": np.arange(R), "step": step,
                                         "train_loss": (run_loss / opts.eval_every).cpu().numpy(),
-                                        "val_loss": vl, "val_acc": va}))
+                                        "val_loss": vl, "val_acc": va.copy()}))
             run_loss.zero_()
             better = ~stopped & (vl < best_loss)
             if better.any():
-                rows = torch.as_tensor(better, device=device)
-                best_data[rows] = params.data.detach()[rows]
-                for k, v in buffers.items():
-                    best_buf[k][rows] = v[rows]
+                local = better[live]
+                rows = torch.as_tensor(live[local], device=device)
+                best_data[rows] = trainer.params.data.detach()[torch.as_tensor(local, device=device)]
+                for k, v in bufs.items():
+                    best_buf[k][rows] = v[torch.as_tensor(local, device=device)]
                 best_loss[better], best_step[better], since[better] = vl[better], step, 0
             since[~stopped & ~better] += 1
             newly = ~stopped & (((since >= opts.patience) & (step >= opts.min_steps)) | ~alive)
             stop_step[newly] = step
             stopped |= newly
-            trainer.active &= ~torch.as_tensor(stopped, device=device)
+            trainer.active &= ~torch.as_tensor(stopped[live], device=device)
+            diverged[live] = trainer.diverged
+            if opts.compact and newly[live].any() and not stopped.all():
+                keep = np.flatnonzero(~stopped[live])
+                keep_t = torch.as_tensor(keep, device=device)
+                trainer.keep(keep_t)
+                bufs = {k: v[keep_t] for k, v in bufs.items()}
+                live = live[keep]
+                live_t = torch.as_tensor(live, device=device)
     finally:
         if progress is not None:
             progress.close()
@@ -190,7 +215,7 @@ def train_bracket(spec: ViTSpec, split: Split, seeds: Sequence[int], opts: Brack
     best = select.chosen_lr(trials, [], "val_acc", higher_is_better=True).iloc[0]
     chosen = int(np.flatnonzero(np.asarray(opts.lrs, dtype=np.float64) == best)[0])
     runs = pd.DataFrame({"lr": lr_col, "seed": rep_seeds, "best_step": best_step, "stop_step": stop_step,
-                         "stopped_early": stop_step < opts.max_steps, "diverged_step": trainer.diverged,
+                         "stopped_early": stop_step < opts.max_steps, "diverged_step": diverged,
                          "val_loss": val_loss, "val_acc": val_acc, "train_acc": train_acc, "test_acc": test_acc,
                          "selected": np.repeat(np.arange(n_lr) == chosen, S)})
     cur = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame()

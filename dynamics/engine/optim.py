@@ -91,6 +91,15 @@ class FusedAdamW:
         denom = (self.v.sqrt() / (1 - b2 ** t).sqrt()).add_(self.eps)
         p.sub_(torch.div(self.m, denom).mul_(step))
 
+    def select(self, params: ReplicaParams, rows: torch.Tensor) -> FusedAdamW:
+        """The optimiser of ``params`` (= this one's ``params.select(rows)``): moments and step counts of
+        those rows carried over, so the subset continues exactly where it was."""
+        out = FusedAdamW(params, self.betas, self.eps, self.wd)
+        out.m.copy_(self.m[rows])
+        out.v.copy_(self.v[rows])
+        out.t.copy_(self.t[rows])
+        return out
+
 
 class FusedSGD:
     def __init__(self, params: ReplicaParams, momentum: float = 0.0, weight_decay: float = 0.0):
@@ -109,6 +118,13 @@ class FusedSGD:
             self.buf.mul_(_pick(a, self.mu, 1.0)).add_(g)
             g = self.buf
         p.sub_(g * lr)
+
+    def select(self, params: ReplicaParams, rows: torch.Tensor) -> FusedSGD:
+        """As :meth:`FusedAdamW.select`: the momentum buffers of ``rows`` carried over."""
+        out = FusedSGD(params, self.mu, self.wd)
+        if self.buf is not None:
+            out.buf.copy_(self.buf[rows])
+        return out
 
 
 def _pick(a: torch.Tensor, on: float, off: float) -> torch.Tensor:

@@ -94,6 +94,7 @@ class ReplicaParams:
                  dtype=torch.float32, device: str | torch.device = "cpu"):
         self.names = list(shapes)
         self.shapes = dict(shapes)
+        self.decay = {n: bool(decay.get(n, False)) for n in self.names}
         # decayed parameters first: weight decay then scales one contiguous block data[:, :P_decay]
         layout = sorted(self.names, key=lambda n: not decay.get(n, False))
         sizes = [math.prod(shapes[n]) for n in layout]
@@ -159,6 +160,15 @@ class ReplicaParams:
 
     def zero_grad(self) -> None:
         self.grad.zero_()
+
+    def select(self, rows: torch.Tensor) -> ReplicaParams:
+        """A new buffer holding the replicas ``rows`` (indices into this one, in that order), with the same
+        layout; gradients start at zero.  Replicas share no entry, so a replica trains in the subset
+        exactly as it would have in the whole."""
+        out = type(self)(self.shapes, self.decay, len(rows), self.data.dtype, self.data.device)
+        with torch.no_grad():
+            out.data.copy_(self.data[rows])
+        return out
 
     def replica(self, r: int) -> dict[str, torch.Tensor]:
         """Detached copies of replica r's parameters, without the replica axis."""

@@ -114,6 +114,17 @@ class Trainer:
         self.step_count += 1
         return torch.where(self.active, loss.detach(), torch.full_like(loss, float("nan")))
 
+    def keep(self, rows: torch.Tensor) -> None:
+        """Train only the replicas ``rows`` (indices into the current ones, in that order) from now on:
+        parameters, optimiser state, learning-rate columns and flags are narrowed to them, so stopped
+        replicas no longer cost a forward or backward pass.  ``self.params`` is replaced; a caller that
+        holds its views must take the new ones.  The kept replicas continue exactly as they would have."""
+        rows = torch.as_tensor(rows, dtype=torch.long, device=self.params.data.device)
+        params = self.params.select(rows)
+        self.opt = self.opt.select(params, rows)
+        self.params, self.lr = params, self.lr[:, rows]
+        self.active, self._diverged = self.active[rows], self._diverged[rows]
+
     @property
     def diverged(self) -> np.ndarray:
         """(R,) the step at which each replica froze, or -1."""

@@ -110,3 +110,23 @@ def test_bracket_replicas_share_init_across_learning_rates():
     d0 = (b.params["qkv_w"][0] - init["qkv_w"][0]).abs().max().item()
     d1 = (b.params["qkv_w"][1] - init["qkv_w"][0]).abs().max().item()
     assert 0 < d0 <= 1.01e-3 and 1e-3 < d1 <= 1.01e-2
+
+
+@pytest.mark.parametrize("attention", ["vanilla", "reattn"])
+def test_compaction_changes_nothing_but_the_work(attention):
+    """Stopped replicas leaving the engine program (``compact``) give bit-identical records, checkpoints
+    and BN statistics: replicas share no tensor entry, so the live ones cannot tell."""
+    split = data.arrows(256, 64, hops=1, seed=0)
+    spec = vit.ViTSpec(depth=2, width=8, heads=2, n_patches=16, patch_dim=16, n_classes=4, attention=attention)
+    kw = dict(lrs=(1e-3, 3e-2), max_steps=60, batch=16, eval_every=5, patience=2)
+    full = cv.train_bracket(spec, split, [0, 1, 2], cv.BracketOptions(**kw, compact=False))
+    comp = cv.train_bracket(spec, split, [0, 1, 2], cv.BracketOptions(**kw, compact=True))
+    stops = full.runs.stop_step
+    assert stops.nunique() > 1 and (stops < 60).any()  # replicas left at different times: compaction happened
+    import pandas as pd
+    pd.testing.assert_frame_equal(full.runs, comp.runs, check_exact=True)
+    pd.testing.assert_frame_equal(full.curves, comp.curves, check_exact=True)
+    for name in full.params:
+        assert torch.equal(full.params[name], comp.params[name]), name
+    for name in full.buffers:
+        assert torch.equal(full.buffers[name], comp.buffers[name]), name

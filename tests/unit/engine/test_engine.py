@@ -98,6 +98,31 @@ def test_replica_in_batch_equals_replica_alone(name, opt_kind):
     assert torch.allclose(batched.data[1], alone.data[0], atol=1e-10, rtol=0), (batched.data[1] - alone.data[0]).abs().max()
 
 
+@pytest.mark.parametrize("opt_kind", ["adamw", "sgd"])
+def test_kept_replicas_continue_as_if_nothing_left(opt_kind):
+    """Trainer.keep: after step 6 only replicas 2 and 0 (in that order) train on; they end exactly where
+    they end in the full program (optimiser state, learning-rate columns and step counts carried over)."""
+    spec = SPECS["vit-pre-ln"]
+    seeds = replica_seeds(4, 3)
+    lrs = [3e-3, 1e-2, 3e-2] if opt_kind == "adamw" else [0.05, 0.1, 0.2]
+    full, _, _ = _train(spec, seeds, lrs, opt_kind)
+    params = models.init(spec, seeds, F64)
+    opt = FusedAdamW(params, weight_decay=0.1) if opt_kind == "adamw" else FusedSGD(params, momentum=0.9,
+                                                                                    weight_decay=0.01)
+    trainer = Trainer(params, opt, lr_table(lrs, Schedule(12, warmup=3, floor=0.1), 12), clip=0.5)
+    rows = [0, 1, 2]
+    for t in range(12):
+        if t == 6:
+            rows = [2, 0]
+            trainer.keep(torch.tensor(rows))
+            assert trainer.params.R == 2 and trainer.lr.shape == (12, 2) and trainer.active.shape == (2,)
+        x, y = _inputs(spec, [seeds[r] for r in rows], 4, t)
+        p = trainer.params
+        trainer.step(lambda step, rec, x=x, y=y, p=p: models.cross_entropy(models.forward(p, spec, x), y))
+    assert torch.equal(trainer.params.data, full.data[[2, 0]])
+    assert trainer.params.P_decay == full.P_decay and trainer.params.offsets == full.offsets
+
+
 def test_fused_adamw_matches_torch_adamw():
     """One replica: FusedAdamW (no decay, constant lr) equals nn.Module + torch.optim.AdamW."""
     spec = SPECS["vit-pre-ln"]
