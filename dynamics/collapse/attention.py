@@ -58,26 +58,50 @@ def mix_heads(A: torch.Tensor, theta: torch.Tensor, bias: torch.Tensor) -> torch
     return torch.einsum("rgh,rbhij->rbgij", theta, A) + bias[:, None, :, None, None]
 
 
-def batch_norm_heads(C: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, running_mean: torch.Tensor,
-                     running_var: torch.Tensor, train: bool, momentum: float = 0.1,
-                     eps: float = 1e-5) -> torch.Tensor:
-    """BatchNorm2d with heads as channels, per run: statistics over (images, i, j).
+def normalised_mix(A: torch.Tensor, theta: torch.Tensor | None, bias: torch.Tensor | None, gamma: torch.Tensor,
+                   beta: torch.Tensor, running_mean: torch.Tensor, running_var: torch.Tensor, train: bool, *,
+                   scale: float = 1.0, momentum: float = 0.1, eps: float = 1e-5) -> torch.Tensor:
+    """Re-attention's map BN(Theta A + b) * scale, BatchNorm2d with heads as channels (statistics over
+    (images, i, j)), per run; ``theta=None`` is BN(A) * scale (``bn-only``).
 
-    C (R, B, H, T, T); gamma, beta, running_mean, running_var (R, H).  In training mode the batch
-    statistics normalise (biased variance) and the running estimates are updated in place with
-    PyTorch's rule (unbiased variance, ``momentum``), so one run matches ``nn.BatchNorm2d`` exactly.
+    A (R, B, H, T, T); theta (R, H_out, H_in) (the Conv2d weight without its 1x1 kernel axes); bias,
+    gamma, beta, running_mean, running_var (R, H).  In training mode the batch statistics normalise
+    (biased variance) and the running estimates are updated in place with PyTorch's rule (unbiased
+    variance, ``momentum``), so one run matches ``nn.Conv2d`` + ``nn.BatchNorm2d`` (tested).
+
+    Computed folded: with s_g = gamma_g scale / sqrt(var_g + eps), the output is (s Theta) A +
+    s (b - mean) + beta scale, so BN costs no pass over the (R, B, H, T, T) maps of its own.  The
+    conv output's statistics come from the heads' (H x H) second moments: mean_g = Theta_g m + b_g and
+    var_g = Theta_g Cov Theta_g^T, with m and Cov of A - 1/T (an exact shift that keeps float32 from
+    cancelling: softmax maps sit near 1/T).
     """
+    R, B, H, T = A.shape[0], A.shape[1], A.shape[2], A.shape[-1]
+    shift = 1.0 / T
+    Ac = A - shift
     if train:
-        flat = C.transpose(1, 2).flatten(2)  # (R, H, B*T*T): reducing a contiguous axis is much faster
-        var, mean = torch.var_mean(flat, dim=-1, unbiased=False)
+        flat = Ac.transpose(1, 2).flatten(2)  # (R, H, n)
         n = flat.shape[-1]
+        if theta is None:
+            var, m = torch.var_mean(flat, dim=-1, unbiased=False)
+            mean = m + shift
+        else:
+            m = flat.mean(-1)
+            cov = torch.bmm(flat, flat.transpose(1, 2)) / n - m[:, :, None] * m[:, None, :]
+            mean = torch.einsum("rgh,rh->rg", theta, m + shift) + bias
+            var = torch.einsum("rgh,rhk,rgk->rg", theta, cov, theta).clamp(min=0.0)
         with torch.no_grad():
             running_mean.mul_(1 - momentum).add_(mean.detach(), alpha=momentum)
             running_var.mul_(1 - momentum).add_(var.detach() * (n / max(n - 1, 1)), alpha=momentum)
     else:
         mean, var = running_mean, running_var
-    shape = (C.shape[0], 1, C.shape[2], 1, 1)
-    return (C - mean.view(shape)) * torch.rsqrt(var.view(shape) + eps) * gamma.view(shape) + beta.view(shape)
+    s = gamma * scale * torch.rsqrt(var + eps)  # (R, H)
+    # output = s * (Theta (Ac + shift) + b - mean) + beta scale = (s Theta) Ac + offset
+    if theta is None:
+        offset = s * (shift - mean) + beta * scale
+        return torch.addcmul(offset[:, None, :, None, None], Ac, s[:, None, :, None, None])
+    mixed = theta * s[:, :, None]
+    offset = s * (shift * theta.sum(-1) + bias - mean) + beta * scale
+    return torch.einsum("rgh,rbhij->rbgij", mixed, Ac) + offset[:, None, :, None, None]
 
 
 def effective_maps(A: torch.Tensor, attention: str, w: dict, bn_mean: torch.Tensor | None,
@@ -91,12 +115,12 @@ def effective_maps(A: torch.Tensor, attention: str, w: dict, bn_mean: torch.Tens
     E = A
     if attention == "drop" and train:
         E = drop_entries(A, drop, generator)
+    if attention in NORMALISES:
+        mixes = attention in MIXES_HEADS
+        return normalised_mix(E, w["theta"] if mixes else None, w["theta_b"] if mixes else None, w["bn_g"],
+                              w["bn_b"], bn_mean, bn_var, train, scale=head_dim ** -0.5 if transform_scale else 1.0)
     if attention in MIXES_HEADS:
         E = mix_heads(E, w["theta"], w["theta_b"])
-    if attention in NORMALISES:
-        E = batch_norm_heads(E, w["bn_g"], w["bn_b"], bn_mean, bn_var, train)
-        if transform_scale:
-            E = E * head_dim ** -0.5
     return E
 
 

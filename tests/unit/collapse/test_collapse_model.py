@@ -18,8 +18,9 @@ def _maps(gen, R, B, H, T, dtype=torch.float64):
 
 
 def test_functional_reattention_matches_conv2d_batchnorm2d():
-    """mix_heads + batch_norm_heads == nn.Conv2d(H, H, 1) + nn.BatchNorm2d(H) (official ReAttention),
-    in training mode (incl. running-statistics update) and then in eval mode."""
+    """normalised_mix == nn.Conv2d(H, H, 1) + nn.BatchNorm2d(H) (official ReAttention), and without theta
+    == nn.BatchNorm2d(H) (bn-only), in training mode (incl. running-statistics update) and then in eval
+    mode."""
     g = torch.Generator().manual_seed(0)
     H, T = 4, 7
     conv = torch.nn.Conv2d(H, H, 1).double()
@@ -32,14 +33,43 @@ def test_functional_reattention_matches_conv2d_batchnorm2d():
     mean, var = torch.zeros(1, H, dtype=torch.float64), torch.ones(1, H, dtype=torch.float64)
     for _ in range(2):
         A = _maps(g, 1, 5, H, T)
-        ours = attention.batch_norm_heads(attention.mix_heads(A, theta, b), gamma, beta, mean, var, train=True)
+        ours = attention.normalised_mix(A, theta, b, gamma, beta, mean, var, train=True)
         ref = bn.train()(conv(A[0]))
         torch.testing.assert_close(ours[0], ref, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(mean[0], bn.running_mean, rtol=1e-12, atol=1e-14)
     torch.testing.assert_close(var[0], bn.running_var, rtol=1e-12, atol=1e-14)
     A = _maps(g, 1, 3, H, T)
-    ours = attention.batch_norm_heads(attention.mix_heads(A, theta, b), gamma, beta, mean, var, train=False)
+    ours = attention.normalised_mix(A, theta, b, gamma, beta, mean, var, train=False)
     torch.testing.assert_close(ours[0], bn.eval()(conv(A[0])), rtol=1e-12, atol=1e-12)
+    # bn-only, with the official transform scale
+    bn2 = torch.nn.BatchNorm2d(H).double()
+    mean, var = torch.zeros(1, H, dtype=torch.float64), torch.ones(1, H, dtype=torch.float64)
+    for train in (True, True, False):
+        A = _maps(g, 1, 5, H, T)
+        ours = attention.normalised_mix(A, None, None, gamma, beta, mean, var, train=train, scale=0.5)
+        with torch.no_grad():
+            bn2.weight.copy_(gamma[0])
+            bn2.bias.copy_(beta[0])
+        ref = bn2.train(train)(A[0]) * 0.5
+        torch.testing.assert_close(ours[0], ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(var[0], bn2.running_var, rtol=1e-12, atol=1e-14)
+
+
+def test_normalised_mix_float32_is_as_accurate_as_the_modules():
+    """Timm-init maps sit within 1e-4 of 1/T, where BN divides by sqrt(eps): the folded second-moment
+    statistics must not cancel in float32.  Against the float64 modules, the float32 fold is at least as
+    close as the float32 modules are, for near-uniform to peaked maps."""
+    g = torch.Generator().manual_seed(3)
+    H, T = 8, 17
+    for logit_scale in (1e-3, 1e-1, 2.0):
+        A = torch.softmax(torch.randn(1, 32, H, T, T, generator=g) * logit_scale, -1)
+        conv, bn = torch.nn.Conv2d(H, H, 1), torch.nn.BatchNorm2d(H)
+        theta, b = conv.weight.detach()[None, :, :, 0, 0], conv.bias.detach()[None]
+        ours = attention.normalised_mix(A, theta, b, bn.weight.detach()[None], bn.bias.detach()[None],
+                                        torch.zeros(1, H), torch.ones(1, H), train=True)[0].double()
+        ref32 = bn.train()(conv(A[0])).double()
+        ref64 = bn.double().train()(conv.double()(A[0].double()))
+        assert (ours - ref64).abs().max() <= (ref32 - ref64).abs().max(), logit_scale
 
 
 def test_batchnorm_removes_uniform_component_exactly():
@@ -52,16 +82,16 @@ def test_batchnorm_removes_uniform_component_exactly():
     theta, b = torch.randn(R, H, H, generator=g, dtype=f64), torch.randn(R, H, generator=g, dtype=f64)
     gamma = torch.rand(R, H, generator=g, dtype=torch.float64) + 0.5
     beta = torch.randn(R, H, generator=g, dtype=torch.float64)
-    out = attention.batch_norm_heads(attention.mix_heads(A, theta, b), gamma, beta,
-                                     torch.zeros(R, H, dtype=f64), torch.ones(R, H, dtype=f64), True)
+    out = attention.normalised_mix(A, theta, b, gamma, beta, torch.zeros(R, H, dtype=f64),
+                                   torch.ones(R, H, dtype=f64), True)
     dc = out.mean((-2, -1))  # (R, B, H)
     torch.testing.assert_close(dc, beta[:, None, :].expand_as(dc), rtol=0, atol=1e-13)
     closed = attention.reattention_closed_form(A, theta, gamma, beta)
     assert ((out - closed).norm() / out.norm()).item() < 1e-13
     # The identity needs row-stochastic maps: dropping entries first breaks it.
     Ad = attention.drop_entries(A, 0.5, torch.Generator().manual_seed(2))
-    out_d = attention.batch_norm_heads(attention.mix_heads(Ad, theta, b), gamma, beta,
-                                       torch.zeros(R, H, dtype=f64), torch.ones(R, H, dtype=f64), True)
+    out_d = attention.normalised_mix(Ad, theta, b, gamma, beta, torch.zeros(R, H, dtype=f64),
+                                     torch.ones(R, H, dtype=f64), True)
     assert (out_d.mean((-2, -1)) - beta[:, None, :]).abs().max().item() > 1e-3
 
 
