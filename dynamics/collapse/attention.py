@@ -75,8 +75,7 @@ def normalised_mix(A: torch.Tensor, theta: torch.Tensor | None, bias: torch.Tens
     var_g = Theta_g Cov Theta_g^T, with m and Cov of A - 1/T (an exact shift that keeps float32 from
     cancelling: softmax maps sit near 1/T).
     """
-    R, B, H, T = A.shape[0], A.shape[1], A.shape[2], A.shape[-1]
-    shift = 1.0 / T
+    shift = 1.0 / A.shape[-1]
     Ac = A - shift
     if train:
         flat = Ac.transpose(1, 2).flatten(2)  # (R, H, n)
