@@ -751,12 +751,6 @@ CLAIMS = (
 )
 
 
-def _acc(per_run: pd.DataFrame, variant: str, depth: int, width: int) -> pd.Series:
-    g = per_run[(per_run.study == "trained") & (per_run.variant == variant) & (per_run.depth == depth)
-                & (per_run.width == width)]
-    return g.set_index("seed").acc_test.sort_index()
-
-
 def claims(tables, cfg: CollapseConfig) -> dict:
     out: dict = {}
     per_run = tables["per_run"]
@@ -775,7 +769,7 @@ def claims(tables, cfg: CollapseConfig) -> dict:
         depths = sorted(tr_runs[tr_runs.width == cfg.train_width].depth.unique())
         if len(depths) >= 2:
             L, prev = depths[-1], depths[-2]
-            acc = {(var, d): _acc(per_run, var, d, cfg.train_width) for var in ("vanilla", "reattn") for d in (L, prev)}
+            acc = {(var, d): analysis.trained_accuracy(per_run, var, d, cfg.train_width) for var in ("vanilla", "reattn") for d in (L, prev)}
             gains = {var: S.welch(acc[(var, L)], acc[(var, prev)]) for var in ("vanilla", "reattn")}
             means = {k: a.mean() for k, a in acc.items()}
             for var, cid in (("vanilla", "vanilla-accuracy-saturates"), ("reattn", "reattention-accuracy-keeps-improving")):

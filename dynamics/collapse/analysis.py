@@ -102,3 +102,13 @@ def bn_identity_errors(rec: Record, params: dict, scale: float = 1.0) -> dict[st
         diff = (eff[:, l] - pred).flatten(1).norm(dim=1) / eff[:, l].flatten(1).norm(dim=1).clamp_min(1e-300)
         errs.append(diff)
     return {"dc_dev": dc_dev.cpu().numpy(), "closed_form": torch.stack(errs, 1).amax(1).cpu().numpy()}
+
+
+def trained_accuracy(per_run, variant: str, depth: int, width: int, column: str = "acc_test"):
+    """One trained cell's accuracy per seed (a pandas Series indexed by seed, sorted) from a
+    ``per_run.csv`` table of ``deepvit-collapse``: the chosen learning rate's test accuracy by default
+    (``acc_val``, ``acc_train`` for the others).  Compare cells of two runs with
+    :func:`dynamics.stats.welch`, or of one run (shared seeds) with :func:`dynamics.stats.paired`."""
+    g = per_run[(per_run.study == "trained") & (per_run.variant == variant) & (per_run.depth == depth)
+                & (per_run.width == width)]
+    return g.set_index("seed")[column].sort_index()
