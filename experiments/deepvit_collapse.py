@@ -476,8 +476,10 @@ def summarize(tables, base: CollapseConfig):
                 "stopped_early_share": ("stopped_early", "mean"), "diverged": ("diverged_step", lambda s: (s >= 0).sum())}
     table = per_run.groupby(keys, sort=True).agg(**agg).reset_index()
     out = {"table": table, "per_run": per_run, "block_states": states, "pairs": pairs, "blocks": blocks,
-           "runs": runs, "curves_fig3": block_curves(pairs, base.tau, base.window),
-           "sensitivity": sensitivity(pairs, base)}
+           "runs": runs, "curves_fig3": block_curves(pairs, base.tau, base.window)}
+    sens = sensitivity(pairs, base)
+    if len(sens):  # empty when neither vanilla nor re-attention was measured (e.g. a bn-only run)
+        out["sensitivity"] = sens
     for name in ("pairs_softmax", "bn", "maps", "curves", "bracket"):
         if name in tables:
             out[name] = tables[name]
@@ -679,9 +681,10 @@ def plot(tables, cfg: CollapseConfig) -> dict:
     paths["init_variants"] = fig
 
     # 7. Threshold sensitivity of the three trends (trained, raw M, first dataset, k = window).
-    sens = tables["sensitivity"]
-    s = sens[(sens.study == "trained") & (~sens.centred) & (sens.k == cfg.window) & (sens.dataset == datasets[0])]
-    if not s.empty:
+    sens = tables.get("sensitivity")
+    s = None if sens is None else sens[(sens.study == "trained") & (~sens.centred) & (sens.k == cfg.window)
+                                      & (sens.dataset == datasets[0])]
+    if s is not None and not s.empty:
         fig, axes = subplots(1, 3, figsize=(12, 3.2), layout="constrained")
         for ax, col in zip(axes, ["t_depth", "t_width", "t_reattn"]):
             grid = s.pivot_table(index="block_thr", columns="tau", values=col)
