@@ -177,10 +177,10 @@ def train_bracket(spec: ViTSpec, split: Split, seeds: Sequence[int], opts: Brack
             better = ~stopped & (vl < best_loss)
             if better.any():
                 local = better[live]
-                rows = torch.as_tensor(live[local], device=device)
-                best_data[rows] = trainer.params.data.detach()[torch.as_tensor(local, device=device)]
+                rows, local_t = torch.as_tensor(live[local], device=device), torch.as_tensor(local, device=device)
+                best_data[rows] = trainer.params.data.detach()[local_t]
                 for k, v in bufs.items():
-                    best_buf[k][rows] = v[torch.as_tensor(local, device=device)]
+                    best_buf[k][rows] = v[local_t]
                 best_loss[better], best_step[better], since[better] = vl[better], step, 0
             since[~stopped & ~better] += 1
             newly = ~stopped & (((since >= opts.patience) & (step >= opts.min_steps)) | ~alive)

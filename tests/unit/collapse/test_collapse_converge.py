@@ -4,6 +4,7 @@ learning-rate bracket trains to a plateau with early stopping and restores its b
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -123,7 +124,6 @@ def test_compaction_changes_nothing_but_the_work(attention):
     comp = cv.train_bracket(spec, split, [0, 1, 2], cv.BracketOptions(**kw, compact=True))
     stops = full.runs.stop_step
     assert stops.nunique() > 1 and (stops < 60).any()  # replicas left at different times: compaction happened
-    import pandas as pd
     pd.testing.assert_frame_equal(full.runs, comp.runs, check_exact=True)
     pd.testing.assert_frame_equal(full.curves, comp.curves, check_exact=True)
     for name in full.params:
