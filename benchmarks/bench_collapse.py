@@ -13,6 +13,9 @@ times, with stopped replicas carried frozen to the end (baseline, same run) agai
 when they stop.  The records are identical (tested); the ratio is the wall time saved, to be read beside
 the share of replica-steps that early stopping made unnecessary.
 
+The softmax maps with the 1/sqrt(d_h) scale on q (``attention.softmax_maps``) against the scale on the
+(T x T) scores, forward and backward, at the full run's shape.
+
     .venv/bin/python benchmarks/bench_collapse.py
 """
 
@@ -81,6 +84,21 @@ def main() -> None:
     base, ours = _time(lambda: [modules() for _ in range(5)]) / 5, _time(lambda: [folded() for _ in range(5)]) / 5
     print(f"re-attention map fwd+bwd ({R} replicas x {B} images, H={H}, T={T}): official modules per replica "
           f"{base * 1e3:.1f} ms, folded {ours * 1e3:.1f} ms, ratio x{base / ours:.2f}")
+
+    # The attention core at the same shape: scaling the (T, T) scores (baseline) against scaling q (T, d_h),
+    # which attention.softmax_maps does (the same bits at d_h = 4, tested).
+    dh = 4
+    q, k = (torch.randn(R, B, H, T, dh, generator=g).requires_grad_(True) for _ in range(2))
+
+    def scores_scaled():
+        torch.softmax(torch.matmul(q, k.transpose(-1, -2)) * dh ** -0.5, -1).backward(grad)
+
+    def q_scaled():
+        attention.softmax_maps(q, k).backward(grad)
+
+    base, ours = _time(lambda: [scores_scaled() for _ in range(5)]) / 5, _time(lambda: [q_scaled() for _ in range(5)]) / 5
+    print(f"softmax maps fwd+bwd ({R} x {B} x {H} maps, T={T}, d_h={dh}): scores scaled {base * 1e3:.1f} ms, "
+          f"q scaled {ours * 1e3:.1f} ms, ratio x{base / ours:.2f}")
 
     rel = data.relations(2000, 200, seed=0)
     spec = vit.ViTSpec(depth=8, width=32, heads=8, n_patches=16, patch_dim=16, n_classes=rel.n_classes,

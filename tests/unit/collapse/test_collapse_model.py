@@ -17,6 +17,24 @@ def _maps(gen, R, B, H, T, dtype=torch.float64):
     return torch.softmax(torch.randn(R, B, H, T, T, generator=gen, dtype=dtype) * 2, -1)
 
 
+def test_softmax_maps_scales_q_with_the_same_bits_when_the_scale_is_a_power_of_two():
+    """Scaling q instead of the scores is exact for d_h = 4 (scale 1/2), forward and backward; otherwise
+    it is the same map up to float32 rounding."""
+    g = torch.Generator().manual_seed(3)
+    for dh, exact in ((4, True), (8, False)):
+        q, k = (torch.randn(3, 5, 2, 17, dh, generator=g).requires_grad_(True) for _ in range(2))
+        grad = torch.randn(3, 5, 2, 17, 17, generator=g)
+        ours = attention.softmax_maps(q, k)
+        gq, gk = torch.autograd.grad(ours, (q, k), grad)
+        ref = torch.softmax(torch.matmul(q, k.transpose(-1, -2)) * dh ** -0.5, -1)
+        rq, rk = torch.autograd.grad(ref, (q, k), grad)
+        for a, b in ((ours, ref), (gq, rq), (gk, rk)):
+            if exact:
+                assert torch.equal(a, b)
+            else:
+                torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_functional_reattention_matches_conv2d_batchnorm2d():
     """normalised_mix == nn.Conv2d(H, H, 1) + nn.BatchNorm2d(H) (official ReAttention), and without theta
     == nn.BatchNorm2d(H) (bn-only), in training mode (incl. running-statistics update) and then in eval
