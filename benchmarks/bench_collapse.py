@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import time
 
+import numpy as np
 import torch
 
 from dynamics.collapse import analysis, attention, data, vit
@@ -96,9 +97,11 @@ def main() -> None:
     def q_scaled():
         attention.softmax_maps(q, k).backward(grad)
 
-    base, ours = _time(lambda: [scores_scaled() for _ in range(5)]) / 5, _time(lambda: [q_scaled() for _ in range(5)]) / 5
+    # a few milliseconds each: interleave the two and take medians, so one noisy stretch hits both
+    pairs = [(_time(scores_scaled, 1), _time(q_scaled, 1)) for _ in range(15)]
+    base, ours = (float(np.median(x)) for x in zip(*pairs))
     print(f"softmax maps fwd+bwd ({R} x {B} x {H} maps, T={T}, d_h={dh}): scores scaled {base * 1e3:.1f} ms, "
-          f"q scaled {ours * 1e3:.1f} ms, ratio x{base / ours:.2f}")
+          f"q scaled {ours * 1e3:.1f} ms (medians of 15 interleaved), ratio x{base / ours:.2f}")
 
     rel = data.relations(2000, 200, seed=0)
     spec = vit.ViTSpec(depth=8, width=32, heads=8, n_patches=16, patch_dim=16, n_classes=rel.n_classes,

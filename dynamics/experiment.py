@@ -15,6 +15,8 @@ An experiment is data plus four functions::
     preflight   config -> None, raising UserError for what a run would trip over later (a missing
                 data directory); runs for every cell before anything is written
     memory      a batch's configs -> rough peak bytes, so a run that cannot fit is refused up front
+    cost        config -> a cell's relative work (any unit), so the progress ETA weighs cells by it
+                instead of counting them; None: every cell the same
 
 Nothing in an experiment writes files itself: the store does, atomically, so ``--resume`` and the
 executors (in-process, process pool, Dask) see the same behaviour.
@@ -60,6 +62,7 @@ class Experiment:
     claim_specs: tuple = ()  # pre-registered ClaimSpec definitions, in one reviewable place per experiment
     preflight: Callable[[Any], None] | None = None
     memory: Callable[[Sequence[Any]], float] | None = None
+    cost: Callable[[Any], float] | None = None
     # default --workers of the local executor (None: automatic); 1 keeps uneven batches in-process,
     # where each batch uses every core, instead of a pool that waits on its largest batch
     local_workers: int | None = None

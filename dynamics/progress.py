@@ -54,10 +54,19 @@ def _hms(seconds: float) -> str:
 
 class Heartbeat:
     """A background thread printing ``desc: cell i of n, elapsed, ETA`` every ``interval`` seconds to
-    ``stream`` when it is not a terminal.  ETA extrapolates the cells finished in this run."""
+    ``stream`` when it is not a terminal.
 
-    def __init__(self, desc: str, total: int, done: int = 0, interval: float | None = None, stream=None):
+    ETA extrapolates the work finished in this run: elapsed x (work left) / (work done since the start).
+    Without ``work`` (the total) every cell counts 1; with it, :meth:`update` takes each finished cell's
+    work, so a run whose cells differ a hundredfold (a few init-only cells finish in seconds, a training
+    cell takes most of an hour) does not extrapolate from its cheapest cells.  ``work_done`` is the work
+    of the cells finished before this run (resumed)."""
+
+    def __init__(self, desc: str, total: int, done: int = 0, interval: float | None = None, stream=None,
+                 work: float | None = None, work_done: float = 0.0):
         self.desc, self.total, self.start_done, self.done = desc, total, done, done
+        self.work_total = float(total if work is None else work)
+        self.work_done = self.start_work = float(done if work is None else work_done)
         self.interval = heartbeat_interval(interval)
         self.stream = stream or sys.stderr
         self.started = time.monotonic()
@@ -66,15 +75,17 @@ class Heartbeat:
 
     def line(self) -> str:
         elapsed = time.monotonic() - self.started
-        new = self.done - self.start_done
+        new = self.work_done - self.start_work
         if new > 0 and self.done < self.total:
-            eta = _hms(elapsed / new * (self.total - self.done))
+            eta = _hms(elapsed / new * max(self.work_total - self.work_done, 0.0))
         else:
             eta = "0:00:00" if self.done >= self.total else "unknown"
         return f"dynamics: {self.desc}: cell {self.done} of {self.total}, {_hms(elapsed)} elapsed, ETA {eta}"
 
-    def update(self, n: int = 1) -> None:
+    def update(self, n: int = 1, work: float | None = None) -> None:
+        """``n`` more cells finished, together ``work`` (default: n)."""
         self.done += n
+        self.work_done += n if work is None else work
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):

@@ -326,6 +326,20 @@ def _scale(cfg: CollapseConfig) -> float:
     return cfg.head_dim ** -0.5 if cfg.transform_scale else 1.0
 
 
+def cell_cost(cfg: CollapseConfig) -> float:
+    """A cell's work in forward passes of one image through one block of width 1 (for the progress ETA):
+    training costs three forwards per image (backward included) plus the validation forwards; the
+    random-init probes are one forward of ``probe_images``.  A depth-16 training cell is about a
+    thousand times an init-only one."""
+    per_image = cfg.depth * cfg.width
+    probes = len(cfg.init_variants) * cfg.init_seeds * cfg.probe_images
+    if not cfg.trained:
+        return per_image * probes
+    replicas = len(cfg.train_variants) * len(cfg.lrs) * cfg.seeds
+    images = cfg.max_steps * (3 * cfg.batch + cfg.n_test / cfg.eval_every)
+    return per_image * (probes + replicas * images)
+
+
 def run_batch(cfgs, ctx):
     before = torch.get_num_threads()
     if cfgs[0].threads:
@@ -819,4 +833,5 @@ EXPERIMENT = Experiment(
     plot=plot,
     claims=claims,
     claim_specs=CLAIMS,
+    cost=cell_cost,
 )

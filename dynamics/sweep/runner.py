@@ -221,8 +221,11 @@ def execute(p: Plan, out: Path, resume: bool = False, executor=None, argv: Seque
         store.start_cells(exp.name, config, grid, resume)
         notes: dict = {}
         jobs = batches(p, todo)
+        cost = [float(exp.cost(c)) if exp.cost else 1.0 for c in p.configs]
+        pending = set(todo)
         with progress.bar(len(p.ids), exp.name, unit="cell") as pbar, \
-                progress.Heartbeat(exp.name, len(p.ids), done=len(p.ids) - len(todo)) as beat:
+                progress.Heartbeat(exp.name, len(p.ids), done=len(p.ids) - len(todo), work=sum(cost),
+                                   work_done=sum(c for i, c in enumerate(cost) if i not in pending)) as beat:
             pbar.update(len(p.ids) - len(todo))
             in_process = isinstance(executor, LocalExecutor) and executor.processes(len(jobs)) <= 1
             fn = functools.partial(_run_batch, exp, in_process)
@@ -232,7 +235,7 @@ def execute(p: Plan, out: Path, resume: bool = False, executor=None, argv: Seque
                     store.write_cell(p.ids[i], tables)
                 notes.update(batch_notes)
                 pbar.update(len(members[index]))
-                beat.update(len(members[index]))
+                beat.update(len(members[index]), sum(cost[i] for i in members[index]))
         tables = summarize(p, collect(p, store))
         staging = store.staging()
         written = store.write_tables_into(staging, tables)

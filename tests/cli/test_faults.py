@@ -238,6 +238,23 @@ def test_heartbeat_prints_cell_elapsed_and_eta_to_a_non_terminal():
     assert line.startswith("dynamics: exp: cell 4 of 10, 0:00:00 elapsed, ETA ")
 
 
+def test_heartbeat_eta_weighs_cells_by_their_work():
+    """Two cheap cells done out of three, the third 100 times their work: the ETA is about 50 times the
+    elapsed time, not half of it as counting cells would say."""
+    from dynamics.progress import Heartbeat
+
+    beat = Heartbeat("exp", 3, work=102.0)
+    beat.started -= 10.0
+    beat.update(2, work=2.0)
+    eta = beat.line().rsplit("ETA ", 1)[1]
+    h, m, sec = (int(x) for x in eta.split(":"))
+    assert 490 <= 3600 * h + 60 * m + sec <= 520
+    counted = Heartbeat("exp", 3)
+    counted.started -= 10.0
+    counted.update(2)
+    assert counted.line().endswith("ETA 0:00:05")
+
+
 # -- property tests of config parsing -------------------------------------------------------------
 def _cls():
     from dynamics.experiments.scan_snap_fig6 import Fig6Config

@@ -127,6 +127,20 @@ def test_config_composes_the_vit_spec():
                            attention="reattn", temperature=0.25)
 
 
+def test_cell_cost_weighs_training_cells_for_the_eta():
+    """The progress ETA weighs cells by cell_cost: in the default grid the depth-16 training cell is the
+    largest and an init-only cell is under 1% of it; cost grows with depth at fixed width."""
+    from dynamics import config as C
+    from dynamics.sweep.grid import expand
+
+    exp = get("deepvit-collapse")
+    cfgs = [C.build(exp.config, cell) for cell in expand(dict(exp.grid))]
+    cost = {(c.depth, c.width, c.trained): exp.cost(c) for c in cfgs}
+    assert max(cost, key=cost.get) == (16, 32, True)
+    assert cost[(16, 16, False)] < 0.01 * cost[(16, 32, True)]
+    assert cost[(2, 32, True)] < cost[(4, 32, True)] < cost[(8, 32, True)] < cost[(16, 32, True)]
+
+
 @pytest.mark.parametrize("sets, message", [
     (["width=30"], "not divisible by head_dim"),
     (["patch=3"], "does not divide the image size 16"),
