@@ -13,6 +13,11 @@ times, with stopped replicas carried frozen to the end (baseline, same run) agai
 when they stop.  The records are identical (tested); the ratio is the wall time saved, to be read beside
 the share of replica-steps that early stopping made unnecessary.
 
+The full run's deepest training step (L = 16, d = 32, 15 replicas) as a share of the machine's one-thread
+GEMM peak, both measured in the same run: the matrix products' FLOPs (``ViTSpec.forward_flops``) over
+the step's time.  Most of the step is not GEMM work (softmax, norms, the 3840 tiny 17 x 4 products per
+block), so the ratio says how far from the machine's limit the engine runs, not what a kernel could do.
+
 The softmax maps with the 1/sqrt(d_h) scale on q (``attention.softmax_maps``) against the scale on the
 (T x T) scores, forward and backward, at the full run's shape.
 
@@ -117,6 +122,24 @@ def main() -> None:
     print(f"early-stopping bracket (relations, L=8 d=32 reattn, 9 replicas, <= 400 steps): stopped replicas "
           f"carried {times[False]:.1f} s, compacted {times[True]:.1f} s, ratio x{times[False] / times[True]:.2f} "
           f"(replica-steps needed: {needed:.0%} of those carried)")
+
+    # The full run's deepest bracket step against the machine's GEMM peak, both measured here on one thread:
+    # a training step's matrix products (3 x ViTSpec.forward_flops per image) over its time.  20 extra steps
+    # between two otherwise identical brackets isolate the training from the evaluations.
+    a = torch.randn(1024, 1024)
+    peak = 2 * 1024 ** 3 / _time(lambda: torch.mm(a, a), 5)
+    for variant in ("vanilla", "reattn"):
+        spec = vit.ViTSpec(depth=16, width=32, heads=8, n_patches=16, patch_dim=16, n_classes=rel.n_classes,
+                           attention=variant)
+        seconds = {}
+        for n in (10, 30):
+            opts = cv.BracketOptions(lrs=(1e-3, 3e-3, 1e-2), max_steps=n, batch=32, eval_every=n, patience=n)
+            seconds[n] = _time(lambda: cv.train_bracket(spec, rel, list(range(5)), opts), 1)  # noqa: B023
+        step = (seconds[30] - seconds[10]) / 20
+        rate = 15 * 32 * 3 * spec.forward_flops() / step
+        print(f"L=16 d=32 {variant} bracket step (15 replicas x 32 images): {step * 1e3:.0f} ms, "
+              f"{rate / 1e9:.1f} GFLOP/s in matrix products; one-thread GEMM peak (1024^2 sgemm) "
+              f"{peak / 1e9:.1f} GFLOP/s; ratio x{rate / peak:.2f}")
 
 
 if __name__ == "__main__":

@@ -78,6 +78,16 @@ class ViTSpec:
     def hidden(self) -> int:
         return max(1, int(round(self.width * self.mlp_ratio)))
 
+    def forward_flops(self) -> int:
+        """Multiply-add FLOPs (2 per multiply-add) of the matrix products in one image's forward pass:
+        patch embedding 2 n_p P d; per block qkv 2 T d 3d, scores and their product with V 2 x 2 H T^2 d_h,
+        output projection 2 T d^2, MLP 2 x 2 T d m; classifier 2 d C on the class token.  Elementwise
+        work (softmax, norms, GELU, re-attention's head mixing) is not counted: this is the work a GEMM
+        does, the yardstick for a GEMM peak.  A training step costs about three times this per image."""
+        T, d, m, H, dh = self.tokens, self.width, self.hidden, self.heads, self.head_dim
+        block = 2 * T * d * 3 * d + 2 * 2 * H * T * T * dh + 2 * T * d * d + 2 * 2 * T * d * m
+        return 2 * self.n_patches * self.patch_dim * d + self.depth * block + 2 * d * self.n_classes
+
 
 def check_shape(width: int, heads: int, depth: int) -> None:
     """Impossible shapes are user errors (exit 2), raised before anything runs."""

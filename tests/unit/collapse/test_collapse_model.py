@@ -35,6 +35,17 @@ def test_softmax_maps_scales_q_with_the_same_bits_when_the_scale_is_a_power_of_t
                 torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
+def test_forward_flops_counts_the_matrix_products_of_a_forward_pass():
+    """ViTSpec.forward_flops equals torch's own count of the forward's matrix products (one image)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    spec = vit.ViTSpec(depth=3, width=16, heads=4, n_patches=16, patch_dim=16, n_classes=5)
+    params, buffers = vit.init_params(spec, [0])
+    with FlopCounterMode(display=False) as counter:
+        vit.forward(params, buffers, spec, torch.randn(1, 1, 16, 16), train=False)
+    assert counter.get_total_flops() == spec.forward_flops()
+
+
 def test_functional_reattention_matches_conv2d_batchnorm2d():
     """normalised_mix == nn.Conv2d(H, H, 1) + nn.BatchNorm2d(H) (official ReAttention), and without theta
     == nn.BatchNorm2d(H) (bn-only), in training mode (incl. running-statistics update) and then in eval
