@@ -330,9 +330,9 @@ def cell_cost(cfg: CollapseConfig) -> float:
     """A cell's work in forward passes of one image through one block of width 1 (for the progress ETA):
     training costs three forwards per image (backward included) plus the validation forwards; the
     random-init probes are one forward of ``probe_images``.  In the default grid the depth-16 training
-    cell counts about 37,000 times the depth-16 init-only cell.  Measured cells follow it to within a
-    factor of about 1.5 (the attention's T^2 work and the per-operation overhead are not in it), which
-    is what an ETA needs."""
+    cell counts about 37,000 times the depth-16 init-only cell.  In session 11's full run the training
+    cells' times, read off the heartbeat, were within a factor of 2 of these ratios (the per-operation
+    overhead that dominates small cells is not in it): enough for an ETA, not a performance model."""
     per_image = cfg.depth * cfg.width
     probes = len(cfg.init_variants) * cfg.init_seeds * cfg.probe_images
     if not cfg.trained:
